@@ -1,0 +1,235 @@
+/**
+ * A folder of encoded images, one sub-folder per class (`root/<class>/**`). Opening lists paths
+ * only; pixels are decoded on `read()`, a few files at a time, so a large folder never sits in
+ * memory.
+ */
+import { createHash } from 'node:crypto';
+import type { Dirent } from 'node:fs';
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { join, relative, resolve, sep } from 'node:path';
+import { GimError } from '../errors.js';
+import {
+  checkIndices,
+  type ImageBatch,
+  type ImageDataset,
+  type ImageDatasetInfo,
+} from './dataset.js';
+import { checkDecodeOptions, decodeImage, type DecodeImageOptions } from './decode-image.js';
+
+export { decodeImage, sniffImageFormat, DEFAULT_MAX_PIXELS } from './decode-image.js';
+
+/** Lower-case extensions of the files a folder dataset holds; other files are ignored. */
+export const IMAGE_EXTENSIONS: readonly string[] = ['.png', '.jpg', '.jpeg', '.webp'];
+
+export interface ImageFolderOptions extends DecodeImageOptions {
+  /**
+   * What `fingerprint()` hashes: `metadata` (default) = sorted relative paths, sizes and mtimes,
+   * cheap; `content` = the bytes of every file, survives copies but reads the whole folder.
+   */
+  fingerprint?: 'metadata' | 'content';
+  /** Files decoded at once by `read()`. Default 4. */
+  concurrency?: number;
+}
+
+interface FolderItem {
+  path: string;
+  /** Relative to the root, `/`-separated: the stable name of the item in fingerprints. */
+  rel: string;
+  label: number;
+}
+
+export async function openImageFolder(
+  root: string,
+  opts: ImageFolderOptions,
+): Promise<ImageDataset> {
+  checkDecodeOptions(opts);
+  const absRoot = resolve(root);
+  const classDirs = (await listDir(absRoot)).filter((e) => !isHidden(e.name));
+  const classNames: string[] = [];
+  for (const entry of classDirs) {
+    if (await isDirectory(join(absRoot, entry.name), entry)) classNames.push(entry.name);
+  }
+  classNames.sort();
+  if (classNames.length === 0) {
+    throw new GimError(
+      'invalid_data',
+      `${absRoot}: no class sub-folders (expected root/<class>/*.png)`,
+    );
+  }
+
+  const items: FolderItem[] = [];
+  for (const [label, name] of classNames.entries()) {
+    const files = await listImages(join(absRoot, name));
+    if (files.length === 0) {
+      throw new GimError(
+        'invalid_data',
+        `${join(absRoot, name)}: class folder holds no ${IMAGE_EXTENSIONS.join(' ')} files`,
+      );
+    }
+    for (const path of files) {
+      items.push({ path, rel: relative(absRoot, path).split(sep).join('/'), label });
+    }
+  }
+
+  const info: ImageDatasetInfo = {
+    source: `folder:${absRoot}`,
+    count: items.length,
+    height: opts.height,
+    width: opts.width,
+    channels: opts.channels,
+    classNames,
+  };
+  return new ImageFolderDataset(info, items, opts);
+}
+
+class ImageFolderDataset implements ImageDataset {
+  private hash: Promise<string> | undefined;
+
+  constructor(
+    readonly info: ImageDatasetInfo,
+    private readonly items: FolderItem[],
+    private readonly opts: ImageFolderOptions,
+  ) {}
+
+  async read(indices: ArrayLike<number>): Promise<ImageBatch> {
+    checkIndices(indices, this.info.count, this.info.source);
+    const n = indices.length;
+    const size = this.info.height * this.info.width * this.info.channels;
+    const images = new Float32Array(n * size); // [n, h, w, c]
+    const labels = new Int32Array(n);
+    await forEachLimited(n, this.opts.concurrency ?? 4, async (k) => {
+      const item = this.items[indices[k] as number] as FolderItem;
+      images.set(await this.decode(item), k * size);
+      labels[k] = item.label;
+    });
+    return { images, labels, n, indices: Int32Array.from(indices) };
+  }
+
+  fingerprint(): Promise<string> {
+    if (!this.hash) {
+      this.hash = this.computeFingerprint();
+      // A failed attempt (e.g. a file removed meanwhile) is not cached.
+      this.hash.catch(() => {
+        this.hash = undefined;
+      });
+    }
+    return this.hash;
+  }
+
+  private async decode(item: FolderItem): Promise<Float32Array> {
+    const bytes = await readItem(item.path);
+    try {
+      return await decodeImage(bytes, this.opts);
+    } catch (e) {
+      const reason = e instanceof Error ? e.message : String(e);
+      throw new GimError('invalid_data', `${item.path}: ${reason}`, { cause: e });
+    }
+  }
+
+  private async computeFingerprint(): Promise<string> {
+    const content = this.opts.fingerprint === 'content';
+    const lines = new Array<string>(this.items.length);
+    await forEachLimited(this.items.length, 8, async (i) => {
+      const item = this.items[i] as FolderItem;
+      if (content) {
+        const digest = createHash('sha256')
+          .update(await readItem(item.path))
+          .digest('hex');
+        lines[i] = `${item.rel}\t${digest}\n`;
+      } else {
+        const st = await statItem(item.path);
+        lines[i] = `${item.rel}\t${st.size}\t${Math.round(st.mtimeMs)}\n`;
+      }
+    });
+    const hash = createHash('sha256').update(`gim-folder-v1 ${content ? 'content' : 'metadata'}\n`);
+    // Items are already sorted by class, then path; the relative path carries the class.
+    for (const line of lines) hash.update(line);
+    return hash.digest('hex');
+  }
+}
+
+/** Image files under `dir`, recursively, sorted by path; hidden entries skipped. */
+async function listImages(dir: string): Promise<string[]> {
+  const found: string[] = [];
+  for (const entry of await listDir(dir)) {
+    if (isHidden(entry.name)) continue;
+    const path = join(dir, entry.name);
+    if (await isDirectory(path, entry)) {
+      found.push(...(await listImages(path)));
+    } else if (IMAGE_EXTENSIONS.some((ext) => entry.name.toLowerCase().endsWith(ext))) {
+      found.push(path);
+    }
+  }
+  return found.sort();
+}
+
+/**
+ * Runs `fn(0..n-1)` with at most `limit` calls in flight. After the first failure no new call
+ * starts; the first error is thrown once the calls in flight have settled.
+ */
+async function forEachLimited(
+  n: number,
+  limit: number,
+  fn: (i: number) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  let failure: { error: unknown } | undefined;
+  const worker = async (): Promise<void> => {
+    while (!failure && next < n) {
+      const i = next++;
+      try {
+        await fn(i);
+      } catch (error) {
+        failure ??= { error };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, n)) }, worker));
+  if (failure) throw failure.error;
+}
+
+function isHidden(name: string): boolean {
+  return name.startsWith('.');
+}
+
+async function isDirectory(path: string, entry: Dirent): Promise<boolean> {
+  if (entry.isDirectory()) return true;
+  if (!entry.isSymbolicLink()) return false;
+  try {
+    return (await stat(path)).isDirectory();
+  } catch {
+    return false; // a dangling link
+  }
+}
+
+async function listDir(dir: string): Promise<Dirent[]> {
+  try {
+    return await readdir(dir, { withFileTypes: true });
+  } catch (e) {
+    throw fsError(e, dir);
+  }
+}
+
+async function readItem(path: string): Promise<Buffer> {
+  try {
+    return await readFile(path);
+  } catch (e) {
+    throw fsError(e, path);
+  }
+}
+
+async function statItem(path: string): Promise<{ size: number; mtimeMs: number }> {
+  try {
+    return await stat(path);
+  } catch (e) {
+    throw fsError(e, path);
+  }
+}
+
+function fsError(e: unknown, path: string): GimError {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return new GimError('not_found', `no such file or folder: ${path}`);
+  if (code === 'ENOTDIR') return new GimError('invalid_argument', `not a folder: ${path}`);
+  const reason = e instanceof Error ? e.message : String(e);
+  return new GimError('io_error', `cannot read ${path}: ${reason}`, { cause: e });
+}

@@ -1,0 +1,130 @@
+import * as tf from '@tensorflow/tfjs';
+import { GimError } from '../errors.js';
+import { imagesToPatches, patchGrid, type ImageAdapterConfig } from '../modality/image.js';
+import { VisionModule, type VisionModuleConfig } from './vision-module.js';
+
+/**
+ * The scaled-down GIM.md vision encoder: conv3x3 strides 1, 2, 2 with a residual 1x1 each.
+ * channels: [16, 32, 64] by default, [8, 16, 32] for a fast run.
+ */
+export function visionModuleConfigs(
+  adapter: ImageAdapterConfig,
+  channels: number[] = [16, 32, 64],
+  strides: number[] = [1, 2, 2],
+): VisionModuleConfig[] {
+  if (channels.length === 0 || channels.length !== strides.length)
+    throw new GimError(
+      'invalid_argument',
+      `need one stride per module: ${channels.length} channel counts, ${strides.length} strides`,
+    );
+  const configs: VisionModuleConfig[] = [];
+  let size = adapter.patchSize;
+  let inChannels: number = adapter.channels;
+  channels.forEach((c, i) => {
+    const stride = strides[i] as number;
+    configs.push({
+      kind: 'vision-conv',
+      inputSize: size,
+      inChannels,
+      channels: c,
+      stride,
+      kernelSize: 3,
+    });
+    size = Math.ceil(size / stride);
+    inChannels = c;
+  });
+  return configs;
+}
+
+/**
+ * A stack of K modules applied to each patch of an image's grid. Every module's output, averaged
+ * over the patch, is an embedding: `embed` runs only up to the deepest layer asked for.
+ */
+export class EncoderStack {
+  constructor(
+    readonly adapter: ImageAdapterConfig,
+    readonly modules: VisionModule[],
+  ) {
+    modules.forEach((m, i) => {
+      const prev = i === 0 ? null : (modules[i - 1] as VisionModule);
+      const size = prev ? prev.outputSize : adapter.patchSize;
+      const ch = prev ? prev.config.channels : adapter.channels;
+      if (m.config.inputSize !== size || m.config.inChannels !== ch)
+        throw new GimError(
+          'invalid_argument',
+          `module ${i + 1} expects ${m.config.inputSize}x${m.config.inputSize}x${m.config.inChannels} input, ` +
+            `the layer below gives ${size}x${size}x${ch}`,
+        );
+    });
+  }
+
+  static create(
+    adapter: ImageAdapterConfig,
+    configs: VisionModuleConfig[],
+    seed: number,
+  ): EncoderStack {
+    return new EncoderStack(
+      adapter,
+      configs.map((c, i) => VisionModule.create(c, seed + 7919 * (i + 1), `module${i + 1}`)),
+    );
+  }
+
+  get depth(): number {
+    return this.modules.length;
+  }
+
+  get grid(): { rows: number; cols: number } {
+    return patchGrid(this.adapter);
+  }
+
+  /** Checks a 1-based layer number. */
+  layer(index: number): VisionModule {
+    const m = Number.isInteger(index) ? this.modules[index - 1] : undefined;
+    if (!m)
+      throw new GimError(
+        'not_found',
+        `layer ${index} does not exist: this stack has layers 1..${this.depth}`,
+      );
+    return m;
+  }
+
+  /** Normalised patches [n * rows * cols, p, p, c] of images [n, h, w, c] in [0, 1]. */
+  patches(pixels: Float32Array, n: number): tf.Tensor4D {
+    const p = this.adapter.patchSize;
+    const { rows, cols } = this.grid;
+    const data = imagesToPatches(pixels, n, this.adapter);
+    return tf.tensor4d(data, [n * rows * cols, p, p, this.adapter.channels]);
+  }
+
+  /**
+   * Per-patch embeddings of the requested layers: layer → grid [n, rows, cols, C_layer], each
+   * patch's module output averaged over its pixels. One forward pass up to the deepest layer.
+   */
+  embed(pixels: Float32Array, n: number, layers: number[]): Map<number, tf.Tensor4D> {
+    if (layers.length === 0) throw new GimError('invalid_argument', 'ask for at least one layer');
+    layers.forEach((l) => this.layer(l));
+    const deepest = Math.max(...layers);
+    const { rows, cols } = this.grid;
+    const out = new Map<number, tf.Tensor4D>();
+    tf.tidy(() => {
+      let x: tf.Tensor4D = this.patches(pixels, n);
+      for (let l = 1; l <= deepest; l++) {
+        x = this.layer(l).apply(x);
+        if (layers.includes(l)) {
+          const c = x.shape[3];
+          out.set(l, tf.keep(tf.reshape(tf.mean(x, [1, 2]), [n, rows, cols, c])));
+        }
+      }
+    });
+    return out;
+  }
+
+  /** All modules' artifacts, in order. */
+  artifacts(): Promise<tf.io.ModelArtifacts[]> {
+    return Promise.all(this.modules.map((m) => m.artifacts()));
+  }
+
+  dispose(): void {
+    this.modules.forEach((m) => m.dispose());
+  }
+}

@@ -1,0 +1,168 @@
+import * as tf from '@tensorflow/tfjs';
+import { GimError } from '../errors.js';
+import type { Rng } from '../random.js';
+
+/**
+ * Positive pairs of one batch, per prediction step k: encoding `context[i]` predicts encoding
+ * `target[i]` (row indices into the batch's flattened encodings [M, C]).
+ */
+export interface PositivePairs {
+  steps: { context: Int32Array; target: Int32Array }[];
+  /** Number of encodings in the batch (M): negatives are drawn from all of them. */
+  poolSize: number;
+}
+
+/**
+ * Vision pairs (GIM.md): per image a rows x cols grid of patch encodings, rows-major; context
+ * (r, c) predicts (r + offset, c) in the same column, one step per offset (offsets 2..5 by
+ * default: the adjacent row overlaps the context patch by half).
+ */
+export function gridPairs(
+  images: number,
+  rows: number,
+  cols: number,
+  offsets: number[],
+): PositivePairs {
+  const steps = offsets.map((offset) => {
+    if (!(Number.isInteger(offset) && offset > 0 && offset < rows))
+      throw new GimError(
+        'invalid_argument',
+        `prediction offset ${offset} is outside 1..${rows - 1}`,
+      );
+    const perImage = (rows - offset) * cols;
+    const context = new Int32Array(images * perImage);
+    const target = new Int32Array(images * perImage);
+    let i = 0;
+    for (let b = 0; b < images; b++) {
+      for (let r = 0; r + offset < rows; r++) {
+        for (let c = 0; c < cols; c++) {
+          context[i] = (b * rows + r) * cols + c;
+          target[i] = (b * rows + r + offset) * cols + c;
+          i++;
+        }
+      }
+    }
+    return { context, target };
+  });
+  return { steps, poolSize: images * rows * cols };
+}
+
+/**
+ * N negatives per positive pair, uniform with replacement over every encoding of the batch
+ * (they may hit the positive, as in the reference code). One [pairs * N] array per step.
+ */
+export function sampleNegatives(pairs: PositivePairs, negatives: number, rng: Rng): Int32Array[] {
+  return pairs.steps.map(({ context }) => {
+    const idx = new Int32Array(context.length * negatives);
+    for (let i = 0; i < idx.length; i++) idx[i] = rng.int(pairs.poolSize);
+    return idx;
+  });
+}
+
+/**
+ * Fused InfoNCE over all steps, with an analytic gradient.
+ *
+ * preds   [M, K * C]: row m holds W_k z_m for every step k (block k is columns kC..(k+1)C-1).
+ * targets [M, C]:     the encodings z.
+ * score(i, j) = preds[context_i, block k] · targets[j]; per pair the logits are
+ * [positive, N negatives] and the loss is the cross-entropy with the positive at index 0.
+ * Returns mean over k of (mean over pairs of step k).
+ *
+ * The gradient is dL/ds_0 = w (p_0 - 1), dL/ds_j = w p_j (w = 1 / (K * pairs_k)), scattered back
+ * to preds and targets in typed arrays: gathering negatives with tf.gather has no usable gradient
+ * on the JS/wasm backends (GIM.md, traps).
+ */
+export function infoNce(
+  preds: tf.Tensor2D,
+  targets: tf.Tensor2D,
+  pairs: PositivePairs,
+  negatives: Int32Array[],
+): tf.Scalar {
+  const K = pairs.steps.length;
+  const [M, C] = targets.shape;
+  if (preds.shape[0] !== M || preds.shape[1] !== K * C)
+    throw new GimError(
+      'invalid_argument',
+      `infoNce: preds must be [${M}, ${K * C}] for ${K} steps, got [${preds.shape.join(', ')}]`,
+    );
+  if (M !== pairs.poolSize)
+    throw new GimError(
+      'invalid_argument',
+      `infoNce: ${M} encodings, pairs expect ${pairs.poolSize}`,
+    );
+  const f = tf.customGrad((p, z) => {
+    const P = (p as tf.Tensor).dataSync() as Float32Array;
+    const Z = (z as tf.Tensor).dataSync() as Float32Array;
+    const dP = new Float32Array(P.length);
+    const dZ = new Float32Array(Z.length);
+    const loss = infoNceArrays(P, Z, C, K, pairs, negatives, dP, dZ);
+    return {
+      value: tf.scalar(loss),
+      gradFunc: (dy: tf.Tensor) => {
+        const g = (dy.dataSync() as Float32Array)[0] as number;
+        if (g !== 1) {
+          for (let i = 0; i < dP.length; i++) dP[i] = (dP[i] as number) * g;
+          for (let i = 0; i < dZ.length; i++) dZ[i] = (dZ[i] as number) * g;
+        }
+        return [tf.tensor2d(dP, [M, K * C]), tf.tensor2d(dZ, [M, C])];
+      },
+    };
+  });
+  return f(preds, targets) as tf.Scalar;
+}
+
+/** The loss and its gradient (accumulated into dP and dZ) on plain arrays. */
+export function infoNceArrays(
+  P: Float32Array,
+  Z: Float32Array,
+  C: number,
+  K: number,
+  pairs: PositivePairs,
+  negatives: Int32Array[],
+  dP: Float32Array,
+  dZ: Float32Array,
+): number {
+  const rowP = K * C;
+  let total = 0;
+  for (let k = 0; k < K; k++) {
+    const { context, target } = pairs.steps[k] as PositivePairs['steps'][number];
+    const neg = negatives[k] as Int32Array;
+    const n = context.length;
+    if (n === 0) continue;
+    const N = neg.length / n;
+    if (!Number.isInteger(N))
+      throw new GimError('invalid_argument', `infoNce: ${neg.length} negatives for ${n} pairs`);
+    const w = 1 / (K * n);
+    const idx = new Int32Array(N + 1);
+    const s = new Float64Array(N + 1);
+    for (let i = 0; i < n; i++) {
+      const pOff = (context[i] as number) * rowP + k * C;
+      idx[0] = target[i] as number;
+      for (let j = 0; j < N; j++) idx[j + 1] = neg[i * N + j] as number;
+      let max = -Infinity;
+      for (let j = 0; j <= N; j++) {
+        const zOff = (idx[j] as number) * C;
+        let dot = 0;
+        for (let c = 0; c < C; c++) dot += (P[pOff + c] as number) * (Z[zOff + c] as number);
+        s[j] = dot;
+        if (dot > max) max = dot;
+      }
+      let sum = 0;
+      for (let j = 0; j <= N; j++) {
+        const e = Math.exp((s[j] as number) - max);
+        s[j] = e;
+        sum += e;
+      }
+      total += w * (Math.log(sum) + max - (Math.log(s[0] as number) + max));
+      for (let j = 0; j <= N; j++) {
+        const g = w * ((s[j] as number) / sum - (j === 0 ? 1 : 0));
+        const zOff = (idx[j] as number) * C;
+        for (let c = 0; c < C; c++) {
+          dP[pOff + c] = (dP[pOff + c] as number) + g * (Z[zOff + c] as number);
+          dZ[zOff + c] = (dZ[zOff + c] as number) + g * (P[pOff + c] as number);
+        }
+      }
+    }
+  }
+  return total;
+}

@@ -1,0 +1,68 @@
+import { GimError } from '../errors.js';
+
+export const SCHEDULES = ['parallel', 'sequential', 'end-to-end'] as const;
+/**
+ * parallel: every module steps on every batch, each on its own loss (the paper's default).
+ * sequential: module 1 for all epochs, then module 2 on frozen module 1, ...: one module's memory.
+ * end-to-end: one InfoNCE loss on the last module, backpropagated through all (CPC baseline).
+ */
+export type Schedule = (typeof SCHEDULES)[number];
+
+/** How greedy training computes a module's convolution (both give the same numbers). */
+export type ConvRoute = 'im2col' | 'conv';
+
+export interface TrainConfig {
+  schedule: Schedule;
+  /** Epochs (per module under `sequential`). */
+  epochs: number;
+  batchSize: number;
+  learningRate: number;
+  seed: number;
+  /** Negatives per positive pair (GIM.md: 16 for vision). */
+  negatives: number;
+  /** Prediction offsets in grid rows (GIM.md: k + 1 for k = 1..4 → 2..5). */
+  offsets: number[];
+  convRoute: ConvRoute;
+  /** 1-based: modules below it are frozen (retraining from module k). */
+  fromModule: number;
+  /** Optional cap on batches per epoch (short runs, benchmarks). */
+  maxStepsPerEpoch?: number;
+}
+
+export const DEFAULT_TRAIN_CONFIG: TrainConfig = {
+  schedule: 'parallel',
+  epochs: 1,
+  batchSize: 32,
+  learningRate: 1e-3,
+  seed: 1,
+  negatives: 16,
+  offsets: [2, 3, 4, 5],
+  convRoute: 'im2col',
+  fromModule: 1,
+};
+
+export function resolveTrainConfig(partial: Partial<TrainConfig>): TrainConfig {
+  const cfg: TrainConfig = { ...DEFAULT_TRAIN_CONFIG, ...partial };
+  const bad: string[] = [];
+  if (!SCHEDULES.includes(cfg.schedule))
+    bad.push(`schedule must be one of ${SCHEDULES.join(', ')}`);
+  const positiveInt = (name: keyof TrainConfig, v: unknown) => {
+    if (!(typeof v === 'number' && Number.isInteger(v) && v > 0))
+      bad.push(`${name} must be a positive integer`);
+  };
+  positiveInt('epochs', cfg.epochs);
+  positiveInt('batchSize', cfg.batchSize);
+  positiveInt('negatives', cfg.negatives);
+  positiveInt('fromModule', cfg.fromModule);
+  if (cfg.maxStepsPerEpoch !== undefined) positiveInt('maxStepsPerEpoch', cfg.maxStepsPerEpoch);
+  if (!(cfg.learningRate > 0 && Number.isFinite(cfg.learningRate)))
+    bad.push('learningRate must be > 0');
+  if (!Number.isInteger(cfg.seed)) bad.push('seed must be an integer');
+  if (cfg.offsets.length === 0 || cfg.offsets.some((o) => !(Number.isInteger(o) && o > 0)))
+    bad.push('offsets must be positive integers');
+  if (cfg.convRoute !== 'im2col' && cfg.convRoute !== 'conv')
+    bad.push('convRoute must be im2col or conv');
+  if (bad.length > 0)
+    throw new GimError('invalid_argument', `bad training config: ${bad.join('; ')}`);
+  return cfg;
+}

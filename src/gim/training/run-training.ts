@@ -1,0 +1,220 @@
+import { GimError } from '../errors.js';
+import { Rng } from '../random.js';
+import { batches, type ImageDataset } from '../data/dataset.js';
+import type { EncoderStack } from '../encoders/encoder-stack.js';
+import type { TrainConfig } from './config.js';
+import { exportTrainerState, releaseTrainerState, type GreedyTrainer } from './greedy-trainer.js';
+import { saveCheckpoint, type CheckpointState } from './checkpoint.js';
+
+export interface StepProgress {
+  /** 1-based phase and module being trained (sequential), or null when all train together. */
+  phase: number;
+  phases: number;
+  module: number | null;
+  epoch: number;
+  epochs: number;
+  step: number;
+  stepsPerEpoch: number;
+  /** Optimiser steps over the whole run, and their total. */
+  globalStep: number;
+  totalSteps: number;
+  /** Loss of this step per module (null: not trained in this step). */
+  losses: (number | null)[];
+  imagesPerSecond: number;
+  patchesPerSecond: number;
+  etaSeconds: number;
+}
+
+export interface EpochSummary {
+  phase: number;
+  module: number | null;
+  epoch: number;
+  /** Mean loss of the epoch per module (null: not trained in this epoch). */
+  losses: (number | null)[];
+  seconds: number;
+}
+
+export interface TrainCallbacks {
+  onStep?(p: StepProgress): void;
+  onEpochEnd?(e: EpochSummary): void;
+  onCheckpoint?(path: string): void;
+}
+
+export interface RunOptions {
+  callbacks?: TrainCallbacks;
+  /** Save a checkpoint here after every epoch. */
+  checkpointDir?: string;
+  /** Continue from a saved state (the trainer must already hold its weights). */
+  resumeFrom?: CheckpointState;
+  /** Stops after the current step when aborted; the last checkpoint stays usable. */
+  signal?: AbortSignal;
+  data: { source: string; fingerprint: string; items: number };
+}
+
+export interface TrainResult {
+  /** Mean loss of each module's last trained epoch (null: not trained in this run). */
+  finalLosses: (number | null)[];
+  steps: number;
+  epochs: number;
+  durationSeconds: number;
+  history: CheckpointState['history'];
+  aborted: boolean;
+}
+
+/** The modules each phase trains: sequential has one phase per module, the others one phase. */
+export function trainingPhases(config: TrainConfig, depth: number): number[][] {
+  const modules: number[] = [];
+  for (let m = config.fromModule; m <= depth; m++) modules.push(m);
+  if (config.schedule === 'sequential') return modules.map((m) => [m]);
+  if (config.schedule === 'end-to-end') return [[depth]];
+  return [modules];
+}
+
+/** Seed of the randomness of one step, so that a resumed run draws what the first run would have. */
+function stepSeed(seed: number, phase: number, epoch: number, step: number): number {
+  let h = seed ^ 0x9e3779b9;
+  for (const v of [phase, epoch, step]) h = Math.imul(h ^ v, 0x85ebca6b) ^ (h >>> 13);
+  return h >>> 0;
+}
+
+/**
+ * The training loop: epochs of shuffled batches through `trainer.step`, progress through
+ * callbacks, a checkpoint after every epoch.
+ */
+export async function runTraining(
+  trainer: GreedyTrainer,
+  dataset: ImageDataset,
+  opts: RunOptions,
+): Promise<TrainResult> {
+  const config = trainer.config;
+  const stack: EncoderStack = trainer.stack;
+  const { height, width, channels } = dataset.info;
+  const a = stack.adapter;
+  if (height !== a.height || width !== a.width || channels !== a.channels)
+    throw new GimError(
+      'invalid_argument',
+      `dataset images are ${height}x${width}x${channels}, the stack expects ${a.height}x${a.width}x${a.channels}`,
+    );
+  const phases = trainingPhases(config, stack.depth);
+  const full = Math.floor(dataset.info.count / config.batchSize);
+  if (full === 0)
+    throw new GimError(
+      'invalid_argument',
+      `the dataset has ${dataset.info.count} items, fewer than one batch of ${config.batchSize}`,
+    );
+  const stepsPerEpoch = Math.min(full, config.maxStepsPerEpoch ?? full);
+  const totalSteps = phases.length * config.epochs * stepsPerEpoch;
+  const { rows, cols } = stack.grid;
+  const resume = opts.resumeFrom;
+  const history = resume ? [...resume.history] : [];
+  let globalStep = resume?.step ?? 0;
+  const startSteps = globalStep;
+  const started = performance.now();
+  const elapsedBefore = resume?.elapsedSeconds ?? 0;
+  const finalLosses: (number | null)[] = new Array(stack.depth).fill(null);
+  for (const h of history)
+    h.losses.forEach((l, i) => {
+      if (l !== null) finalLosses[i] = l;
+    });
+  let aborted = false;
+
+  for (let phase = resume?.phase ?? 0; phase < phases.length && !aborted; phase++) {
+    const active = phases[phase] as number[];
+    const firstEpoch = resume && phase === resume.phase ? resume.epochsDone : 0;
+    for (let epoch = firstEpoch; epoch < config.epochs && !aborted; epoch++) {
+      if (opts.signal?.aborted) {
+        aborted = true;
+        break;
+      }
+      const epochStart = performance.now();
+      const sums = new Float64Array(stack.depth);
+      let step = 0;
+      const stream = batches(dataset, {
+        batchSize: config.batchSize,
+        seed: config.seed,
+        epoch: phase * config.epochs + epoch,
+        dropLast: true,
+      });
+      for await (const batch of stream) {
+        if (step >= stepsPerEpoch) break;
+        const rng = new Rng(stepSeed(config.seed, phase, epoch, step));
+        const losses = trainer.step({ images: batch.images, n: batch.n }, active, rng);
+        losses.forEach((l, i) => {
+          if (!Number.isNaN(l)) sums[i] = (sums[i] as number) + l;
+        });
+        step++;
+        globalStep++;
+        const seconds = (performance.now() - started) / 1000;
+        const rate = (globalStep - startSteps) / Math.max(seconds, 1e-9);
+        opts.callbacks?.onStep?.({
+          phase: phase + 1,
+          phases: phases.length,
+          module: config.schedule === 'sequential' ? (active[0] as number) : null,
+          epoch: epoch + 1,
+          epochs: config.epochs,
+          step,
+          stepsPerEpoch,
+          globalStep,
+          totalSteps,
+          losses: losses.map((l) => (Number.isNaN(l) ? null : l)),
+          imagesPerSecond: rate * config.batchSize,
+          patchesPerSecond: rate * config.batchSize * rows * cols,
+          etaSeconds: (totalSteps - globalStep) / Math.max(rate, 1e-9),
+        });
+        if (opts.signal?.aborted) {
+          aborted = true;
+          break;
+        }
+      }
+      if (aborted) break;
+      const trained = trainer.config.schedule === 'end-to-end' ? [stack.depth] : active;
+      const means = Array.from(sums, (s, i) => (trained.includes(i + 1) ? s / step : null));
+      means.forEach((l, i) => {
+        if (l !== null) finalLosses[i] = l;
+      });
+      history.push({ phase, epoch, losses: means });
+      opts.callbacks?.onEpochEnd?.({
+        phase: phase + 1,
+        module: config.schedule === 'sequential' ? (active[0] as number) : null,
+        epoch: epoch + 1,
+        losses: means,
+        seconds: (performance.now() - epochStart) / 1000,
+      });
+      if (opts.checkpointDir) {
+        const last = epoch + 1 === config.epochs;
+        const state: CheckpointState = {
+          format: 'gim-checkpoint/1',
+          config,
+          adapter: stack.adapter,
+          modules: stack.modules.map((m) => m.config),
+          phase: last ? phase + 1 : phase,
+          epochsDone: last ? 0 : epoch + 1,
+          step: globalStep,
+          history,
+          elapsedSeconds: elapsedBefore + (performance.now() - started) / 1000,
+          data: opts.data,
+        };
+        const trainerState = await exportTrainerState(trainer);
+        try {
+          const path = await saveCheckpoint(
+            opts.checkpointDir,
+            state,
+            await stack.artifacts(),
+            trainerState,
+          );
+          opts.callbacks?.onCheckpoint?.(path);
+        } finally {
+          releaseTrainerState(trainerState);
+        }
+      }
+    }
+  }
+  return {
+    finalLosses,
+    steps: globalStep,
+    epochs: config.epochs,
+    durationSeconds: elapsedBefore + (performance.now() - started) / 1000,
+    history,
+    aborted,
+  };
+}
