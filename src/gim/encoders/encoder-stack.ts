@@ -69,6 +69,33 @@ export class EncoderStack {
     );
   }
 
+  /** Rebuilds a stack from saved module artifacts (a published version or a checkpoint). */
+  static async fromArtifacts(
+    adapter: ImageAdapterConfig,
+    configs: VisionModuleConfig[],
+    artifacts: tf.io.ModelArtifacts[],
+  ): Promise<EncoderStack> {
+    if (configs.length !== artifacts.length)
+      throw new GimError(
+        'invalid_data',
+        `${configs.length} module configs but ${artifacts.length} modules`,
+      );
+    const modules: VisionModule[] = [];
+    try {
+      for (let i = 0; i < configs.length; i++)
+        modules.push(
+          await VisionModule.fromArtifacts(
+            configs[i] as VisionModuleConfig,
+            artifacts[i] as tf.io.ModelArtifacts,
+          ),
+        );
+      return new EncoderStack(adapter, modules);
+    } catch (e) {
+      modules.forEach((m) => m.dispose());
+      throw e;
+    }
+  }
+
   get depth(): number {
     return this.modules.length;
   }

@@ -3,7 +3,6 @@ import { GimError } from '../errors.js';
 import type { ImageDataset } from '../data/dataset.js';
 import { channelStats, defaultImageAdapter, type ImageAdapterConfig } from '../modality/image.js';
 import { EncoderStack, visionModuleConfigs } from '../encoders/encoder-stack.js';
-import { VisionModule } from '../encoders/vision-module.js';
 import type { ModuleManifest, StackManifest } from '../store/manifest.js';
 import type { StackDraft } from '../store/stack-store.js';
 import { resolveTrainConfig, type TrainConfig } from './config.js';
@@ -58,14 +57,18 @@ export async function trainImageStack(job: ImageTrainJob): Promise<ImageTrainOut
         'conflict',
         `the checkpoint in ${job.checkpointDir} was made on other data`,
       );
-    stack = await stackFrom(checkpoint.state.adapter, checkpoint.state.modules, checkpoint.modules);
+    stack = await EncoderStack.fromArtifacts(
+      checkpoint.state.adapter,
+      checkpoint.state.modules,
+      checkpoint.modules,
+    );
     log(
       `resuming from step ${checkpoint.state.step} (phase ${checkpoint.state.phase + 1}, ${checkpoint.state.epochsDone} epochs done)`,
     );
   } else if (job.parent) {
     config = resolveTrainConfig({ ...job.train, fromModule: job.train?.fromModule ?? 1 });
     const p = job.parent.manifest;
-    stack = await stackFrom(
+    stack = await EncoderStack.fromArtifacts(
       p.adapter,
       p.modules.map((m) => m.config),
       job.parent.modules,
@@ -141,32 +144,5 @@ export async function trainImageStack(job: ImageTrainJob): Promise<ImageTrainOut
     throw e;
   } finally {
     trainer.dispose();
-  }
-}
-
-/** Rebuilds a stack from saved module artifacts. */
-export async function stackFrom(
-  adapter: ImageAdapterConfig,
-  configs: ModuleManifest['config'][],
-  artifacts: tf.io.ModelArtifacts[],
-): Promise<EncoderStack> {
-  if (configs.length !== artifacts.length)
-    throw new GimError(
-      'invalid_data',
-      `${configs.length} module configs but ${artifacts.length} modules`,
-    );
-  const modules: VisionModule[] = [];
-  try {
-    for (let i = 0; i < configs.length; i++)
-      modules.push(
-        await VisionModule.fromArtifacts(
-          configs[i] as ModuleManifest['config'],
-          artifacts[i] as tf.io.ModelArtifacts,
-        ),
-      );
-    return new EncoderStack(adapter, modules);
-  } catch (e) {
-    modules.forEach((m) => m.dispose());
-    throw e;
   }
 }

@@ -1,0 +1,107 @@
+import { Command } from 'commander';
+import { openImageDataset, DATASET_SPEC_HELP } from '../../gim/data/open-dataset.js';
+import { stratifiedSplit } from '../../gim/data/dataset.js';
+import { parsePooling } from '../../gim/encoders/pooling.js';
+import { probeLayers } from '../../gim/classify/probe-layers.js';
+import {
+  backendOption,
+  int,
+  loadStack,
+  modelsDirOption,
+  parseLayers,
+  startBackend,
+} from '../shared.js';
+import { Progress } from '../progress.js';
+
+interface ProbeOptions {
+  model: string;
+  data: string;
+  testData?: string;
+  layers: string;
+  pooling: string;
+  epochs: number;
+  limit?: number;
+  seed: number;
+  json?: boolean;
+  modelsDir: string;
+  backend?: string;
+}
+
+export function probeCommand(): Command {
+  return new Command('probe')
+    .description(
+      'fit a linear (logistic-regression) probe on frozen embeddings of each layer; print accuracy',
+    )
+    .requiredOption('--model <ref>', 'stack: name, name@version or name@label')
+    .requiredOption('--data <spec>', `labelled training data: ${DATASET_SPEC_HELP}`)
+    .option('--test-data <spec>', 'labelled test data (default: a stratified 20% split of --data)')
+    .option('--layers <list>', 'all, last, or a comma-separated list of layers', 'all')
+    .option(
+      '--pooling <list>',
+      'comma-separated poolings: mean, max, none, grid2, grid3',
+      'mean,grid2,none',
+    )
+    .option('--epochs <n>', 'probe training epochs', int(1), 20)
+    .option('--limit <n>', 'use at most n training items (stratified)', int(10))
+    .option('--seed <n>', 'split and probe seed', int(0), 1)
+    .option('--json', 'print the rows as JSON')
+    .addOption(modelsDirOption())
+    .addOption(backendOption())
+    .action(async (o: ProbeOptions) => {
+      await startBackend(o.backend);
+      const { manifest, stack } = await loadStack(o.modelsDir, o.model);
+      try {
+        const layers = parseLayers(o.layers, stack.depth);
+        const poolings = o.pooling.split(',').map((p) => parsePooling(p.trim()));
+        const a = stack.adapter;
+        const size = { height: a.height, width: a.width, channels: a.channels };
+        const train = await openImageDataset(o.data, size);
+        let test = train;
+        let trainSubset: Int32Array | undefined;
+        let testSubset: Int32Array | undefined;
+        const labels = (
+          await train.read(Int32Array.from({ length: train.info.count }, (_, i) => i))
+        ).labels;
+        if (o.testData) {
+          test = await openImageDataset(o.testData, size);
+        } else {
+          const split = stratifiedSplit(labels, 0.2, o.seed);
+          trainSubset = split.train;
+          testSubset = split.test;
+        }
+        if (o.limit !== undefined && (trainSubset?.length ?? train.info.count) > o.limit) {
+          const pool = trainSubset ?? Int32Array.from({ length: train.info.count }, (_, i) => i);
+          const poolLabels = Int32Array.from(pool, (i) => labels[i] as number);
+          const keep = stratifiedSplit(poolLabels, o.limit / pool.length, o.seed + 1).test;
+          trainSubset = Int32Array.from(keep, (i) => pool[i] as number);
+        }
+        const progress = new Progress('probe', 5000);
+        progress.log(
+          `probing ${manifest.name}@${manifest.version}, layers ${layers.join(',')}, poolings ${poolings.join(',')}`,
+        );
+        const rows = await probeLayers(stack, train, test, layers, poolings, {
+          probe: { epochs: o.epochs, seed: o.seed },
+          trainSubset,
+          testSubset,
+          onProgress: (what, d, t) => progress.update(d, t, what),
+          onRow: (r) =>
+            o.json ||
+            process.stdout.write(
+              `layer ${r.layer}  ${r.pooling.padEnd(5)}  dim ${String(r.dim).padStart(5)}  ` +
+                `train ${(100 * r.trainAccuracy).toFixed(2)}%  test ${(100 * r.testAccuracy).toFixed(2)}%\n`,
+            ),
+        });
+        const best = rows.reduce((a, b) => (b.testAccuracy > a.testAccuracy ? b : a));
+        if (o.json)
+          process.stdout.write(
+            `${JSON.stringify({ model: manifest.name, version: manifest.version, rows, best }, null, 2)}\n`,
+          );
+        else
+          process.stdout.write(
+            `best: layer ${best.layer} ${best.pooling} ${(100 * best.testAccuracy).toFixed(2)}%\n`,
+          );
+      } finally {
+        stack.dispose();
+      }
+    });
+}
