@@ -1,0 +1,112 @@
+import { STATUS_CODES } from 'node:http';
+import {
+  type ArgumentsHost,
+  Catch,
+  type ExceptionFilter,
+  HttpException,
+  Logger,
+} from '@nestjs/common';
+import type { Request, Response } from 'express';
+import { type GimErrorCode, isGimError } from '../../gim/errors.js';
+
+/** The body of every error response. */
+export interface ErrorBody {
+  error: string;
+  error_type: string;
+}
+
+export interface HttpError {
+  status: number;
+  body: ErrorBody;
+}
+
+const GIM_ERROR_STATUS: Record<GimErrorCode, number> = {
+  invalid_argument: 400,
+  not_found: 404,
+  conflict: 409,
+  invalid_data: 422,
+  unsupported_media: 415,
+  backend_unavailable: 503,
+  io_error: 500,
+};
+
+/** error_type of an HttpException by status; a status not listed gets its snake_cased reason. */
+const HTTP_ERROR_TYPE: Record<number, string> = {
+  400: 'bad_request',
+  401: 'unauthorized',
+  403: 'forbidden',
+  404: 'not_found',
+  405: 'method_not_allowed',
+  409: 'conflict',
+  413: 'payload_too_large',
+  415: 'unsupported_media_type',
+  422: 'unprocessable_entity',
+  429: 'too_many_requests',
+  500: 'internal',
+  503: 'not_ready',
+  504: 'timeout',
+};
+
+/**
+ * The one place where errors become HTTP responses: `{"error": message, "error_type": code}`.
+ * HttpExceptions (including Nest's 404 for unknown routes and body-parser errors, which the
+ * express adapter turns into HttpExceptions) keep their status; a `GimError` from the core maps by
+ * its code; anything else is a 500 whose details go to the log, never to the client.
+ */
+@Catch()
+export class HttpErrorFilter implements ExceptionFilter {
+  private readonly logger = new Logger(HttpErrorFilter.name);
+
+  catch(exception: unknown, host: ArgumentsHost): void {
+    const http = host.switchToHttp();
+    const req = http.getRequest<Request>();
+    const res = http.getResponse<Response>();
+    const { status, body } = toHttpError(exception);
+
+    const summary = `${req.method} ${req.originalUrl} -> ${status} ${body.error_type}`;
+    if (exception instanceof HttpException) {
+      // Thrown on purpose (a 503 answers every readiness probe while not ready): no stack.
+      this.logger.debug(`${summary}: ${body.error}`);
+    } else if (status >= 500) {
+      this.logger.error(summary, exception instanceof Error ? exception.stack : String(exception));
+    }
+    if (res.headersSent) {
+      // Mid-stream: a status can no longer be sent; cut the response so the client sees a failure.
+      res.destroy();
+      return;
+    }
+    res.status(status).json(body);
+  }
+}
+
+export function toHttpError(exception: unknown): HttpError {
+  if (exception instanceof HttpException) {
+    const status = exception.getStatus();
+    return { status, body: { error: httpMessage(exception), error_type: httpErrorType(status) } };
+  }
+  if (isGimError(exception)) {
+    return {
+      status: GIM_ERROR_STATUS[exception.code],
+      body: { error: exception.message, error_type: exception.code },
+    };
+  }
+  return { status: 500, body: { error: 'internal server error', error_type: 'internal' } };
+}
+
+function httpErrorType(status: number): string {
+  const known = HTTP_ERROR_TYPE[status];
+  if (known !== undefined) return known;
+  const reason = STATUS_CODES[status];
+  if (reason === undefined) return status >= 500 ? 'internal' : 'bad_request';
+  return reason.toLowerCase().replace(/[^a-z0-9]+/g, '_');
+}
+
+/** Nest puts the message in the response object, as a list for validation errors. */
+function httpMessage(exception: HttpException): string {
+  const response = exception.getResponse();
+  if (typeof response === 'string') return response;
+  const message: unknown = (response as { message?: unknown }).message;
+  if (typeof message === 'string') return message;
+  if (Array.isArray(message)) return message.map(String).join('; ');
+  return exception.message;
+}

@@ -1,0 +1,132 @@
+import 'reflect-metadata';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import type { Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { INestApplication } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import request from 'supertest';
+import { AppModule } from '../../src/app/app.module.js';
+import { ConfigError, loadConfig } from '../../src/app/config.js';
+
+/** Polls /health/ready while the backend is still being selected; returns the first answer after. */
+async function readyAfterSelection(server: Server, timeoutMs = 60_000): Promise<request.Response> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const res = await request(server).get('/health/ready');
+    const selecting = res.status === 503 && /still being selected/.test(res.body.error);
+    if (!selecting || Date.now() > deadline) return res;
+    assert.equal(res.body.error_type, 'not_ready');
+    await sleep(50);
+  }
+}
+
+describe('health (e2e)', () => {
+  let modelsDir: string;
+  let app: INestApplication;
+  let server: Server;
+
+  before(async () => {
+    modelsDir = await mkdtemp(join(tmpdir(), 'gim-health-'));
+    const config = loadConfig({ MODELS_DIR: modelsDir, GIM_BACKEND: 'cpu' });
+    app = await NestFactory.create(AppModule.forRoot(config), {
+      logger: ['fatal', 'error', 'warn'],
+      abortOnError: false,
+    });
+    await app.init();
+    server = app.getHttpServer() as Server;
+  });
+
+  after(async () => {
+    await app?.close();
+    if (modelsDir) await rm(modelsDir, { recursive: true, force: true });
+  });
+
+  test('GET /health/live is 200 ok', async () => {
+    const res = await request(server).get('/health/live');
+    assert.equal(res.status, 200);
+    assert.deepEqual(res.body, { status: 'ok' });
+  });
+
+  test('GET /health/ready reports the forced cpu backend', async () => {
+    const res = await readyAfterSelection(server);
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    assert.equal(res.body.status, 'ready');
+    assert.equal(res.body.backend.name, 'cpu');
+    assert.equal(res.body.backend.tfjsBackend, 'cpu');
+    assert.ok(Array.isArray(res.body.backend.fallbackReasons));
+  });
+
+  test('an unknown route is a 404 JSON error', async () => {
+    const res = await request(server).get('/no/such/route');
+    assert.equal(res.status, 404);
+    assert.match(res.headers['content-type'] ?? '', /application\/json/);
+    assert.equal(res.body.error_type, 'not_found');
+    assert.equal(typeof res.body.error, 'string');
+  });
+
+  test('a malformed JSON body is a 400 JSON error', async () => {
+    const res = await request(server)
+      .post('/health/live')
+      .set('content-type', 'application/json')
+      .send('{"not json');
+    assert.equal(res.status, 400);
+    assert.equal(res.body.error_type, 'bad_request');
+  });
+});
+
+describe('health (e2e) with an unavailable forced backend', () => {
+  let app: INestApplication;
+
+  before(async () => {
+    // tfjs-node-gpu is not installed here (its install script fails), so forcing it fails.
+    const config = loadConfig({ GIM_BACKEND: 'tensorflow-gpu' });
+    app = await NestFactory.create(AppModule.forRoot(config), {
+      logger: false,
+      abortOnError: false,
+    });
+    await app.init();
+  });
+
+  after(async () => {
+    await app?.close();
+  });
+
+  test('/health/live stays 200 and /health/ready is 503 not_ready with the reason', async () => {
+    const server = app.getHttpServer() as Server;
+    assert.equal((await request(server).get('/health/live')).status, 200);
+    const res = await readyAfterSelection(server);
+    assert.equal(res.status, 503);
+    assert.deepEqual(Object.keys(res.body).sort(), ['error', 'error_type']);
+    assert.equal(res.body.error_type, 'not_ready');
+    assert.match(res.body.error, /tensorflow-gpu/);
+  });
+});
+
+describe('loadConfig', () => {
+  test('defaults', () => {
+    const config = loadConfig({});
+    assert.equal(config.port, 8080);
+    assert.equal(config.host, '0.0.0.0');
+    assert.equal(config.modelsDir, join(process.cwd(), 'models'));
+    assert.equal(config.backend, undefined);
+    assert.equal(config.logLevel, 'log');
+  });
+
+  test('names every bad variable at once', () => {
+    assert.throws(
+      () => loadConfig({ PORT: 'abc', GIM_BACKEND: 'tpu' }),
+      (error: unknown) => {
+        assert.ok(error instanceof ConfigError);
+        assert.equal(error.problems.length, 2);
+        assert.match(error.message, /PORT: expected an integer from 1 to 65535, got "abc"/);
+        assert.match(error.message, /GIM_BACKEND: expected one of tensorflow-gpu, .*got "tpu"/);
+        return true;
+      },
+    );
+    assert.throws(() => loadConfig({ PORT: '70000', LOG_LEVEL: 'loud' }), /PORT.*\n.*LOG_LEVEL/);
+  });
+});
