@@ -68,8 +68,8 @@ export function trainCommand(): Command {
     .option('--max-steps-per-epoch <n>', 'cap batches per epoch (short runs)', int(1))
     .addOption(
       new Option('--conv-route <route>', 'how greedy steps compute convolutions')
-        .choices(['im2col', 'conv'])
-        .default('im2col'),
+        .choices(['conv', 'im2col'])
+        .default('conv'),
     )
     .option('--parent <ref>', 'retrain from a published stack (name@version); keeps its adapter')
     .option(

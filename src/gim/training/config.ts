@@ -8,7 +8,12 @@ export const SCHEDULES = ['parallel', 'sequential', 'end-to-end'] as const;
  */
 export type Schedule = (typeof SCHEDULES)[number];
 
-/** How greedy training computes a module's convolution (both give the same numbers). */
+/**
+ * How greedy training computes a module's convolution (both give the same numbers):
+ * `conv` uses tf.conv2d and its gradient kernels; `im2col` extracts the constant input's patches
+ * in typed arrays before the gradient computation so each convolution is one matMul. On wasm with
+ * our registered kernels `conv` measured faster (npm run bench:train), so it is the default.
+ */
 export type ConvRoute = 'im2col' | 'conv';
 
 export interface TrainConfig {
@@ -37,7 +42,7 @@ export const DEFAULT_TRAIN_CONFIG: TrainConfig = {
   seed: 1,
   negatives: 16,
   offsets: [2, 3, 4, 5],
-  convRoute: 'im2col',
+  convRoute: 'conv',
   fromModule: 1,
 };
 

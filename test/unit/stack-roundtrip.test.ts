@@ -1,0 +1,70 @@
+import { before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { selectBackend } from '../../src/gim/backend/index.js';
+import { loadFashionMnist } from '../../src/gim/data/idx.js';
+import { EncoderStack } from '../../src/gim/encoders/encoder-stack.js';
+import { POOLINGS, poolGrid, pooledDim } from '../../src/gim/encoders/pooling.js';
+import { trainImageStack } from '../../src/gim/training/train-image-stack.js';
+import { StackStore } from '../../src/gim/store/stack-store.js';
+
+const FIXTURE = new URL('../fixtures/fashion-mnist-mini', import.meta.url).pathname;
+let backend = '';
+before(async () => {
+  backend = (await selectBackend()).name;
+});
+
+test('a trained stack saved and loaded gives bit-identical embeddings; manifest says how it was made', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'gim-store-'));
+  try {
+    const dataset = await loadFashionMnist(FIXTURE, 'test');
+    const { stack, draft } = await trainImageStack({
+      dataset,
+      channels: [4, 8, 8],
+      train: { epochs: 1, batchSize: 8, maxStepsPerEpoch: 3, seed: 5 },
+      backend,
+    });
+    const store = new StackStore(dir);
+    const manifest = await store.publish('tiny', draft, { labels: ['latest', 'stable'] });
+    assert.equal(manifest.version, 1);
+    assert.equal(manifest.training.steps, 3);
+    assert.equal(manifest.data.items, 200);
+    assert.match(manifest.data.fingerprint, /^[0-9a-f]{64}$/);
+    assert.deepEqual(
+      manifest.modules.map((m) => m.outputShape),
+      [
+        [8, 8, 4],
+        [4, 4, 8],
+        [2, 2, 8],
+      ],
+    );
+    assert.ok(manifest.modules.every((m) => m.finalLoss !== null && m.finalLoss > 0));
+
+    const loaded = await store.load('tiny@stable');
+    const again = await EncoderStack.fromArtifacts(
+      loaded.manifest.adapter,
+      loaded.manifest.modules.map((m) => m.config),
+      loaded.modules,
+    );
+    const batch = await dataset.read([0, 1, 2, 3, 4]);
+    const a = stack.embed(batch.images, batch.n, [1, 2, 3]);
+    const b = again.embed(batch.images, batch.n, [1, 2, 3]);
+    for (const layer of [1, 2, 3]) {
+      assert.deepEqual(a.get(layer)!.dataSync(), b.get(layer)!.dataSync(), `layer ${layer}`);
+      for (const p of POOLINGS) {
+        const pooled = poolGrid(a.get(layer)!, p);
+        const c = stack.layer(layer).config.channels;
+        assert.deepEqual(pooled.shape, [5, pooledDim(p, 6, 6, c)]);
+        pooled.dispose();
+      }
+    }
+    tf.dispose([...a.values(), ...b.values()]);
+    stack.dispose();
+    again.dispose();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
