@@ -9,7 +9,10 @@ export default tseslint.config(
   {
     languageOptions: { globals: { ...globals.node } },
     rules: {
-      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      '@typescript-eslint/no-unused-vars': [
+        'error',
+        { argsIgnorePattern: '^_', varsIgnorePattern: '^_' },
+      ],
       '@typescript-eslint/no-explicit-any': 'error',
     },
   },
@@ -17,13 +20,14 @@ export default tseslint.config(
     // The numeric core stays free of the HTTP stack and of the environment.
     files: ['src/gim/**/*.ts'],
     rules: {
-      'no-restricted-imports': [
-        'error',
-        { patterns: ['@nestjs/*', 'prom-client', 'express'] },
-      ],
+      'no-restricted-imports': ['error', { patterns: ['@nestjs/*', 'prom-client', 'express'] }],
       'no-restricted-properties': [
         'error',
-        { object: 'process', property: 'env', message: 'The numeric core reads no environment: pass config in.' },
+        {
+          object: 'process',
+          property: 'env',
+          message: 'The numeric core reads no environment: pass config in.',
+        },
       ],
     },
   },

@@ -99,7 +99,12 @@ async function tryBackend(name: BackendName): Promise<Attempt> {
 async function tryNative(pkg: string, device: 'GPU' | 'CPU'): Promise<Attempt> {
   // A variable specifier keeps TypeScript from resolving an optional, usually absent, package.
   const specifier: string = pkg;
-  await import(specifier);
+  try {
+    await import(specifier);
+  } catch (e) {
+    if (isMissing(e, pkg)) return { ok: false, reason: 'not installed', cause: e };
+    throw e;
+  }
   if (tf.findBackendFactory('tensorflow') === null) {
     return { ok: false, reason: `${pkg} loaded but registered no 'tensorflow' backend here` };
   }
@@ -150,9 +155,15 @@ async function tryCpu(): Promise<Attempt> {
   };
 }
 
+/** The package itself is absent (not one of its dependencies, nor its native binding). */
+function isMissing(e: unknown, pkg: string): boolean {
+  const { code, message } = (e ?? {}) as { code?: unknown; message?: unknown };
+  if (typeof message !== 'string' || !message.includes(`'${pkg}'`)) return false;
+  // Node says ERR_MODULE_NOT_FOUND; loader hooks (swc-node) throw a plain "Cannot find module".
+  return code === 'ERR_MODULE_NOT_FOUND' || /cannot find (module|package)/i.test(message);
+}
+
 function describe(e: unknown): string {
-  const code = (e as { code?: unknown } | null)?.code;
-  if (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') return 'not installed';
   const message = e instanceof Error ? e.message : String(e);
   return message.split('\n')[0] ?? message;
 }
