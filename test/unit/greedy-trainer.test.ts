@@ -180,6 +180,25 @@ describe('training on the Fashion-MNIST fixture', () => {
       for (let m = 0; m < 3; m++)
         assert.ok(last[m]! < first[m]! - 0.02, `module ${m + 1}: ${first[m]} -> ${last[m]}`);
       assert.ok(first.every((l) => l > 0 && l < Math.log(17) + 0.1));
+      // The interrupted-and-resumed run ends where an uninterrupted one does.
+      const straight = await trainImageStack({ ...job, checkpointDir: join(dir, 'straight') });
+      for (let m = 1; m <= 3; m++) {
+        const a = resumed.stack.layer(m).variables.map((v) => v.dataSync());
+        const b = straight.stack.layer(m).variables.map((v) => v.dataSync());
+        a.forEach((x, i) =>
+          x.forEach((v, j) =>
+            assert.ok(
+              Math.abs(v - b[i]![j]!) <= 1e-5 * (1 + Math.abs(v)),
+              `module ${m} var ${i}[${j}]`,
+            ),
+          ),
+        );
+      }
+      assert.deepEqual(
+        resumed.result.finalLosses.map((l) => l!.toFixed(4)),
+        straight.result.finalLosses.map((l) => l!.toFixed(4)),
+      );
+      straight.stack.dispose();
       resumed.stack.dispose();
     } finally {
       await rm(dir, { recursive: true, force: true });

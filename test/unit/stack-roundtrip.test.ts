@@ -62,6 +62,32 @@ test('a trained stack saved and loaded gives bit-identical embeddings; manifest 
       }
     }
     tf.dispose([...a.values(), ...b.values()]);
+
+    // Retraining from module 3 keeps modules 1-2 of the parent bit for bit.
+    const child = await trainImageStack({
+      dataset,
+      parent: loaded,
+      train: { epochs: 1, batchSize: 8, maxStepsPerEpoch: 2, seed: 6, fromModule: 3 },
+      backend,
+    });
+    const v2 = await store.publish('tiny', child.draft);
+    assert.equal(v2.version, 2);
+    assert.deepEqual(v2.parent, { version: 1, fromModule: 3 });
+    assert.deepEqual(
+      v2.modules.slice(0, 2).map((m) => m.finalLoss),
+      manifest.modules.slice(0, 2).map((m) => m.finalLoss),
+    );
+    for (const m of [1, 2, 3]) {
+      const same = child.stack
+        .layer(m)
+        .variables.every((v, i) =>
+          tf.util.arraysEqual(v.dataSync(), again.layer(m).variables[i]!.dataSync()),
+        );
+      assert.equal(same, m < 3, `module ${m} should ${m < 3 ? 'stay frozen' : 'change'}`);
+    }
+    assert.equal((await store.resolve('tiny')).version, 1, 'plain name follows the stable label');
+    assert.equal((await store.resolve('tiny@latest')).version, 2);
+    child.stack.dispose();
     stack.dispose();
     again.dispose();
   } finally {
