@@ -55,7 +55,7 @@ if (values.model) {
   const outcome = await trainImageStack({
     dataset: train,
     channels: [16, 32, 64],
-    train: { epochs: Number(values.epochs), schedule: 'parallel', convRoute: 'conv', seed: 1 },
+    train: { epochs: Number(values.epochs), schedule: 'parallel', seed: 1 },
     backend: backend.name,
     callbacks: {
       onStep: (p) => {

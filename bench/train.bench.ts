@@ -123,6 +123,10 @@ printTable(
     (r.peakBytes / 2 ** 20).toFixed(2),
   ]),
 );
+process.stdout.write(
+  'patches/s counts patches through one optimiser step; a sequential step trains one module ' +
+    '(the mean over its three phases), the others all three. peak: tf.profile peakBytes of one step.\n',
+);
 const checks: Record<string, number | null> = {};
 for (const c of ['16/32/64', '8/16/32']) {
   const best = Math.max(

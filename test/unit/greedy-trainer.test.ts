@@ -86,6 +86,26 @@ describe('GreedyTrainer', () => {
     stack.dispose();
   });
 
+  test('conv and im2col routes take the same training step', () => {
+    const batch = { images: images(12), n: N };
+    const viaConv = makeTrainer({ convRoute: 'conv' });
+    const viaCols = makeTrainer({ convRoute: 'im2col' });
+    assert.equal(viaCols.config.convRoute, 'im2col');
+    const la = viaConv.step(batch, [1, 2, 3], new Rng(4));
+    const lb = viaCols.step(batch, [1, 2, 3], new Rng(4));
+    la.forEach((l, i) =>
+      assert.ok(Math.abs(l - (lb[i] as number)) < 1e-5, `loss ${i}: ${l} vs ${lb[i]}`),
+    );
+    for (const m of [1, 2, 3]) {
+      const a = snapshot(viaConv, m);
+      const b = snapshot(viaCols, m);
+      a.forEach((x, i) =>
+        x.forEach((v, j) => assert.ok(Math.abs(v - b[i]![j]!) < 1e-5, `module ${m}`)),
+      );
+    }
+    [viaConv, viaCols].forEach((t) => (t.stack.dispose(), t.dispose()));
+  });
+
   test('parallel step: module j changes only through its own loss', () => {
     // Module m draws its randomness before any deeper module, so a step in which modules 1..m
     // learn must leave module m exactly as a step in which all three learn.

@@ -1,7 +1,12 @@
 import { Command, Option } from 'commander';
 import { join } from 'node:path';
 import { openImageDataset, DATASET_SPEC_HELP } from '../../gim/data/open-dataset.js';
-import { SCHEDULES, type Schedule } from '../../gim/training/config.js';
+import {
+  CONV_ROUTES,
+  SCHEDULES,
+  type ConvRoute,
+  type Schedule,
+} from '../../gim/training/config.js';
 import { trainImageStack } from '../../gim/training/train-image-stack.js';
 import { StackStore } from '../../gim/store/stack-store.js';
 import {
@@ -27,7 +32,7 @@ interface TrainImageOptions {
   seed: number;
   negatives: number;
   maxStepsPerEpoch?: number;
-  convRoute: 'im2col' | 'conv';
+  convRoute: ConvRoute | 'auto';
   parent?: string;
   fromModule?: number;
   checkpointDir?: string;
@@ -68,8 +73,8 @@ export function trainCommand(): Command {
     .option('--max-steps-per-epoch <n>', 'cap batches per epoch (short runs)', int(1))
     .addOption(
       new Option('--conv-route <route>', 'how greedy steps compute convolutions')
-        .choices(['conv', 'im2col'])
-        .default('conv'),
+        .choices([...CONV_ROUTES])
+        .default('auto'),
     )
     .option('--parent <ref>', 'retrain from a published stack (name@version); keeps its adapter')
     .option(

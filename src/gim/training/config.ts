@@ -11,10 +11,18 @@ export type Schedule = (typeof SCHEDULES)[number];
 /**
  * How greedy training computes a module's convolution (both give the same numbers):
  * `conv` uses tf.conv2d and its gradient kernels; `im2col` extracts the constant input's patches
- * in typed arrays before the gradient computation so each convolution is one matMul. On wasm with
- * our registered kernels `conv` measured faster (npm run bench:train), so it is the default.
+ * in typed arrays before the gradient computation so each convolution is one matMul. `auto` picks
+ * per backend from `npm run bench:train`: on wasm (with our registered kernels) `conv` is about
+ * 1.4x faster; on the pure-JS cpu backend, whose conv gradients are very slow, `im2col` is ~10x.
  */
 export type ConvRoute = 'im2col' | 'conv';
+export const CONV_ROUTES = ['auto', 'conv', 'im2col'] as const;
+
+/** The route `auto` stands for on a tfjs backend (`tf.getBackend()`). */
+export function resolveConvRoute(route: ConvRoute | 'auto', tfjsBackend: string): ConvRoute {
+  if (route !== 'auto') return route;
+  return tfjsBackend === 'cpu' ? 'im2col' : 'conv';
+}
 
 export interface TrainConfig {
   schedule: Schedule;
@@ -27,7 +35,8 @@ export interface TrainConfig {
   negatives: number;
   /** Prediction offsets in grid rows (GIM.md: k + 1 for k = 1..4 → 2..5). */
   offsets: number[];
-  convRoute: ConvRoute;
+  /** `auto` is resolved when the trainer is built (the manifest records the route used). */
+  convRoute: ConvRoute | 'auto';
   /** 1-based: modules below it are frozen (retraining from module k). */
   fromModule: number;
   /** Optional cap on batches per epoch (short runs, benchmarks). */
@@ -42,7 +51,7 @@ export const DEFAULT_TRAIN_CONFIG: TrainConfig = {
   seed: 1,
   negatives: 16,
   offsets: [2, 3, 4, 5],
-  convRoute: 'conv',
+  convRoute: 'auto',
   fromModule: 1,
 };
 
@@ -65,8 +74,8 @@ export function resolveTrainConfig(partial: Partial<TrainConfig>): TrainConfig {
   if (!Number.isInteger(cfg.seed)) bad.push('seed must be an integer');
   if (cfg.offsets.length === 0 || cfg.offsets.some((o) => !(Number.isInteger(o) && o > 0)))
     bad.push('offsets must be positive integers');
-  if (cfg.convRoute !== 'im2col' && cfg.convRoute !== 'conv')
-    bad.push('convRoute must be im2col or conv');
+  if (!CONV_ROUTES.includes(cfg.convRoute))
+    bad.push(`convRoute must be one of ${CONV_ROUTES.join(', ')}`);
   if (bad.length > 0)
     throw new GimError('invalid_argument', `bad training config: ${bad.join('; ')}`);
   return cfg;

@@ -7,7 +7,7 @@ import { im2col } from '../encoders/im2col.js';
 import type { VisionModule } from '../encoders/vision-module.js';
 import { Predictor } from '../losses/predictor.js';
 import { gridPairs, infoNce, sampleNegatives, type PositivePairs } from '../losses/info-nce.js';
-import type { TrainConfig } from './config.js';
+import { resolveConvRoute, type ConvRoute, type TrainConfig } from './config.js';
 
 /** One training batch: images [n, h, w, c] with pixels in [0, 1]. */
 export interface TrainBatch {
@@ -28,10 +28,13 @@ export class GreedyTrainer {
   readonly optimizers: tf.Optimizer[];
   private readonly pairsCache = new Map<number, PositivePairs>();
 
+  readonly config: TrainConfig & { convRoute: ConvRoute };
+
   constructor(
     readonly stack: EncoderStack,
-    readonly config: TrainConfig,
+    config: TrainConfig,
   ) {
+    this.config = { ...config, convRoute: resolveConvRoute(config.convRoute, tf.getBackend()) };
     if (config.fromModule > stack.depth)
       throw new GimError(
         'invalid_argument',

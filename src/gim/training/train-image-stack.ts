@@ -123,7 +123,7 @@ export async function trainImageStack(job: ImageTrainJob): Promise<ImageTrainOut
         modules,
         training: {
           schedule: config.schedule,
-          config: { ...config, channels: stack.modules.map((m) => m.config.channels) },
+          config: { ...trainer.config, channels: stack.modules.map((m) => m.config.channels) },
           seed: config.seed,
           epochs: config.epochs,
           steps: result.steps,
