@@ -21,7 +21,7 @@ import { fashionMnist, machine, printTable, writeResult } from './common.js';
 
 const { values } = parseArgs({
   options: {
-    epochs: { type: 'string', default: '2' },
+    epochs: { type: 'string', default: '3' },
     'probe-epochs': { type: 'string', default: '20' },
     pooling: { type: 'string', default: 'mean,grid2,grid3,none' },
     model: { type: 'string' },
