@@ -147,13 +147,14 @@ export function infoNceArrays(
         s[j] = dot;
         if (dot > max) max = dot;
       }
+      const positive = s[0] as number;
       let sum = 0;
       for (let j = 0; j <= N; j++) {
-        const e = Math.exp((s[j] as number) - max);
+        const e = Math.exp((s[j] as number) - max); // s now holds unnormalised probabilities
         s[j] = e;
         sum += e;
       }
-      total += w * (Math.log(sum) + max - (Math.log(s[0] as number) + max));
+      total += w * (max + Math.log(sum) - positive); // logsumexp(scores) - score of the positive
       for (let j = 0; j <= N; j++) {
         const g = w * ((s[j] as number) / sum - (j === 0 ? 1 : 0));
         const zOff = (idx[j] as number) * C;
