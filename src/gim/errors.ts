@@ -9,18 +9,26 @@ export type GimErrorCode =
   | 'conflict' // e.g. a version that already exists, an incompatible head (HTTP 409)
   | 'invalid_data' // undecodable, truncated or out-of-range input data (HTTP 422)
   | 'unsupported_media' // a format the core cannot read (HTTP 415)
+  | 'too_large' // over a size limit: body, items, pixels, duration (HTTP 413)
+  | 'overloaded' // a bounded queue is full; retry later (HTTP 429)
+  | 'timeout' // the work did not finish in time (HTTP 504)
+  | 'cancelled' // the caller went away before the work was done
   | 'backend_unavailable' // no usable tfjs backend, or a kernel it lacks
   | 'io_error'; // the filesystem failed under us
 
 export class GimError extends Error {
   override readonly name = 'GimError';
 
+  /** Machine-readable extras for the edge, e.g. `{ retryAfterSeconds: 2 }` on `overloaded`. */
+  readonly details: Readonly<Record<string, unknown>>;
+
   constructor(
     readonly code: GimErrorCode,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; details?: Record<string, unknown> },
   ) {
     super(message, options);
+    this.details = options?.details ?? {};
   }
 }
 

@@ -354,7 +354,7 @@ describe('image folders', () => {
     await assert.rejects(decodeImage(png.subarray(0, 40), opts), gimError('invalid_data'));
     await assert.rejects(
       decodeImage(png, { ...opts, maxPixels: 100 }),
-      gimError('invalid_data', /100 pixels/),
+      gimError('too_large', /100 pixels/),
     );
     const pixels = await decodeImage(png, opts);
     assert.equal(pixels.length, 4 * 4 * 3);

@@ -26,6 +26,11 @@ const GIM_ERROR_STATUS: Record<GimErrorCode, number> = {
   conflict: 409,
   invalid_data: 422,
   unsupported_media: 415,
+  too_large: 413,
+  overloaded: 429,
+  timeout: 504,
+  // The client is gone; nginx's 499 "client closed request" is what access logs expect.
+  cancelled: 499,
   backend_unavailable: 503,
   io_error: 500,
 };

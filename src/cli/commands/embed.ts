@@ -2,7 +2,8 @@ import { Command, Option } from 'commander';
 import { readFile } from 'node:fs/promises';
 import * as tf from '@tensorflow/tfjs';
 import { decodeImage } from '../../gim/data/decode-image.js';
-import { POOLINGS, parsePooling, poolGrid } from '../../gim/encoders/pooling.js';
+import { POOLINGS, l2Normalize, parsePooling, poolGrid } from '../../gim/encoders/pooling.js';
+import { gridShape } from '../../gim/encoders/encoder-stack.js';
 import { backendOption, loadStack, modelsDirOption, parseLayers, startBackend } from '../shared.js';
 
 interface EmbedOptions {
@@ -47,14 +48,12 @@ export function embedCommand(): Command {
         const grids = stack.embed(pixels, files.length, layers);
         const items = files.map((file) => ({ file, layers: {} as Record<string, number[]> }));
         for (const [layer, grid] of grids) {
-          const vectors = tf.tidy(() => {
-            const v = poolGrid(grid, pooling);
-            return (
-              o.normalize ? tf.div(v, tf.maximum(tf.norm(v, 2, 1, true), 1e-12)) : v
-            ).arraySync() as number[][];
-          });
-          vectors.forEach(
-            (v, i) => ((items[i] as (typeof items)[number]).layers[String(layer)] = v),
+          const v = poolGrid(grid.dataSync() as Float32Array, gridShape(grid), pooling);
+          const dim = v.length / files.length;
+          if (o.normalize) l2Normalize(v, files.length, dim);
+          items.forEach(
+            (item, i) =>
+              (item.layers[String(layer)] = Array.from(v.subarray(i * dim, (i + 1) * dim))),
           );
         }
         tf.dispose([...grids.values()]);

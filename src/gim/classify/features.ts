@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { batches, type ImageDataset } from '../data/dataset.js';
-import type { EncoderStack } from '../encoders/encoder-stack.js';
+import { gridShape, type EncoderStack } from '../encoders/encoder-stack.js';
 import { poolGrid, pooledDim, type Pooling } from '../encoders/pooling.js';
 import type { FeatureSet } from './linear-probe.js';
 
@@ -47,13 +47,15 @@ export async function extractFeatures(
   });
   for await (const batch of stream) {
     const grids = stack.embed(batch.images, batch.n, layers);
+    const values = new Map([...grids].map(([l, g]) => [l, g.dataSync() as Float32Array]));
     try {
       for (const [layer, grid] of grids)
         for (const p of poolings) {
           const set = out.get(featureKey(layer, p)) as FeatureSet;
-          const pooled = poolGrid(grid, p);
-          set.x.set(pooled.dataSync() as Float32Array, done * set.dim);
-          pooled.dispose();
+          set.x.set(
+            poolGrid(values.get(layer) as Float32Array, gridShape(grid), p),
+            done * set.dim,
+          );
           set.y.set(batch.labels, done);
         }
     } finally {

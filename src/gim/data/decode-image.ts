@@ -82,10 +82,15 @@ export async function decodeImage(
     ({ data, info } = await pipeline.raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true }));
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
-    const reason = /pixel limit/i.test(message)
-      ? `image exceeds the limit of ${maxPixels} pixels`
-      : `cannot decode ${format}: ${message.split('\n')[0]}`;
-    throw new GimError('invalid_data', reason, { cause: e });
+    if (/pixel limit/i.test(message))
+      throw new GimError(
+        'too_large',
+        `image exceeds the limit of ${maxPixels} pixels: send a smaller image`,
+        { cause: e },
+      );
+    throw new GimError('invalid_data', `cannot decode ${format}: ${message.split('\n')[0]}`, {
+      cause: e,
+    });
   }
   if (info.width !== width || info.height !== height || info.channels !== channels) {
     throw new GimError(

@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { GimError } from '../errors.js';
 import { imagesToPatches, patchGrid, type ImageAdapterConfig } from '../modality/image.js';
 import { VisionModule, type VisionModuleConfig } from './vision-module.js';
+import type { GridShape } from './pooling.js';
 
 /**
  * The scaled-down GIM.md vision encoder: conv3x3 strides 1, 2, 2 with a residual 1x1 each.
@@ -34,6 +35,12 @@ export function visionModuleConfigs(
     inChannels = c;
   });
   return configs;
+}
+
+/** The GridShape of a [n, rows, cols, C] embedding grid tensor. */
+export function gridShape(grid: tf.Tensor4D): GridShape {
+  const [n, rows, cols, channels] = grid.shape;
+  return { n, rows, cols, channels };
 }
 
 /**

@@ -1,4 +1,3 @@
-import * as tf from '@tensorflow/tfjs';
 import { GimError } from '../errors.js';
 
 /**
@@ -6,6 +5,9 @@ import { GimError } from '../errors.js';
  * `mean`/`max` pool the whole grid (GIM's STL-10 protocol); `none` keeps every cell; `grid2` and
  * `grid3` average 2x2 or 3x3 blocks of cells, keeping a coarse spatial layout (GIM.md: on 28x28
  * images the layout is what the classes differ by).
+ *
+ * Plain typed arrays: the grids are small (36 cells), pooling runs wherever the vectors are needed
+ * (the API's main thread, the CLI, the probe) and gives the same numbers everywhere.
  */
 export const POOLINGS = ['mean', 'max', 'none', 'grid2', 'grid3'] as const;
 export type Pooling = (typeof POOLINGS)[number];
@@ -18,6 +20,16 @@ export function parsePooling(value: string): Pooling {
   );
 }
 
+/** Shape of a grid: `n` items of rows x cols cells of `channels` values, row-major. */
+export interface GridShape {
+  n: number;
+  rows: number;
+  cols: number;
+  channels: number;
+}
+
+const blockOf = (pooling: Pooling) => (pooling === 'grid2' ? 2 : pooling === 'grid3' ? 3 : 0);
+
 /** Output dimension of a pooling for a grid of rows x cols cells of C channels. */
 export function pooledDim(pooling: Pooling, rows: number, cols: number, channels: number): number {
   switch (pooling) {
@@ -28,34 +40,69 @@ export function pooledDim(pooling: Pooling, rows: number, cols: number, channels
       return rows * cols * channels;
     case 'grid2':
     case 'grid3': {
-      const b = pooling === 'grid2' ? 2 : 3;
+      const b = blockOf(pooling);
       return Math.floor(rows / b) * Math.floor(cols / b) * channels;
     }
   }
 }
 
-/** grid [n, rows, cols, C] → [n, D]. */
-export function poolGrid(grid: tf.Tensor4D, pooling: Pooling): tf.Tensor2D {
-  const [n, rows, cols, c] = grid.shape;
-  return tf.tidy(() => {
-    switch (pooling) {
-      case 'mean':
-        return tf.mean(grid, [1, 2]) as tf.Tensor2D;
-      case 'max':
-        return tf.max(grid, [1, 2]) as tf.Tensor2D;
-      case 'none':
-        return tf.reshape(grid, [n, rows * cols * c]);
-      case 'grid2':
-      case 'grid3': {
-        const b = pooling === 'grid2' ? 2 : 3;
-        if (rows < b || cols < b)
-          throw new GimError(
-            'invalid_argument',
-            `pooling ${pooling} needs a grid of at least ${b}x${b} cells, this layer has ${rows}x${cols}`,
-          );
-        const pooled = tf.avgPool(grid, b, b, 'valid');
-        return tf.reshape(pooled, [n, pooledDim(pooling, rows, cols, c)]);
-      }
+/** grid [n, rows, cols, C] → [n, D] (D = pooledDim). */
+export function poolGrid(grid: Float32Array, shape: GridShape, pooling: Pooling): Float32Array {
+  const { n, rows, cols, channels: C } = shape;
+  const cells = rows * cols;
+  if (grid.length !== n * cells * C)
+    throw new GimError(
+      'invalid_argument',
+      `grid has ${grid.length} values, not ${n}x${rows}x${cols}x${C}`,
+    );
+  if (pooling === 'none') return grid.slice();
+  const dim = pooledDim(pooling, rows, cols, C);
+  if (dim === 0)
+    throw new GimError(
+      'invalid_argument',
+      `pooling ${pooling} needs a grid of at least ${blockOf(pooling)}x${blockOf(pooling)} cells, this layer has ${rows}x${cols}`,
+    );
+  const out = new Float32Array(n * dim);
+  for (let i = 0; i < n; i++) {
+    const src = i * cells * C;
+    const dst = i * dim;
+    if (pooling === 'mean' || pooling === 'max') {
+      const acc = new Float64Array(C).fill(pooling === 'max' ? -Infinity : 0);
+      for (let cell = 0; cell < cells; cell++)
+        for (let c = 0; c < C; c++) {
+          const v = grid[src + cell * C + c] as number;
+          acc[c] = pooling === 'max' ? Math.max(acc[c] as number, v) : (acc[c] as number) + v;
+        }
+      for (let c = 0; c < C; c++)
+        out[dst + c] = pooling === 'max' ? (acc[c] as number) : (acc[c] as number) / cells;
+      continue;
     }
-  });
+    // grid2 / grid3: average non-overlapping b x b blocks of cells (a ragged edge is dropped).
+    const b = blockOf(pooling);
+    const outCols = Math.floor(cols / b);
+    const outRows = Math.floor(rows / b);
+    for (let br = 0; br < outRows; br++)
+      for (let bc = 0; bc < outCols; bc++) {
+        const o = dst + (br * outCols + bc) * C;
+        for (let c = 0; c < C; c++) {
+          let sum = 0;
+          for (let r = br * b; r < (br + 1) * b; r++)
+            for (let q = bc * b; q < (bc + 1) * b; q++)
+              sum += grid[src + (r * cols + q) * C + c] as number;
+          out[o + c] = sum / (b * b);
+        }
+      }
+  }
+  return out;
+}
+
+/** Scales each of the n rows of [n, dim] to unit L2 norm, in place (zero rows stay zero). */
+export function l2Normalize(v: Float32Array, n: number, dim: number): Float32Array {
+  for (let i = 0; i < n; i++) {
+    let sq = 0;
+    for (let d = 0; d < dim; d++) sq += (v[i * dim + d] as number) ** 2;
+    const inv = sq > 0 ? 1 / Math.sqrt(sq) : 0;
+    for (let d = 0; d < dim; d++) v[i * dim + d] = (v[i * dim + d] as number) * inv;
+  }
+  return v;
 }
