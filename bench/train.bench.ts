@@ -141,6 +141,12 @@ for (const c of ['16/32/64', '8/16/32']) {
   const seqCols = find('wasm', c, 'sequential', 'im2col');
   checks[`wasm ${c} peak sequential(im2col)/end-to-end`] =
     seqCols && e2e ? seqCols.peakBytes / e2e.peakBytes : null;
+  const cpuBest = Math.max(
+    find('cpu', c, 'parallel', 'im2col')?.patchesPerSecond ?? 0,
+    find('cpu', c, 'parallel', 'conv')?.patchesPerSecond ?? 0,
+  );
+  checks[`wasm/cpu speed-up ${c} parallel, best route on each`] =
+    cpuBest > 0 ? best / cpuBest : null;
   const cpu = find('cpu', c, 'parallel', 'conv');
   checks[`wasm/cpu speed-up ${c} parallel conv route`] = cpu
     ? (find('wasm', c, 'parallel', 'conv')?.patchesPerSecond ?? 0) / cpu.patchesPerSecond
