@@ -1,0 +1,356 @@
+/**
+ * The main-thread side of the inference worker: starts it, correlates requests and responses by
+ * id, and restarts it when it dies, so that a crashed backend costs the calls in flight, not the
+ * service. Imports no tfjs: the main thread never computes.
+ */
+import { Worker, type TransferListItem } from 'node:worker_threads';
+import type { BackendInfo, BackendName } from '../gim/backend/index.js';
+import type { GridShape } from '../gim/encoders/pooling.js';
+import { GimError } from '../gim/errors.js';
+import type { StackManifest } from '../gim/store/manifest.js';
+import type {
+  RequestOf,
+  RequestType,
+  ResultOf,
+  SuccessResponse,
+  WorkerMessage,
+} from './protocol.js';
+
+export interface InferenceClientOptions {
+  modelsDir: string;
+  /** Use exactly this backend (default: the best available). */
+  backend?: BackendName;
+  log?: (line: string) => void;
+  /** Calls in flight or waiting for a restart at once; more are refused with `overloaded`. */
+  maxPending?: number;
+  /** A call without an answer after this long rejects with `timeout`. */
+  callTimeoutMs?: number;
+}
+
+export interface EmbedResult {
+  /** Layer → grid [n, rows, cols, C], row-major. */
+  grids: Map<number, { data: Float32Array; shape: GridShape }>;
+  /** Time in the worker: forward pass and read-back. */
+  computeMs: number;
+}
+
+const DEFAULT_MAX_PENDING = 1024;
+const DEFAULT_CALL_TIMEOUT_MS = 120_000;
+/** Deaths within this window count toward the restart backoff (a crash loop slows down). */
+const RESTART_WINDOW_MS = 60_000;
+const MAX_RESTART_DELAY_MS = 5_000;
+
+/**
+ * Run from TypeScript (swc-node: tests, `npm run gim`) this file is `inference-client.ts` and the
+ * worker `inference-worker.ts`; compiled, both are `.js` in `dist/`.
+ */
+const OWN_EXTENSION = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
+const WORKER_URL = new URL(`./inference-worker${OWN_EXTENSION}`, import.meta.url);
+const SWC_REGISTER = '@swc-node/register/esm-register';
+
+/**
+ * The worker gets the parent's `process.execArgv` (Node's default too), so under
+ * `node --import @swc-node/register/esm-register` it runs that `--import` again and can load `.ts`.
+ * Loader hooks registered with `module.register()` are not inherited by workers in Node 20: a `.ts`
+ * worker of a process without the flag gets it added. Code given to `-e`/`-p` and `--input-type`
+ * are dropped (a worker refuses `--input-type` without `-e`).
+ */
+function workerExecArgv(): string[] {
+  const argv: string[] = [];
+  for (let i = 0; i < process.execArgv.length; i++) {
+    const arg = process.execArgv[i] as string;
+    if (['-e', '--eval', '-p', '--print', '--input-type'].includes(arg)) i++;
+    else if (!/^--(eval|print|input-type)=/.test(arg)) argv.push(arg);
+  }
+  if (OWN_EXTENSION === '.ts' && !argv.some((a) => a.includes('@swc-node/register'))) {
+    argv.push('--import', import.meta.resolve(SWC_REGISTER));
+  }
+  return argv;
+}
+
+interface Pending {
+  worker: Worker;
+  resolve: (result: unknown) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+export class InferenceClient {
+  /** The initialised worker; null while (re)starting. */
+  private worker: Worker | null = null;
+  private booting: Promise<Worker> | null = null;
+  /** Every worker not yet exited (the current one, one booting, ones terminating). */
+  private readonly workers = new Set<Worker>();
+  private readonly pending = new Map<number, Pending>();
+  /** `name@version` of the loaded stacks: a restarted worker loads them again. */
+  private readonly loaded = new Set<string>();
+  /** Times of recent worker deaths and failed starts, for the restart backoff. */
+  private failures: number[] = [];
+  private restartWait: { timer: NodeJS.Timeout; wake: () => void } | null = null;
+  /** Public calls in flight or waiting for a worker. */
+  private calls = 0;
+  private nextId = 1;
+  private closed = false;
+  private info: BackendInfo | null = null;
+  private readonly log: (line: string) => void;
+  private readonly maxPending: number;
+  private readonly callTimeoutMs: number;
+
+  private constructor(private readonly opts: InferenceClientOptions) {
+    this.log = opts.log ?? (() => undefined);
+    this.maxPending = opts.maxPending ?? DEFAULT_MAX_PENDING;
+    this.callTimeoutMs = opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
+  }
+
+  /** Starts the worker and selects its backend; rejects (with the worker gone) if that fails. */
+  static async start(opts: InferenceClientOptions): Promise<InferenceClient> {
+    const client = new InferenceClient(opts);
+    try {
+      await client.readyWorker();
+    } catch (e) {
+      await client.close();
+      throw e;
+    }
+    return client;
+  }
+
+  /** The backend the worker selected. */
+  get backend(): BackendInfo {
+    if (this.info === null) throw new GimError('backend_unavailable', 'the worker never started');
+    return this.info;
+  }
+
+  /** Loads a stack version into the worker (once: loading it again reuses it). */
+  async load(ref: string): Promise<{ manifest: StackManifest; spaceDigests: string[] }> {
+    const { manifest, spaceDigests } = await this.call({ type: 'load', ref });
+    this.loaded.add(`${manifest.name}@${manifest.version}`);
+    return { manifest, spaceDigests };
+  }
+
+  /**
+   * Per-patch embedding grids of `n` images [n, h, w, c] in [0, 1], one forward pass for all
+   * `layers`. `pixels`' buffer is transferred to the worker (detached here) when the view spans all
+   * of it; otherwise the view is copied first.
+   */
+  async embed(
+    name: string,
+    version: number,
+    pixels: Float32Array,
+    n: number,
+    layers: number[],
+  ): Promise<EmbedResult> {
+    const sent =
+      pixels.buffer instanceof ArrayBuffer &&
+      pixels.byteOffset === 0 &&
+      pixels.byteLength === pixels.buffer.byteLength
+        ? pixels
+        : pixels.slice();
+    const transfer = sent.byteLength > 0 ? [sent.buffer as ArrayBuffer] : [];
+    const { grids, computeMs } = await this.call(
+      { type: 'embed', name, version, pixels: sent, n, layers },
+      transfer,
+    );
+    return {
+      grids: new Map(grids.map((g) => [g.layer, { data: g.data, shape: g.shape }])),
+      computeMs,
+    };
+  }
+
+  /** Frees a loaded version in the worker; false if it was not loaded. */
+  async unload(name: string, version: number): Promise<boolean> {
+    this.loaded.delete(`${name}@${version}`);
+    return (await this.call({ type: 'unload', name, version })).unloaded;
+  }
+
+  /** tfjs memory in the worker. */
+  stats(): Promise<{ numTensors: number; numBytes: number }> {
+    return this.call({ type: 'stats' });
+  }
+
+  /** Terminates the worker; pending and later calls reject with `backend_unavailable`. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.restartWait !== null) {
+      clearTimeout(this.restartWait.timer);
+      this.restartWait.wake();
+    }
+    this.rejectPending(() => true, closedError());
+    await Promise.all([...this.workers].map((w) => w.terminate()));
+  }
+
+  /** Kills the worker as a crash would (tests only); the client restarts it. */
+  async terminateWorkerForTest(): Promise<void> {
+    if (this.worker === null) throw new GimError('backend_unavailable', 'no running worker');
+    await this.worker.terminate();
+  }
+
+  private async call<T extends RequestType>(
+    body: RequestOf<T>,
+    transfer: TransferListItem[] = [],
+  ): Promise<ResultOf[T]> {
+    if (this.closed) throw closedError();
+    if (this.calls >= this.maxPending) {
+      throw new GimError(
+        'overloaded',
+        `${this.calls} calls are waiting for the inference worker (limit ${this.maxPending})`,
+        { details: { retryAfterSeconds: 1 } },
+      );
+    }
+    this.calls++;
+    try {
+      // Sent in this tick when the worker is up: no await in between.
+      const worker = this.worker ?? (await this.readyWorker());
+      return await this.send(worker, body, transfer);
+    } finally {
+      this.calls--;
+    }
+  }
+
+  /** The running worker, or the one being (re)started: one start at a time. */
+  private readyWorker(): Promise<Worker> {
+    if (this.closed) return Promise.reject(closedError());
+    if (this.worker !== null) return Promise.resolve(this.worker);
+    this.booting ??= this.boot().finally(() => {
+      this.booting = null;
+    });
+    return this.booting;
+  }
+
+  private async boot(): Promise<Worker> {
+    await this.backoff();
+    if (this.closed) throw closedError();
+    const worker = this.spawn();
+    try {
+      const { backend } = await this.send(worker, {
+        type: 'init',
+        modelsDir: this.opts.modelsDir,
+        backend: this.opts.backend,
+      });
+      for (const ref of [...this.loaded]) {
+        try {
+          await this.send(worker, { type: 'load', ref });
+        } catch (e) {
+          if (!this.workers.has(worker)) throw e;
+          // One version that cannot be read again must not keep the others down.
+          this.loaded.delete(ref);
+          this.log(`inference worker: could not load ${ref} again: ${describe(e)}`);
+        }
+      }
+      if (this.closed) throw closedError();
+      this.info = backend;
+      this.worker = worker;
+      return worker;
+    } catch (e) {
+      this.failures.push(Date.now());
+      void worker.terminate();
+      if (e instanceof GimError) throw e;
+      throw new GimError('backend_unavailable', `inference worker: ${describe(e)}`, { cause: e });
+    }
+  }
+
+  private spawn(): Worker {
+    const worker = new Worker(WORKER_URL, { execArgv: workerExecArgv(), name: 'gim-inference' });
+    this.workers.add(worker);
+    let failure: string | null = null;
+    worker.on('message', (m: WorkerMessage) => this.onMessage(m));
+    worker.on('error', (e) => (failure = describe(e)));
+    worker.on('messageerror', (e) => this.log(`inference worker: undecodable message: ${e}`));
+    worker.on('exit', (code) => this.onExit(worker, failure ?? `exit code ${code}`));
+    return worker;
+  }
+
+  private send<T extends RequestType>(
+    worker: Worker,
+    body: RequestOf<T>,
+    transfer: TransferListItem[] = [],
+  ): Promise<ResultOf[T]> {
+    const id = this.nextId++;
+    return new Promise<ResultOf[T]>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(
+          new GimError(
+            'timeout',
+            `inference worker: no answer to '${body.type}' in ${this.callTimeoutMs} ms`,
+          ),
+        );
+      }, this.callTimeoutMs);
+      this.pending.set(id, { worker, resolve: resolve as (r: unknown) => void, reject, timer });
+      try {
+        worker.postMessage({ ...body, id }, transfer);
+      } catch (e) {
+        this.settle(id);
+        reject(new GimError('invalid_argument', `cannot send '${body.type}': ${describe(e)}`));
+      }
+    });
+  }
+
+  private onMessage(m: WorkerMessage): void {
+    if ('type' in m) {
+      this.log(`inference worker: ${m.line}`);
+      return;
+    }
+    const p = this.settle(m.id);
+    if (p === undefined) return; // timed out: the late answer is dropped
+    if (m.ok) {
+      const { id: _id, ok: _ok, ...result } = m as SuccessResponse;
+      p.resolve(result);
+    } else {
+      p.reject(new GimError(m.error.code, m.error.message));
+    }
+  }
+
+  private onExit(worker: Worker, reason: string): void {
+    this.workers.delete(worker);
+    const error = new GimError('backend_unavailable', `the inference worker died (${reason})`);
+    this.rejectPending((p) => p.worker === worker, error);
+    if (this.closed || worker !== this.worker) return;
+    this.worker = null;
+    this.failures.push(Date.now());
+    this.log(`inference worker died (${reason}); restarting it`);
+    this.readyWorker().then(
+      () => this.log(`inference worker restarted; ${this.loaded.size} stacks loaded again`),
+      (e: unknown) => this.log(`inference worker: restart failed: ${describe(e)}`),
+    );
+  }
+
+  /** The first restart is immediate; repeated failures within a minute wait 0.1, 0.2, ... 5 s. */
+  private async backoff(): Promise<void> {
+    const now = Date.now();
+    this.failures = this.failures.filter((t) => now - t < RESTART_WINDOW_MS);
+    const n = this.failures.length;
+    if (n <= 1) return;
+    const ms = Math.min(MAX_RESTART_DELAY_MS, 100 * 2 ** (n - 2));
+    this.log(`inference worker: ${n} failures in the last minute; restarting in ${ms} ms`);
+    await new Promise<void>((wake) => {
+      this.restartWait = { timer: setTimeout(wake, ms), wake };
+    });
+    this.restartWait = null;
+  }
+
+  private settle(id: number): Pending | undefined {
+    const p = this.pending.get(id);
+    if (p === undefined) return undefined;
+    this.pending.delete(id);
+    clearTimeout(p.timer);
+    return p;
+  }
+
+  private rejectPending(which: (p: Pending) => boolean, error: GimError): void {
+    for (const [id, p] of this.pending) {
+      if (which(p)) {
+        this.settle(id);
+        p.reject(error);
+      }
+    }
+  }
+}
+
+function closedError(): GimError {
+  return new GimError('backend_unavailable', 'the inference client is closed');
+}
+
+function describe(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}

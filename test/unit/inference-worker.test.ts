@@ -1,0 +1,297 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import * as tf from '@tensorflow/tfjs';
+import { selectBackend, type BackendInfo, type BackendName } from '../../src/gim/backend/index.js';
+import { EncoderStack, visionModuleConfigs } from '../../src/gim/encoders/encoder-stack.js';
+import { GimError, type GimErrorCode } from '../../src/gim/errors.js';
+import { defaultImageAdapter } from '../../src/gim/modality/image.js';
+import { embeddingSpaceId, layerDigests } from '../../src/gim/store/embedding-space.js';
+import { StackStore, type StackDraft } from '../../src/gim/store/stack-store.js';
+import { InferenceClient } from '../../src/inference/inference-client.js';
+
+const adapter = defaultImageAdapter({ mean: [0.3], std: [0.3] });
+const configs = visionModuleConfigs(adapter, [4, 8, 8]);
+const CLIENT_URL = new URL('../../src/inference/inference-client.ts', import.meta.url).href;
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const IMAGE = adapter.height * adapter.width * adapter.channels;
+
+let dir = '';
+let backend: BackendInfo;
+let store: StackStore;
+let stackA: EncoderStack; // published as tiny@1 (stable)
+let stackB: EncoderStack; // tiny@2: other weights
+let client: InferenceClient;
+const logLines: string[] = [];
+
+before(async () => {
+  backend = await selectBackend();
+  dir = await mkdtemp(join(tmpdir(), 'gim-inference-'));
+  store = new StackStore(dir);
+  stackA = EncoderStack.create(adapter, configs, 1);
+  stackB = EncoderStack.create(adapter, configs, 2);
+  const [a, b] = [await stackA.artifacts(), await stackB.artifacts()];
+  await store.publish('tiny', draft(stackA, a), { labels: ['latest', 'stable'] });
+  await store.publish('tiny', draft(stackB, b));
+  // tiny@3: modules 1-2 of version 1, module 3 of version 2 (as a retrain from module 3 would).
+  await store.publish('tiny', draft(stackA, [a[0]!, a[1]!, b[2]!]));
+  client = await InferenceClient.start({
+    modelsDir: dir,
+    log: (l) => logLines.push(l),
+    maxPending: 8,
+  });
+});
+
+after(async () => {
+  await client.close();
+  stackA.dispose();
+  stackB.dispose();
+  await rm(dir, { recursive: true, force: true });
+});
+
+function draft(stack: EncoderStack, modules: tf.io.ModelArtifacts[]): StackDraft {
+  const { rows, cols } = stack.grid;
+  return {
+    manifest: {
+      modality: 'image',
+      adapter: stack.adapter,
+      modules: stack.modules.map((m, i) => ({
+        index: i + 1,
+        dir: `module-${i + 1}`,
+        config: m.config,
+        outputShape: m.outputShape,
+        gridShape: [rows, cols],
+        embeddingDim: m.config.channels,
+        finalLoss: null,
+      })),
+      training: {
+        schedule: 'parallel',
+        config: {},
+        seed: 1,
+        epochs: 0,
+        steps: 0,
+        durationSeconds: 0,
+      },
+      data: { source: 'test', fingerprint: '0'.repeat(64), items: 0 },
+      backend: backend.name,
+      createdAt: new Date().toISOString(),
+      parent: null,
+    },
+    modules,
+  };
+}
+
+/** n deterministic images in [0, 1]. */
+function images(n: number, seed = 1): Float32Array {
+  const out = new Float32Array(n * IMAGE);
+  let s = seed;
+  for (let i = 0; i < out.length; i++) {
+    s = (s * 1103515245 + 12345) % 2147483648;
+    out[i] = s / 2147483648;
+  }
+  return out;
+}
+
+/** The in-process grids of `stack`, as plain arrays. */
+function localGrids(stack: EncoderStack, pixels: Float32Array, n: number, layers: number[]) {
+  const grids = stack.embed(pixels, n, layers);
+  const out = new Map([...grids].map(([l, t]) => [l, { data: t.dataSync(), shape: t.shape }]));
+  tf.dispose([...grids.values()]);
+  return out;
+}
+
+async function rejectsWith(p: Promise<unknown>, code: GimErrorCode, message?: RegExp) {
+  await assert.rejects(p, (e: unknown) => {
+    assert.ok(e instanceof GimError, `expected a GimError, got ${String(e)}`);
+    assert.equal(e.code, code, e.message);
+    if (message) assert.match(e.message, message);
+    return true;
+  });
+}
+
+test('the worker runs on the same backend and gives the in-process grids exactly, several layers per call', async () => {
+  assert.equal(client.backend.name, backend.name);
+  const { manifest } = await client.load('tiny');
+  assert.equal(manifest.version, 1, 'a plain name follows the stable label');
+  const n = 5;
+  const pixels = images(n);
+  const expected = localGrids(stackA, pixels, n, [1, 2, 3]);
+  const sent = pixels.slice();
+  const { grids, computeMs } = await client.embed('tiny', 1, sent, n, [3, 1, 2]);
+  assert.equal(sent.byteLength, 0, 'the pixel buffer is transferred, not copied');
+  assert.ok(computeMs > 0);
+  assert.deepEqual([...grids.keys()], [3, 1, 2]);
+  for (const layer of [1, 2, 3]) {
+    const got = grids.get(layer)!;
+    const want = expected.get(layer)!;
+    assert.deepEqual(
+      [got.shape.n, got.shape.rows, got.shape.cols, got.shape.channels],
+      want.shape,
+      `layer ${layer}`,
+    );
+    assert.deepEqual(got.data, want.data, `layer ${layer}`);
+  }
+  // A view into a larger buffer is copied, not transferred: the caller's buffer stays usable.
+  const big = images(n + 1);
+  const view = big.subarray(IMAGE);
+  const { grids: fromView } = await client.embed('tiny', 1, view, n, [1]);
+  assert.equal(big.length, (n + 1) * IMAGE);
+  assert.deepEqual(fromView.get(1)!.data, localGrids(stackA, view, n, [1]).get(1)!.data);
+});
+
+test('space digests: one per layer, stable across loads, changed only from the first changed module', async () => {
+  const v1 = await client.load('tiny@1');
+  const again = await client.load('tiny@stable');
+  const v2 = await client.load('tiny@2');
+  const v3 = await client.load('tiny@3');
+  assert.equal(v1.spaceDigests.length, 3);
+  v1.spaceDigests.forEach((d) => assert.match(d, /^[0-9a-f]{64}$/));
+  assert.equal(new Set(v1.spaceDigests).size, 3, 'each layer is its own space');
+  assert.deepEqual(again.spaceDigests, v1.spaceDigests);
+  v2.spaceDigests.forEach((d, i) => assert.notEqual(d, v1.spaceDigests[i], `layer ${i + 1}`));
+  assert.deepEqual(v3.spaceDigests.slice(0, 2), v1.spaceDigests.slice(0, 2));
+  assert.notEqual(v3.spaceDigests[2], v1.spaceDigests[2]);
+  // The pure function gives the worker's digests from the stored files.
+  const stored = await store.load('tiny@3');
+  assert.deepEqual(layerDigests(stored.manifest, stored.modules), v3.spaceDigests);
+
+  const d = v1.spaceDigests[0]!;
+  assert.match(embeddingSpaceId(d, 'mean'), /^[0-9a-f]{32}$/);
+  assert.equal(embeddingSpaceId(d, 'mean'), embeddingSpaceId(d, 'mean'));
+  assert.notEqual(embeddingSpaceId(d, 'mean'), embeddingSpaceId(d, 'max'));
+  assert.equal(await client.unload('tiny', 3), true);
+  assert.equal(await client.unload('tiny', 3), false);
+});
+
+test('errors come back with their codes and leave the worker working', async () => {
+  await rejectsWith(client.load('nope'), 'not_found', /no stack 'nope'/);
+  await rejectsWith(client.load('tiny@9'), 'not_found', /no version 9/);
+  await rejectsWith(client.load('Bad Name'), 'invalid_argument');
+  await rejectsWith(client.embed('tiny', 3, images(1), 1, [1]), 'not_found', /not loaded/);
+  await rejectsWith(client.embed('tiny', 1, images(1), 1, [4]), 'not_found', /layer 4/);
+  await rejectsWith(client.embed('tiny', 1, images(1), 1, [0, 1]), 'not_found', /layer 0/);
+  await rejectsWith(client.embed('tiny', 1, images(2), 3, [1]), 'invalid_argument', /3 images/);
+  await rejectsWith(client.embed('tiny', 1, images(1), 1, []), 'invalid_argument');
+  const { grids } = await client.embed('tiny', 1, images(2), 2, [2]);
+  assert.equal(grids.get(2)!.shape.n, 2);
+
+  // The calls waiting on the worker are bounded: the 9th of 8 allowed is refused at once.
+  const results = await Promise.allSettled(Array.from({ length: 9 }, () => client.stats()));
+  assert.deepEqual(
+    results.map((r) => (r.status === 'fulfilled' ? 'ok' : (r.reason as GimError).code)),
+    [...Array<string>(8).fill('ok'), 'overloaded'],
+  );
+});
+
+test('the worker frees every tensor: numTensors does not grow over 20 embed calls', async () => {
+  await client.embed('tiny', 1, images(4), 4, [1, 2, 3]);
+  const before = await client.stats();
+  for (let i = 0; i < 20; i++) await client.embed('tiny', 1, images(4, i), 4, [1 + (i % 3), 3]);
+  const after = await client.stats();
+  assert.equal(after.numTensors, before.numTensors);
+  assert.equal(after.numBytes, before.numBytes);
+});
+
+test('round trip of a 32-image batch vs in-process embed (measured, printed)', async () => {
+  const n = 32;
+  const pixels = images(n);
+  const runs = 20;
+  localGrids(stackA, pixels, n, [1, 2, 3]);
+  let t = performance.now();
+  for (let i = 0; i < runs; i++) localGrids(stackA, pixels, n, [1, 2, 3]);
+  const local = (performance.now() - t) / runs;
+  await client.embed('tiny', 1, pixels.slice(), n, [1, 2, 3]);
+  let compute = 0;
+  t = performance.now();
+  for (let i = 0; i < runs; i++) {
+    compute += (await client.embed('tiny', 1, pixels.slice(), n, [1, 2, 3])).computeMs;
+  }
+  const remote = (performance.now() - t) / runs;
+  console.log(
+    `# 32 images, layers 1-3: in-process ${local.toFixed(2)} ms, worker round trip ` +
+      `${remote.toFixed(2)} ms (compute in worker ${(compute / runs).toFixed(2)} ms, ` +
+      `overhead ${(remote - compute / runs).toFixed(2)} ms)`,
+  );
+  assert.ok(remote > 0 && local > 0);
+});
+
+test('a killed worker fails its pending calls with backend_unavailable and is restarted with its stacks', async () => {
+  // Big enough that the worker is still computing when it is terminated.
+  const pendingCall = client.embed('tiny', 1, images(512), 512, [1, 2, 3]);
+  const rejected = rejectsWith(pendingCall, 'backend_unavailable', /died/);
+  await client.terminateWorkerForTest();
+  await rejected;
+  assert.ok(logLines.some((l) => /worker died/.test(l)));
+
+  // Calls made during the restart wait for it; the stacks loaded before are there again.
+  const pixels = images(3, 7);
+  const expected = localGrids(stackA, pixels, 3, [3]);
+  const { grids } = await client.embed('tiny', 1, pixels.slice(), 3, [3]);
+  assert.deepEqual(grids.get(3)!.data, expected.get(3)!.data);
+  const v2 = localGrids(stackB, pixels, 3, [1]);
+  assert.deepEqual(
+    (await client.embed('tiny', 2, pixels, 3, [1])).grids.get(1)!.data,
+    v2.get(1)!.data,
+  );
+  assert.equal(client.backend.name, backend.name);
+});
+
+test('close() rejects pending and later calls', async () => {
+  const pendingCall = client.embed('tiny', 1, images(256), 256, [3]);
+  const rejected = rejectsWith(pendingCall, 'backend_unavailable', /closed/);
+  await client.close();
+  await rejected;
+  await rejectsWith(client.stats(), 'backend_unavailable', /closed/);
+  await client.close();
+});
+
+test('a process that closes its client exits by itself (loader registered without --import)', async () => {
+  // module.register() hooks are not inherited by workers in Node 20: the client must add the
+  // loader flag to the worker's execArgv. No process.exit: a leftover worker would keep it alive.
+  const code = `
+    import { register } from 'node:module';
+    import { pathToFileURL } from 'node:url';
+    register('@swc-node/register/esm', pathToFileURL('./').toString());
+    const { InferenceClient } = await import(${JSON.stringify(CLIENT_URL)});
+    const client = await InferenceClient.start({ modelsDir: ${JSON.stringify(dir)} });
+    await client.load('tiny@1');
+    const { grids } = await client.embed('tiny', 1, new Float32Array(${IMAGE}), 1, [2]);
+    await client.close();
+    console.log(JSON.stringify(grids.get(2).shape));
+  `;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', code], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let stdout = '';
+  child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+  const [exitCode, signal] = (await once(child, 'exit')) as [number | null, string | null];
+  clearTimeout(timer);
+  assert.equal(signal, null, 'the child did not exit by itself within 10 s');
+  assert.equal(exitCode, 0);
+  assert.deepEqual(JSON.parse(stdout), { n: 1, rows: 6, cols: 6, channels: 8 });
+});
+
+test('start() fails with the code of the backend selection, leaving no worker', async () => {
+  await rejectsWith(
+    InferenceClient.start({ modelsDir: dir, backend: 'no-such' as BackendName }),
+    'invalid_argument',
+    /unknown backend/,
+  );
+  // A better backend that was skipped here, forced, is unavailable.
+  const skipped = backend.fallbackReasons[0]?.split(':')[0] as BackendName | undefined;
+  if (skipped !== undefined) {
+    await rejectsWith(
+      InferenceClient.start({ modelsDir: dir, backend: skipped }),
+      'backend_unavailable',
+      new RegExp(skipped),
+    );
+  }
+});
