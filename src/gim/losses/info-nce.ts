@@ -167,3 +167,35 @@ export function infoNceArrays(
   }
   return total;
 }
+
+/**
+ * Audio pairs (GIM.md): per clip a sequence of `frames` encodings; frame t predicts frame t + k for
+ * k = 1..steps. With `window` set (long layers), the positives of each clip come from one random
+ * window of that many frames (negatives still come from the whole batch).
+ */
+export function timePairs(
+  clips: number,
+  frames: number,
+  steps: number,
+  rng: Rng,
+  window?: number,
+): PositivePairs {
+  const span = window === undefined ? frames : Math.min(window, frames);
+  const out = Array.from({ length: steps }, (_, s) => {
+    const k = s + 1;
+    const perClip = Math.max(span - k, 0);
+    return { context: new Int32Array(clips * perClip), target: new Int32Array(clips * perClip) };
+  });
+  for (let b = 0; b < clips; b++) {
+    const start = span < frames ? rng.int(frames - span + 1) : 0;
+    out.forEach(({ context, target }, s) => {
+      const k = s + 1;
+      const perClip = Math.max(span - k, 0);
+      for (let i = 0; i < perClip; i++) {
+        context[b * perClip + i] = b * frames + start + i;
+        target[b * perClip + i] = b * frames + start + i + k;
+      }
+    });
+  }
+  return { steps: out, poolSize: clips * frames };
+}
