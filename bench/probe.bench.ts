@@ -67,7 +67,7 @@ if (values.model) {
         progress.update(
           p.globalStep,
           p.totalSteps,
-          `train loss ${losses} ${p.patchesPerSecond.toFixed(0)} patches/s`,
+          `train loss ${losses} ${p.unitsPerSecond.toFixed(0)} ${p.unitName}/s`,
           p.etaSeconds,
         );
       },

@@ -32,7 +32,7 @@ const stats = channelStats(sample.images, 1);
 const adapter = defaultImageAdapter({ ...stats });
 const GRID_CELLS = 36; // 6x6 patches of 8x8 at stride 4
 const batches = Array.from({ length: 16 }, (_, b) => ({
-  images: sample.images.subarray(b * BATCH * 784, (b + 1) * BATCH * 784),
+  data: sample.images.subarray(b * BATCH * 784, (b + 1) * BATCH * 784),
   n: BATCH,
 }));
 

@@ -26,7 +26,9 @@ function images(seed: number, n = N): Float32Array {
 
 function makeTrainer(config: Partial<TrainConfig> = {}, seed = 11) {
   const stack = EncoderStack.create(adapter, visionModuleConfigs(adapter, CHANNELS), seed);
-  return new GreedyTrainer(stack, resolveTrainConfig({ seed, ...config }));
+  return Object.assign(new GreedyTrainer(stack, resolveTrainConfig({ seed, ...config })), {
+    stack,
+  });
 }
 
 function snapshot(t: GreedyTrainer, m: number): Float32Array[] {
@@ -46,7 +48,7 @@ before(async () => {
 describe('GreedyTrainer', () => {
   test('step-0 loss is close to ln(1 + N) for every module', () => {
     const t = makeTrainer();
-    const losses = t.evaluate({ images: images(1), n: N }, new Rng(2));
+    const losses = t.evaluate({ data: images(1), n: N }, new Rng(2));
     for (const l of losses) assert.ok(Math.abs(l - Math.log(17)) < 0.05, `step-0 loss ${l}`);
     t.stack.dispose();
     t.dispose();
@@ -87,7 +89,7 @@ describe('GreedyTrainer', () => {
   });
 
   test('conv and im2col routes take the same training step', () => {
-    const batch = { images: images(12), n: N };
+    const batch = { data: images(12), n: N };
     const viaConv = makeTrainer({ convRoute: 'conv' });
     const viaCols = makeTrainer({ convRoute: 'im2col' });
     assert.equal(viaCols.config.convRoute, 'im2col');
@@ -109,7 +111,7 @@ describe('GreedyTrainer', () => {
   test('parallel step: module j changes only through its own loss', () => {
     // Module m draws its randomness before any deeper module, so a step in which modules 1..m
     // learn must leave module m exactly as a step in which all three learn.
-    const batch = { images: images(5), n: N };
+    const batch = { data: images(5), n: N };
     const all = makeTrainer();
     all.step(batch, [1, 2, 3], new Rng(9));
     for (const m of [1, 2]) {
@@ -134,7 +136,7 @@ describe('GreedyTrainer', () => {
     const before1 = snapshot(t, 1);
     const before3 = snapshot(t, 3);
     const before2 = snapshot(t, 2);
-    for (let i = 0; i < 3; i++) t.step({ images: images(6 + i), n: N }, [2], new Rng(i));
+    for (let i = 0; i < 3; i++) t.step({ data: images(6 + i), n: N }, [2], new Rng(i));
     assertBitIdentical(snapshot(t, 1), before1, 'module 1');
     assertBitIdentical(snapshot(t, 3), before3, 'module 3');
     assert.notDeepEqual(snapshot(t, 2)[0], before2[0], 'module 2 should have learnt');
@@ -146,13 +148,13 @@ describe('GreedyTrainer', () => {
     test(`${schedule}: tensor count does not grow across steps and embeds`, () => {
       const t = makeTrainer({ schedule });
       const active = schedule === 'sequential' ? [2] : [1, 2, 3];
-      const batch = { images: images(7), n: N };
+      const batch = { data: images(7), n: N };
       const rng = new Rng(1);
       t.step(batch, active, rng); // the optimiser creates its moments on the first step
       const start = tf.memory().numTensors;
       for (let i = 0; i < 3; i++) t.step(batch, active, rng);
       assert.equal(tf.memory().numTensors, start, 'training steps leaked tensors');
-      for (let i = 0; i < 3; i++) tf.dispose([...t.stack.embed(batch.images, N, [1, 3]).values()]);
+      for (let i = 0; i < 3; i++) tf.dispose([...t.stack.embed(batch.data, N, [1, 3]).values()]);
       assert.equal(tf.memory().numTensors, start, 'embed calls leaked tensors');
       t.stack.dispose();
       t.dispose();
@@ -162,7 +164,7 @@ describe('GreedyTrainer', () => {
   test('end-to-end trains every module from the one last loss', () => {
     const t = makeTrainer({ schedule: 'end-to-end' });
     const before1 = snapshot(t, 1)[0];
-    t.step({ images: images(8), n: N }, [3], new Rng(3));
+    t.step({ data: images(8), n: N }, [3], new Rng(3));
     assert.notDeepEqual(snapshot(t, 1)[0], before1);
     t.stack.dispose();
     t.dispose();

@@ -151,7 +151,7 @@ export function trainCommand(): Command {
             progress.update(
               p.globalStep,
               p.totalSteps,
-              `${phase}epoch ${p.epoch}/${p.epochs} | ${losses} | ${Math.round(p.patchesPerSecond)} patches/s`,
+              `${phase}epoch ${p.epoch}/${p.epochs} | ${losses} | ${Math.round(p.unitsPerSecond)} ${p.unitName}/s`,
               p.etaSeconds,
             );
           },

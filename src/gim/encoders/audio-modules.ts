@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { GimError } from '../errors.js';
+import { modelArtifacts, modelVariables, type GimModule } from './gim-module.js';
 
 /**
  * The audio encoder of GIM.md: five strided 1-D convolutions (kernels 10, 8, 4, 4, 4; strides
@@ -72,7 +73,7 @@ export function minimumSamples(configs: AudioModuleConfig[]): number {
 }
 
 /** One audio module; its weights live in a standard tfjs LayersModel (loadable anywhere). */
-export class AudioModule {
+export class AudioModule implements GimModule {
   private constructor(
     readonly config: AudioModuleConfig,
     readonly model: tf.LayersModel,
@@ -131,7 +132,11 @@ export class AudioModule {
   }
 
   get variables(): tf.Variable[] {
-    return this.model.trainableWeights.map((w) => w.read() as tf.Variable);
+    return modelVariables(this.model);
+  }
+
+  artifacts(): Promise<tf.io.ModelArtifacts> {
+    return modelArtifacts(this.model);
   }
 
   /**

@@ -103,6 +103,10 @@ export class EncoderStack {
     }
   }
 
+  get moduleConfigs(): VisionModuleConfig[] {
+    return this.modules.map((m) => m.config);
+  }
+
   get depth(): number {
     return this.modules.length;
   }

@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { GimError } from '../errors.js';
 import { samePadding } from './im2col.js';
+import { modelArtifacts, modelVariables, type GimModule } from './gim-module.js';
 
 /** One vision module: conv3x3 (stride s, same padding) -> residual conv1x1 -> ReLU, per patch. */
 export interface VisionModuleConfig {
@@ -21,7 +22,7 @@ export interface VisionModuleConfig {
  * equivalent forms: `apply` (conv2d, used for inference and end-to-end training) and
  * `applyColumns` (im2col + matMul, used by greedy training on a constant input).
  */
-export class VisionModule {
+export class VisionModule implements GimModule {
   private constructor(
     readonly config: VisionModuleConfig,
     readonly model: tf.LayersModel,
@@ -95,7 +96,11 @@ export class VisionModule {
 
   /** The trainable variables in a fixed order: conv kernel, conv bias, 1x1 kernel, 1x1 bias. */
   get variables(): tf.Variable[] {
-    return this.model.trainableWeights.map((w) => w.read() as tf.Variable);
+    return modelVariables(this.model);
+  }
+
+  get channels(): number {
+    return this.config.channels;
   }
 
   /** x [N, S, S, Cin] → [N, S', S', C]. */
@@ -126,16 +131,8 @@ export class VisionModule {
   }
 
   /** The module as standard tfjs model artifacts (model.json topology + weights). */
-  async artifacts(): Promise<tf.io.ModelArtifacts> {
-    let saved: tf.io.ModelArtifacts | undefined;
-    await this.model.save(
-      tf.io.withSaveHandler(async (a) => {
-        saved = a;
-        return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
-      }),
-    );
-    if (!saved) throw new GimError('io_error', 'tfjs returned no model artifacts');
-    return saved;
+  artifacts(): Promise<tf.io.ModelArtifacts> {
+    return modelArtifacts(this.model);
   }
 
   dispose(): void {

@@ -2,8 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { GimError } from '../errors.js';
-import type { ImageAdapterConfig } from '../modality/image.js';
-import type { VisionModuleConfig } from '../encoders/vision-module.js';
+import type { AdapterConfig, ModuleConfig } from '../store/manifest.js';
 import { fsyncDir, isErrno, writeFileDurable, writeJsonAtomic } from '../store/atomic.js';
 import { loadModelArtifacts, saveModelArtifacts } from '../store/tfjs-files.js';
 import type { TrainConfig } from './config.js';
@@ -15,8 +14,8 @@ export const CHECKPOINT_FORMAT = 'gim-checkpoint/1';
 export interface CheckpointState {
   format: typeof CHECKPOINT_FORMAT;
   config: TrainConfig;
-  adapter: ImageAdapterConfig;
-  modules: VisionModuleConfig[];
+  adapter: AdapterConfig;
+  modules: ModuleConfig[];
   /** Index of the current phase (sequential: one phase per module; otherwise one phase). */
   phase: number;
   /** Epochs completed in that phase. */

@@ -1,23 +1,28 @@
 import * as tf from '@tensorflow/tfjs';
 import { GimError } from '../errors.js';
 import { Rng } from '../random.js';
-import { imagesToPatches } from '../modality/image.js';
-import type { EncoderStack } from '../encoders/encoder-stack.js';
-import { im2col } from '../encoders/im2col.js';
-import type { VisionModule } from '../encoders/vision-module.js';
+import { EncoderStack } from '../encoders/encoder-stack.js';
 import { Predictor } from '../losses/predictor.js';
-import { gridPairs, infoNce, sampleNegatives, type PositivePairs } from '../losses/info-nce.js';
+import { infoNce, sampleNegatives } from '../losses/info-nce.js';
 import { resolveConvRoute, type ConvRoute, type TrainConfig } from './config.js';
+import { imageTraining } from './image-training.js';
+import type { TrainableStack, TrainBatch, TrainingModality } from './modality.js';
 
-/** One training batch: images [n, h, w, c] with pixels in [0, 1]. */
-export interface TrainBatch {
-  images: Float32Array;
-  n: number;
+export type { TrainBatch } from './modality.js';
+
+/** The training view of a stack, by its modality. */
+export function trainingModality(
+  stack: TrainableStack,
+  config: TrainConfig & { convRoute: ConvRoute },
+): TrainingModality {
+  if (stack instanceof EncoderStack) return imageTraining(stack, config);
+  throw new GimError('invalid_argument', 'no training modality for this kind of stack');
 }
 
 /**
  * The numeric side of GIM training: per-module predictors and optimisers, and one step on a batch.
- * No data loading, no loop, no I/O (see `runTraining`).
+ * No data loading, no loop, no I/O (see `runTraining`); what differs between images and audio
+ * lives in the `TrainingModality`.
  *
  * Gradient isolation: module m's input is computed before and outside module m's gradient
  * computation, and only module m's own variables (and its predictor) are differentiated, so no
@@ -26,13 +31,13 @@ export interface TrainBatch {
 export class GreedyTrainer {
   readonly predictors: Predictor[];
   readonly optimizers: tf.Optimizer[];
-  private readonly pairsCache = new Map<number, PositivePairs>();
-
   readonly config: TrainConfig & { convRoute: ConvRoute };
+  readonly modality: TrainingModality;
 
   constructor(
-    readonly stack: EncoderStack,
+    readonly stack: TrainableStack,
     config: TrainConfig,
+    modality?: TrainingModality,
   ) {
     this.config = { ...config, convRoute: resolveConvRoute(config.convRoute, tf.getBackend()) };
     if (config.fromModule > stack.depth)
@@ -40,13 +45,12 @@ export class GreedyTrainer {
         'invalid_argument',
         `fromModule ${config.fromModule} > depth ${stack.depth}`,
       );
-    const { rows } = stack.grid;
-    if (config.offsets.some((o) => o >= rows))
-      throw new GimError('invalid_argument', `offsets must be below the grid's ${rows} rows`);
+    this.modality = modality ?? trainingModality(stack, this.config);
     const seeds = new Rng(config.seed ^ 0x5eed);
-    this.predictors = stack.modules.map(
-      (m) => new Predictor(m.config.channels, config.offsets.length, seeds.seed()),
-    );
+    this.predictors = stack.modules.map((_, i) => {
+      const p = this.modality.predictor(i + 1);
+      return new Predictor(p.context, p.steps, seeds.seed(), p.target);
+    });
     // One optimiser per module: Adam keys its moments by position in the gradient list (GIM.md).
     // end-to-end uses a single optimiser over all variables instead.
     const count = config.schedule === 'end-to-end' ? 1 : stack.depth;
@@ -65,37 +69,38 @@ export class GreedyTrainer {
    */
   step(batch: TrainBatch, active: number[], rng: Rng): number[] {
     const losses = new Array<number>(this.stack.depth).fill(NaN);
-    const patches = this.patchTensor(batch, rng);
+    const input = this.modality.input(batch, rng);
     try {
       if (this.config.schedule === 'end-to-end') {
-        losses[this.stack.depth - 1] = this.endToEndStep(patches, batch.n, rng);
+        losses[this.stack.depth - 1] = this.endToEndStep(input, batch.n, rng);
         return losses;
       }
       const deepest = Math.max(...active);
-      let x: tf.Tensor4D = patches;
+      let x: tf.Tensor4D = input;
       for (let m = 1; m <= deepest; m++) {
         const module = this.stack.layer(m);
-        const isActive = active.includes(m);
-        const next: tf.Tensor4D = isActive
-          ? this.moduleStep(m, module, x, batch.n, rng, losses)
+        const next: tf.Tensor4D = active.includes(m)
+          ? this.moduleStep(m, x, batch.n, rng, losses)
           : tf.tidy(() => module.apply(x));
-        if (x !== patches) x.dispose();
+        if (x !== input) x.dispose();
         x = next;
       }
-      if (x !== patches) x.dispose();
+      if (x !== input) x.dispose();
       return losses;
     } finally {
-      patches.dispose();
+      input.dispose();
     }
   }
 
   /** Loss of each module on a batch, without learning (validation). */
   evaluate(batch: TrainBatch, rng: Rng): number[] {
     return tf.tidy(() => {
-      let x: tf.Tensor4D = this.patchTensor(batch);
+      let x: tf.Tensor4D = this.modality.input(batch);
       return this.stack.modules.map((module, i) => {
-        x = module.apply(x);
-        return this.moduleLoss(i + 1, x, batch.n, rng).dataSync()[0] as number;
+        const y = module.apply(x);
+        const loss = this.moduleLoss(i + 1, x, y, batch.n, rng).dataSync()[0] as number;
+        x = y;
+        return loss;
       });
     });
   }
@@ -103,96 +108,66 @@ export class GreedyTrainer {
   dispose(): void {
     this.predictors.forEach((p) => p.dispose());
     this.optimizers.forEach((o) => o.dispose());
-    this.pairsCache.clear();
   }
 
-  private patchTensor(batch: TrainBatch, augment?: Rng): tf.Tensor4D {
-    const a = this.stack.adapter;
-    const { rows, cols } = this.stack.grid;
-    const data = imagesToPatches(batch.images, batch.n, a, augment);
-    return tf.tensor4d(data, [batch.n * rows * cols, a.patchSize, a.patchSize, a.channels]);
-  }
-
-  private pairs(n: number): PositivePairs {
-    let p = this.pairsCache.get(n);
-    if (!p) {
-      const { rows, cols } = this.stack.grid;
-      p = gridPairs(n, rows, cols, this.config.offsets);
-      this.pairsCache.set(n, p);
-    }
-    return p;
-  }
-
-  /** InfoNCE of module m's output y [N, s, s, C] (or [N * s * s, C] rows, see `pooled`). */
-  private moduleLoss(m: number, y: tf.Tensor4D, n: number, rng: Rng): tf.Scalar {
-    const z = tf.mean(y, [1, 2]) as tf.Tensor2D; // [n * rows * cols, C]: one vector per patch
-    return this.lossOf(m, z, n, rng);
-  }
-
-  private lossOf(m: number, z: tf.Tensor2D, n: number, rng: Rng): tf.Scalar {
-    const pairs = this.pairs(n);
+  /** InfoNCE of module m from its input x and output y. */
+  private moduleLoss(m: number, x: tf.Tensor4D, y: tf.Tensor4D, n: number, rng: Rng): tf.Scalar {
+    const { context, targets } = this.modality.encodings(m, x, y);
+    const pairs = this.modality.pairs(m, n, rng);
     const negatives = sampleNegatives(pairs, this.config.negatives, rng);
-    const preds = (this.predictors[m - 1] as Predictor).predict(z); // [n * rows * cols, K * C]
-    return infoNce(preds, z, pairs, negatives);
+    const preds = (this.predictors[m - 1] as Predictor).predict(context); // [M, K * Cz]
+    return infoNce(preds, targets, pairs, negatives);
   }
 
   /** Trains module m on its constant input x; returns its output (for the next module), kept. */
   private moduleStep(
     m: number,
-    module: VisionModule,
     x: tf.Tensor4D,
     n: number,
     rng: Rng,
     losses: number[],
   ): tf.Tensor4D {
-    const [N] = x.shape;
-    const [s, , C] = module.outputShape;
-    let cols: tf.Tensor2D | null = null;
-    if (this.config.convRoute === 'im2col') {
-      const { inputSize, inChannels, kernelSize, stride } = module.config;
-      const data = im2col(x.dataSync() as Float32Array, N, {
-        size: inputSize,
-        channels: inChannels,
-        kernel: kernelSize,
-        stride,
-      });
-      cols = tf.tensor2d(data, [N * s * s, kernelSize * kernelSize * inChannels]);
-    }
+    const module = this.stack.layer(m);
+    const fast = this.modality.greedyForward?.(m, x) ?? null;
     let output: tf.Tensor4D | null = null;
     try {
       const { value, grads } = tf.variableGrads(() => {
-        const y = cols ? tf.reshape(module.applyColumns(cols), [N, s, s, C]) : module.apply(x);
-        output = tf.keep(y) as tf.Tensor4D;
-        return this.moduleLoss(m, y as tf.Tensor4D, n, rng);
+        const y = fast ? fast.forward() : module.apply(x);
+        output = tf.keep(y);
+        return this.moduleLoss(m, x, y, n, rng);
       }, this.moduleVariables(m));
       (this.optimizers[m - 1] as tf.Optimizer).applyGradients(grads);
       losses[m - 1] = value.dataSync()[0] as number;
       value.dispose();
       tf.dispose(grads);
     } finally {
-      cols?.dispose();
+      fast?.dispose();
     }
     if (!output) throw new GimError('backend_unavailable', `module ${m} produced no output`);
     return output;
   }
 
   /** CPC baseline: one loss on the last module, gradients through every trainable module. */
-  private endToEndStep(patches: tf.Tensor4D, n: number, rng: Rng): number {
+  private endToEndStep(input: tf.Tensor4D, n: number, rng: Rng): number {
     const K = this.stack.depth;
     const from = this.config.fromModule;
     const vars: tf.Variable[] = [];
     for (let m = from; m <= K; m++) vars.push(...this.stack.layer(m).variables);
     vars.push((this.predictors[K - 1] as Predictor).weight);
     const frozenInput = tf.tidy(() => {
-      let x: tf.Tensor4D = patches;
+      let x: tf.Tensor4D = input;
       for (let m = 1; m < from; m++) x = this.stack.layer(m).apply(x);
       return x;
     });
     try {
       const { value, grads } = tf.variableGrads(() => {
         let x: tf.Tensor4D = frozenInput;
-        for (let m = from; m <= K; m++) x = this.stack.layer(m).apply(x);
-        return this.moduleLoss(K, x, n, rng);
+        let below: tf.Tensor4D = frozenInput;
+        for (let m = from; m <= K; m++) {
+          below = x;
+          x = this.stack.layer(m).apply(x);
+        }
+        return this.moduleLoss(K, below, x, n, rng);
       }, vars);
       (this.optimizers[0] as tf.Optimizer).applyGradients(grads);
       const loss = value.dataSync()[0] as number;
@@ -200,7 +175,7 @@ export class GreedyTrainer {
       tf.dispose(grads);
       return loss;
     } finally {
-      if (frozenInput !== patches) frozenInput.dispose();
+      if (frozenInput !== input) frozenInput.dispose();
     }
   }
 }

@@ -1,8 +1,7 @@
 import { GimError } from '../errors.js';
 import { Rng } from '../random.js';
-import { batches, type ImageDataset } from '../data/dataset.js';
-import type { EncoderStack } from '../encoders/encoder-stack.js';
 import type { TrainConfig } from './config.js';
+import type { TrainingData } from './modality.js';
 import { exportTrainerState, releaseTrainerState, type GreedyTrainer } from './greedy-trainer.js';
 import { saveCheckpoint, type CheckpointState } from './checkpoint.js';
 
@@ -20,8 +19,10 @@ export interface StepProgress {
   totalSteps: number;
   /** Loss of this step per module (null: not trained in this step). */
   losses: (number | null)[];
-  imagesPerSecond: number;
-  patchesPerSecond: number;
+  /** Items (images, clips) per second, and their units (patches, ...) per second. */
+  itemsPerSecond: number;
+  unitsPerSecond: number;
+  unitName: string;
   etaSeconds: number;
 }
 
@@ -83,28 +84,21 @@ function stepSeed(seed: number, phase: number, epoch: number, step: number): num
  */
 export async function runTraining(
   trainer: GreedyTrainer,
-  dataset: ImageDataset,
+  data: TrainingData,
   opts: RunOptions,
 ): Promise<TrainResult> {
   const config = trainer.config;
-  const stack: EncoderStack = trainer.stack;
-  const { height, width, channels } = dataset.info;
-  const a = stack.adapter;
-  if (height !== a.height || width !== a.width || channels !== a.channels)
-    throw new GimError(
-      'invalid_argument',
-      `dataset images are ${height}x${width}x${channels}, the stack expects ${a.height}x${a.width}x${a.channels}`,
-    );
+  const stack = trainer.stack;
   const phases = trainingPhases(config, stack.depth);
-  const full = Math.floor(dataset.info.count / config.batchSize);
+  const full = Math.floor(data.count / config.batchSize);
   if (full === 0)
     throw new GimError(
       'invalid_argument',
-      `the dataset has ${dataset.info.count} items, fewer than one batch of ${config.batchSize}`,
+      `the dataset has ${data.count} items, fewer than one batch of ${config.batchSize}`,
     );
   const stepsPerEpoch = Math.min(full, config.maxStepsPerEpoch ?? full);
   const totalSteps = phases.length * config.epochs * stepsPerEpoch;
-  const { rows, cols } = stack.grid;
+  const { unitsPerItem, unitName } = trainer.modality;
   const resume = opts.resumeFrom;
   const history = resume ? [...resume.history] : [];
   let globalStep = resume?.step ?? 0;
@@ -129,16 +123,15 @@ export async function runTraining(
       const epochStart = performance.now();
       const sums = new Float64Array(stack.depth);
       let step = 0;
-      const stream = batches(dataset, {
+      const stream = data.batches({
         batchSize: config.batchSize,
         seed: config.seed,
         epoch: phase * config.epochs + epoch,
-        dropLast: true,
       });
       for await (const batch of stream) {
         if (step >= stepsPerEpoch) break;
         const rng = new Rng(stepSeed(config.seed, phase, epoch, step));
-        const losses = trainer.step({ images: batch.images, n: batch.n }, active, rng);
+        const losses = trainer.step(batch, active, rng);
         losses.forEach((l, i) => {
           if (!Number.isNaN(l)) sums[i] = (sums[i] as number) + l;
         });
@@ -157,8 +150,9 @@ export async function runTraining(
           globalStep,
           totalSteps,
           losses: losses.map((l) => (Number.isNaN(l) ? null : l)),
-          imagesPerSecond: rate * config.batchSize,
-          patchesPerSecond: rate * config.batchSize * rows * cols,
+          itemsPerSecond: rate * config.batchSize,
+          unitsPerSecond: rate * config.batchSize * unitsPerItem,
+          unitName,
           etaSeconds: (totalSteps - globalStep) / Math.max(rate, 1e-9),
         });
         if (opts.signal?.aborted) {
@@ -186,7 +180,7 @@ export async function runTraining(
           format: 'gim-checkpoint/1',
           config,
           adapter: stack.adapter,
-          modules: stack.modules.map((m) => m.config),
+          modules: stack.moduleConfigs,
           phase: last ? phase + 1 : phase,
           epochsDone: last ? 0 : epoch + 1,
           step: globalStep,

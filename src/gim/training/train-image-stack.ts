@@ -7,6 +7,7 @@ import type { ModuleManifest, StackManifest } from '../store/manifest.js';
 import type { StackDraft } from '../store/stack-store.js';
 import { resolveTrainConfig, type TrainConfig } from './config.js';
 import { GreedyTrainer, importTrainerState } from './greedy-trainer.js';
+import { imageTrainingData } from './image-training.js';
 import { loadCheckpoint } from './checkpoint.js';
 import { runTraining, type TrainCallbacks, type TrainResult } from './run-training.js';
 
@@ -98,7 +99,7 @@ export async function trainImageStack(job: ImageTrainJob): Promise<ImageTrainOut
     if (checkpoint) await importTrainerState(trainer, checkpoint.trainer);
     const fingerprint = await job.dataset.fingerprint();
     const data = { source: info.source, fingerprint, items: info.count };
-    const result = await runTraining(trainer, job.dataset, {
+    const result = await runTraining(trainer, imageTrainingData(job.dataset, stack.adapter), {
       callbacks: job.callbacks,
       checkpointDir: job.checkpointDir,
       resumeFrom: checkpoint?.state,
