@@ -44,11 +44,7 @@ if (values.model) {
   const { manifest, modules } = await new StackStore(values['models-dir'] as string).load(
     values.model,
   );
-  stack = await EncoderStack.fromArtifacts(
-    manifest.adapter,
-    manifest.modules.map((m) => m.config),
-    modules,
-  );
+  stack = await EncoderStack.fromManifest(manifest, modules);
   trainedWith = { model: `${manifest.name}@${manifest.version}`, training: manifest.training };
 } else {
   let startedBar = false;

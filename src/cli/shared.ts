@@ -68,11 +68,7 @@ export async function loadStack(
       'invalid_argument',
       `${ref} is a ${manifest.modality} stack; this command handles images`,
     );
-  const stack = await EncoderStack.fromArtifacts(
-    manifest.adapter,
-    manifest.modules.map((m) => m.config),
-    modules,
-  );
+  const stack = await EncoderStack.fromManifest(manifest, modules);
   return { manifest, stack };
 }
 

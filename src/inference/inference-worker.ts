@@ -118,11 +118,7 @@ const handlers: Handlers = {
 async function buildStack(key: string): Promise<LoadedStack> {
   const { manifest, modules } = await openStore().load(key);
   const spaceDigests = layerDigests(manifest, modules);
-  const stack = await EncoderStack.fromArtifacts(
-    manifest.adapter,
-    manifest.modules.map((m) => m.config),
-    modules,
-  );
+  const stack = await EncoderStack.fromManifest(manifest, modules);
   try {
     const { height, width, channels } = stack.adapter;
     const all = stack.modules.map((_, i) => i + 1);

@@ -105,11 +105,7 @@ describe('gim CLI', () => {
     assert.deepEqual(out.dims, { '2': 72, '3': 72 });
 
     const { manifest, modules } = await new StackStore(models).load('tiny@1');
-    const stack = await EncoderStack.fromArtifacts(
-      manifest.adapter,
-      manifest.modules.map((m) => m.config),
-      modules,
-    );
+    const stack = await EncoderStack.fromManifest(manifest, modules);
     const pixels = await decodeImage(await sharp(png).toBuffer(), {
       height: 28,
       width: 28,

@@ -44,11 +44,7 @@ test('a trained stack saved and loaded gives bit-identical embeddings; manifest 
     assert.ok(manifest.modules.every((m) => m.finalLoss !== null && m.finalLoss > 0));
 
     const loaded = await store.load('tiny@stable');
-    const again = await EncoderStack.fromArtifacts(
-      loaded.manifest.adapter,
-      loaded.manifest.modules.map((m) => m.config),
-      loaded.modules,
-    );
+    const again = await EncoderStack.fromManifest(loaded.manifest, loaded.modules);
     const batch = await dataset.read([0, 1, 2, 3, 4]);
     const a = stack.embed(batch.images, batch.n, [1, 2, 3]);
     const b = again.embed(batch.images, batch.n, [1, 2, 3]);

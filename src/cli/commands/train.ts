@@ -9,6 +9,7 @@ import {
 } from '../../gim/training/config.js';
 import { trainImageStack } from '../../gim/training/train-image-stack.js';
 import { StackStore } from '../../gim/store/stack-store.js';
+import { imageManifest } from '../../gim/store/manifest.js';
 import {
   backendOption,
   int,
@@ -101,12 +102,11 @@ export function trainCommand(): Command {
       const backend = await startBackend(o.backend);
       const store = new StackStore(o.modelsDir);
       const parent = o.parent ? await store.load(o.parent) : undefined;
+      const parentAdapter = parent ? imageManifest(parent.manifest).adapter : undefined;
       const dataset = await openImageDataset(o.data, {
-        height: o.height ?? parent?.manifest.adapter.height,
-        width: o.width ?? parent?.manifest.adapter.width,
-        channels: o.imageChannels
-          ? (Number(o.imageChannels) as 1 | 3)
-          : parent?.manifest.adapter.channels,
+        height: o.height ?? parentAdapter?.height,
+        width: o.width ?? parentAdapter?.width,
+        channels: o.imageChannels ? (Number(o.imageChannels) as 1 | 3) : parentAdapter?.channels,
       });
       const channels = o.channels ?? DEFAULT_CHANNELS.slice(0, o.modules ?? 3);
       const strides = channels.map((_, i) => (i === 0 ? 1 : 2));

@@ -3,6 +3,7 @@ import { GimError } from '../errors.js';
 import { imagesToPatches, patchGrid, type ImageAdapterConfig } from '../modality/image.js';
 import { VisionModule, type VisionModuleConfig } from './vision-module.js';
 import type { GridShape } from './pooling.js';
+import { imageManifest, type StackManifest } from '../store/manifest.js';
 
 /**
  * The scaled-down GIM.md vision encoder: conv3x3 strides 1, 2, 2 with a residual 1x1 each.
@@ -73,6 +74,19 @@ export class EncoderStack {
     return new EncoderStack(
       adapter,
       configs.map((c, i) => VisionModule.create(c, seed + 7919 * (i + 1), `module${i + 1}`)),
+    );
+  }
+
+  /** Rebuilds a published image stack (invalid_argument if the manifest is another modality's). */
+  static fromManifest(
+    manifest: StackManifest,
+    artifacts: tf.io.ModelArtifacts[],
+  ): Promise<EncoderStack> {
+    const m = imageManifest(manifest);
+    return EncoderStack.fromArtifacts(
+      m.adapter,
+      m.modules.map((x) => x.config),
+      artifacts,
     );
   }
 

@@ -1,12 +1,15 @@
+import { GimError } from '../errors.js';
 import type { ImageAdapterConfig } from '../modality/image.js';
+import type { AudioAdapterConfig } from '../modality/audio.js';
 import type { VisionModuleConfig } from '../encoders/vision-module.js';
+import type { AudioModuleConfig } from '../encoders/audio-modules.js';
 
 /** The format tag written in every manifest; bump it when the layout changes incompatibly. */
 export const STACK_FORMAT = 'gim-stack/1';
 
 export type Modality = 'image' | 'audio';
-export type AdapterConfig = ImageAdapterConfig;
-export type ModuleConfig = VisionModuleConfig;
+export type AdapterConfig = ImageAdapterConfig | AudioAdapterConfig;
+export type ModuleConfig = VisionModuleConfig | AudioModuleConfig;
 
 /** One module of a published stack: a standard tfjs LayersModel in `<version>/<dir>/`. */
 export interface ModuleManifest {
@@ -58,4 +61,42 @@ export interface StackManifest {
   createdAt: string;
   /** The version this one was retrained from, and the first module that was retrained. */
   parent: { version: number; fromModule: number } | null;
+}
+
+/** A manifest narrowed to one modality. */
+export type ManifestOf<A extends AdapterConfig, C extends ModuleConfig> = Omit<
+  StackManifest,
+  'adapter' | 'modules'
+> & {
+  adapter: A;
+  modules: (Omit<ModuleManifest, 'config'> & { config: C })[];
+};
+export type ImageStackManifest = ManifestOf<ImageAdapterConfig, VisionModuleConfig>;
+export type AudioStackManifest = ManifestOf<AudioAdapterConfig, AudioModuleConfig>;
+
+export function isImageManifest(m: StackManifest): m is StackManifest & ImageStackManifest {
+  return m.adapter.kind === 'image' && m.modules.every((x) => x.config.kind === 'vision-conv');
+}
+
+export function isAudioManifest(m: StackManifest): m is StackManifest & AudioStackManifest {
+  return m.adapter.kind === 'audio' && m.modules.every((x) => x.config.kind !== 'vision-conv');
+}
+
+/** The manifest as an image stack's, or a GimError saying what the stack is instead. */
+export function imageManifest(m: StackManifest): ImageStackManifest {
+  if (!isImageManifest(m))
+    throw new GimError(
+      'invalid_argument',
+      `${m.name}@${m.version} is an ${m.modality} stack; this needs an image stack`,
+    );
+  return m;
+}
+
+export function audioManifest(m: StackManifest): AudioStackManifest {
+  if (!isAudioManifest(m))
+    throw new GimError(
+      'invalid_argument',
+      `${m.name}@${m.version} is an ${m.modality} stack; this needs an audio stack`,
+    );
+  return m;
 }

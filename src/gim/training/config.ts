@@ -37,6 +37,10 @@ export interface TrainConfig {
   offsets: number[];
   /** `auto` is resolved when the trainer is built (the manifest records the route used). */
   convRoute: ConvRoute | 'auto';
+  /** Audio: predict k = 1..predictionSteps frames ahead (GIM.md: 12). */
+  predictionSteps: number;
+  /** Audio: positives from a random window of this many frames on long layers (GIM.md: 64 here). */
+  positiveWindow: number;
   /** 1-based: modules below it are frozen (retraining from module k). */
   fromModule: number;
   /** Optional cap on batches per epoch (short runs, benchmarks). */
@@ -52,6 +56,8 @@ export const DEFAULT_TRAIN_CONFIG: TrainConfig = {
   negatives: 16,
   offsets: [2, 3, 4, 5],
   convRoute: 'auto',
+  predictionSteps: 12,
+  positiveWindow: 64,
   fromModule: 1,
 };
 
@@ -68,6 +74,8 @@ export function resolveTrainConfig(partial: Partial<TrainConfig>): TrainConfig {
   positiveInt('batchSize', cfg.batchSize);
   positiveInt('negatives', cfg.negatives);
   positiveInt('fromModule', cfg.fromModule);
+  positiveInt('predictionSteps', cfg.predictionSteps);
+  positiveInt('positiveWindow', cfg.positiveWindow);
   if (cfg.maxStepsPerEpoch !== undefined) positiveInt('maxStepsPerEpoch', cfg.maxStepsPerEpoch);
   if (!(cfg.learningRate > 0 && Number.isFinite(cfg.learningRate)))
     bad.push('learningRate must be > 0');

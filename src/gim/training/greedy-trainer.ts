@@ -6,6 +6,8 @@ import { Predictor } from '../losses/predictor.js';
 import { infoNce, sampleNegatives } from '../losses/info-nce.js';
 import { resolveConvRoute, type ConvRoute, type TrainConfig } from './config.js';
 import { imageTraining } from './image-training.js';
+import { audioTraining } from './audio-training.js';
+import { AudioEncoderStack } from '../encoders/audio-stack.js';
 import type { TrainableStack, TrainBatch, TrainingModality } from './modality.js';
 
 export type { TrainBatch } from './modality.js';
@@ -16,6 +18,7 @@ export function trainingModality(
   config: TrainConfig & { convRoute: ConvRoute },
 ): TrainingModality {
   if (stack instanceof EncoderStack) return imageTraining(stack, config);
+  if (stack instanceof AudioEncoderStack) return audioTraining(stack, config);
   throw new GimError('invalid_argument', 'no training modality for this kind of stack');
 }
 

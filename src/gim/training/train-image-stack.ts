@@ -3,6 +3,7 @@ import { GimError } from '../errors.js';
 import type { ImageDataset } from '../data/dataset.js';
 import { channelStats, defaultImageAdapter, type ImageAdapterConfig } from '../modality/image.js';
 import { EncoderStack, visionModuleConfigs } from '../encoders/encoder-stack.js';
+import type { VisionModuleConfig } from '../encoders/vision-module.js';
 import type { ModuleManifest, StackManifest } from '../store/manifest.js';
 import type { StackDraft } from '../store/stack-store.js';
 import { resolveTrainConfig, type TrainConfig } from './config.js';
@@ -58,9 +59,12 @@ export async function trainImageStack(job: ImageTrainJob): Promise<ImageTrainOut
         'conflict',
         `the checkpoint in ${job.checkpointDir} was made on other data`,
       );
+    const { adapter, modules } = checkpoint.state;
+    if (adapter.kind !== 'image' || modules.some((m) => m.kind !== 'vision-conv'))
+      throw new GimError('conflict', `the checkpoint in ${job.checkpointDir} is not an image run`);
     stack = await EncoderStack.fromArtifacts(
-      checkpoint.state.adapter,
-      checkpoint.state.modules,
+      adapter,
+      modules as VisionModuleConfig[],
       checkpoint.modules,
     );
     log(
@@ -69,11 +73,7 @@ export async function trainImageStack(job: ImageTrainJob): Promise<ImageTrainOut
   } else if (job.parent) {
     config = resolveTrainConfig({ ...job.train, fromModule: job.train?.fromModule ?? 1 });
     const p = job.parent.manifest;
-    stack = await EncoderStack.fromArtifacts(
-      p.adapter,
-      p.modules.map((m) => m.config),
-      job.parent.modules,
-    );
+    stack = await EncoderStack.fromManifest(p, job.parent.modules);
     log(`retraining ${p.name}@${p.version} from module ${config.fromModule}`);
   } else {
     config = resolveTrainConfig(job.train ?? {});

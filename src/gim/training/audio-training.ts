@@ -1,0 +1,61 @@
+import * as tf from '@tensorflow/tfjs';
+import { GimError } from '../errors.js';
+import type { Rng } from '../random.js';
+import type { AudioEncoderStack } from '../encoders/audio-stack.js';
+import { timePairs } from '../losses/info-nce.js';
+import type { TrainConfig } from './config.js';
+import type { TrainBatch, TrainingModality } from './modality.js';
+
+/**
+ * GIM on raw audio (GIM.md): each frame of a module's output predicts the frames k = 1..steps
+ * ahead in the same clip; on long layers (all but the last conv and the GRU) the positives come
+ * from one random window of `positiveWindow` frames per clip; negatives from the whole batch.
+ * The GRU module predicts future conv5 outputs (its input) from its context.
+ */
+export function audioTraining(
+  stack: AudioEncoderStack,
+  config: Pick<TrainConfig, 'predictionSteps' | 'positiveWindow'>,
+): TrainingModality {
+  const T = stack.adapter.windowSamples;
+  const frames = stack.frames(T);
+  const steps = config.predictionSteps;
+  const lastConv = stack.moduleConfigs.map((c) => c.kind).lastIndexOf('audio-conv') + 1;
+  if (frames.some((f) => f <= steps))
+    throw new GimError(
+      'invalid_argument',
+      `a ${T}-sample window leaves ${Math.min(...frames)} frames on some layer: fewer than ${steps} prediction steps + 1`,
+    );
+  return {
+    unitsPerItem: 1,
+    unitName: 'clips',
+    input(batch: TrainBatch): tf.Tensor4D {
+      if (batch.data.length !== batch.n * T)
+        throw new GimError('invalid_argument', `expected ${batch.n} windows of ${T} samples`);
+      return tf.tensor4d(batch.data, [batch.n, 1, T, 1]); // [B, 1, T, 1]
+    },
+    encodings(m, x, y) {
+      const module = stack.layer(m);
+      const [b, , t, c] = y.shape;
+      const z = tf.reshape(y, [b * t, c]) as tf.Tensor2D; // [B * frames, C]
+      if (module.config.kind === 'audio-gru')
+        return { context: z, targets: tf.reshape(x, [b * t, x.shape[3]]) as tf.Tensor2D };
+      return { context: z, targets: z };
+    },
+    pairs(m, n, rng: Rng) {
+      const long = m < lastConv; // the last conv layer is already short (64 frames by default)
+      return timePairs(
+        n,
+        frames[m - 1] as number,
+        steps,
+        rng,
+        long ? config.positiveWindow : undefined,
+      );
+    },
+    predictor(m) {
+      const c = stack.layer(m).config;
+      return c.kind === 'audio-gru'
+        ? { context: c.units, target: c.inChannels, steps }
+        : { context: c.channels, target: c.channels, steps };
+    },
+  };
+}
