@@ -1,0 +1,146 @@
+import type * as tf from '@tensorflow/tfjs';
+import { GimError } from '../errors.js';
+import type {
+  AdapterConfig,
+  DataRecord,
+  Modality,
+  ModuleConfig,
+  ModuleManifest,
+  StackManifest,
+} from '../store/manifest.js';
+import type { StackDraft } from '../store/stack-store.js';
+import { resolveTrainConfig, type TrainConfig } from './config.js';
+import { GreedyTrainer, importTrainerState } from './greedy-trainer.js';
+import { loadCheckpoint } from './checkpoint.js';
+import type { TrainableStack, TrainingData } from './modality.js';
+import { runTraining, type TrainCallbacks, type TrainResult } from './run-training.js';
+
+/** What a modality contributes to a training job; everything else is shared. */
+export interface StackRecipe<S extends TrainableStack> {
+  modality: Modality;
+  /** A new stack for this data (e.g. normalisation statistics from a sample). */
+  create(seed: number): Promise<S>;
+  /** A stack from saved weights (a checkpoint or a parent version). */
+  restore(
+    adapter: AdapterConfig,
+    configs: ModuleConfig[],
+    artifacts: tf.io.ModelArtifacts[],
+  ): Promise<S>;
+  data(stack: S): TrainingData;
+  describeData(): Promise<DataRecord>;
+  /** Per layer: output shape of one unit, unit layout and embedding dim, for the manifest. */
+  layers(stack: S): Pick<ModuleManifest, 'outputShape' | 'gridShape' | 'embeddingDim'>[];
+}
+
+export interface TrainJobOptions {
+  train?: Partial<TrainConfig>;
+  /** Retrain from `train.fromModule` on a published stack: its adapter and weights are kept. */
+  parent?: { manifest: StackManifest; modules: tf.io.ModelArtifacts[] };
+  checkpointDir?: string;
+  /** Continue from the checkpoint in `checkpointDir` (if there is one). */
+  resume?: boolean;
+  callbacks?: TrainCallbacks & { onLog?(line: string): void };
+  signal?: AbortSignal;
+  /** Name of the tfjs backend, recorded in the manifest. */
+  backend: string;
+}
+
+export interface TrainOutcome<S extends TrainableStack> {
+  stack: S;
+  result: TrainResult;
+  /** Ready for `StackStore.publish`. */
+  draft: StackDraft;
+}
+
+/**
+ * Trains (or resumes, or retrains from module k) a stack and returns it with a manifest draft.
+ * Publishing is the caller's: this function writes only checkpoints.
+ */
+export async function trainStack<S extends TrainableStack>(
+  recipe: StackRecipe<S>,
+  job: TrainJobOptions,
+): Promise<TrainOutcome<S>> {
+  const log = job.callbacks?.onLog ?? (() => undefined);
+  const checkpoint =
+    job.resume && job.checkpointDir ? await loadCheckpoint(job.checkpointDir) : null;
+  const data = await recipe.describeData();
+  let stack: S;
+  let config: TrainConfig;
+  if (checkpoint) {
+    config = checkpoint.state.config;
+    if (data.fingerprint !== checkpoint.state.data.fingerprint)
+      throw new GimError(
+        'conflict',
+        `the checkpoint in ${job.checkpointDir} was made on other data`,
+      );
+    stack = await recipe.restore(
+      checkpoint.state.adapter,
+      checkpoint.state.modules,
+      checkpoint.modules,
+    );
+    log(
+      `resuming from step ${checkpoint.state.step} (phase ${checkpoint.state.phase + 1}, ${checkpoint.state.epochsDone} epochs done)`,
+    );
+  } else if (job.parent) {
+    config = resolveTrainConfig({ ...job.train, fromModule: job.train?.fromModule ?? 1 });
+    const p = job.parent.manifest;
+    stack = await recipe.restore(
+      p.adapter,
+      p.modules.map((m) => m.config),
+      job.parent.modules,
+    );
+    log(`retraining ${p.name}@${p.version} from module ${config.fromModule}`);
+  } else {
+    config = resolveTrainConfig(job.train ?? {});
+    stack = await recipe.create(config.seed);
+  }
+  let trainer: GreedyTrainer | undefined;
+  try {
+    trainer = new GreedyTrainer(stack, config);
+    if (checkpoint) await importTrainerState(trainer, checkpoint.trainer);
+    const result = await runTraining(trainer, recipe.data(stack), {
+      callbacks: job.callbacks,
+      checkpointDir: job.checkpointDir,
+      resumeFrom: checkpoint?.state,
+      signal: job.signal,
+      data,
+    });
+    const parentLosses = job.parent?.manifest.modules.map((m) => m.finalLoss) ?? [];
+    const layers = recipe.layers(stack);
+    const modules: ModuleManifest[] = stack.moduleConfigs.map((c, i) => ({
+      index: i + 1,
+      dir: `module-${i + 1}`,
+      config: c,
+      ...(layers[i] as (typeof layers)[number]),
+      finalLoss: result.finalLosses[i] ?? parentLosses[i] ?? null,
+    }));
+    const draft: StackDraft = {
+      manifest: {
+        modality: recipe.modality,
+        adapter: stack.adapter,
+        modules,
+        training: {
+          schedule: config.schedule,
+          config: { ...trainer.config, channels: stack.modules.map((m) => m.channels) },
+          seed: config.seed,
+          epochs: config.epochs,
+          steps: result.steps,
+          durationSeconds: Math.round(result.durationSeconds * 10) / 10,
+        },
+        data,
+        backend: job.backend,
+        createdAt: new Date().toISOString(),
+        parent: job.parent
+          ? { version: job.parent.manifest.version, fromModule: config.fromModule }
+          : null,
+      },
+      modules: await stack.artifacts(),
+    };
+    return { stack, result, draft };
+  } catch (e) {
+    stack.dispose();
+    throw e;
+  } finally {
+    trainer?.dispose();
+  }
+}
