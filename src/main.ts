@@ -4,6 +4,7 @@ import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import { AppModule } from './app/app.module.js';
 import { type AppConfig, ConfigError, loadConfig, nestLogLevels } from './app/config.js';
+import { configureApp } from './app/configure-app.js';
 
 const SHUTDOWN_SIGNALS = ['SIGTERM', 'SIGINT'] as const;
 
@@ -32,10 +33,11 @@ async function bootstrap(): Promise<void> {
     process.once(signal, () => logger.log(`${signal} received: draining and shutting down`));
   }
 
-  app.disable('x-powered-by');
+  configureApp(app, config);
   await app.listen(config.port, config.host);
   logger.log(
-    `listening on ${config.host}:${config.port} (${await app.getUrl()}), models in ${config.modelsDir}`,
+    `listening on ${config.host}:${config.port} (${await app.getUrl()}), models in ${config.modelsDir}, ` +
+      `API docs at /docs`,
   );
 }
 

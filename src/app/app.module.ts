@@ -1,9 +1,22 @@
 import { type DynamicModule, Module } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
-import { BackendModule } from './backend/backend.module.js';
+import { InferenceClient } from '../inference/inference-client.js';
 import { APP_CONFIG, type AppConfig } from './config.js';
+import { EmbeddingsModule } from './embeddings/embeddings.module.js';
 import { HttpErrorFilter } from './errors/http-error.filter.js';
 import { HealthModule } from './health/health.module.js';
+import {
+  START_INFERENCE_CLIENT,
+  type StartInferenceClient,
+} from './inference/inference.service.js';
+import { KserveModule } from './kserve/kserve.module.js';
+import { MetricsModule } from './metrics/metrics.module.js';
+import { ModelsModule } from './models/models.module.js';
+
+export interface AppModuleOptions {
+  /** How the inference worker starts; default `InferenceClient.start`. */
+  startInferenceClient?: StartInferenceClient;
+}
 
 /**
  * The root of the HTTP service. The config is loaded by the caller (main.ts, or a test) and
@@ -11,16 +24,19 @@ import { HealthModule } from './health/health.module.js';
  */
 @Module({})
 export class AppModule {
-  static forRoot(config: AppConfig): DynamicModule {
+  static forRoot(config: AppConfig, options: AppModuleOptions = {}): DynamicModule {
+    const start: StartInferenceClient =
+      options.startInferenceClient ?? ((opts) => InferenceClient.start(opts));
     return {
       module: AppModule,
       global: true,
-      imports: [BackendModule, HealthModule],
+      imports: [MetricsModule, HealthModule, ModelsModule, EmbeddingsModule, KserveModule],
       providers: [
         { provide: APP_CONFIG, useValue: config },
+        { provide: START_INFERENCE_CLIENT, useValue: start },
         { provide: APP_FILTER, useClass: HttpErrorFilter },
       ],
-      exports: [APP_CONFIG],
+      exports: [APP_CONFIG, START_INFERENCE_CLIENT],
     };
   }
 }

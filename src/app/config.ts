@@ -14,6 +14,25 @@ export interface AppConfig {
   /** Forces a tfjs backend; undefined picks the best available one. */
   readonly backend?: BackendName;
   readonly logLevel: LogLevelName;
+  /**
+   * Stack refs (`name`, `name@3`, `name@stable`) loaded and warmed up before `/health/ready` says
+   * ready. Undefined means every stack in `modelsDir` at its default ref; empty means none.
+   */
+  readonly preload?: readonly string[];
+  /** Items per forward pass of the inference worker. */
+  readonly maxBatchSize: number;
+  /** How long the oldest queued item waits for others before its batch starts. */
+  readonly maxBatchDelayMs: number;
+  /** Items queued per (model, version) beyond which requests get 429. */
+  readonly maxQueue: number;
+  /** From an item's entry into the queue to its result; past it the request gets 504. */
+  readonly requestTimeoutMs: number;
+  /** Largest request body (and, in a multipart body, largest file). */
+  readonly maxBodyBytes: number;
+  /** Items per request. */
+  readonly maxItems: number;
+  /** Largest decoded image, in pixels (width x height), checked before decoding. */
+  readonly maxInputPixels: number;
 }
 
 /** Nest injection token of the `AppConfig`. */
@@ -64,7 +83,41 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     logLevel: setting('LOG_LEVEL', `one of ${LOG_LEVEL_NAMES.join(', ')}`, 'log', (text) =>
       oneOf(LOG_LEVEL_NAMES, text),
     ),
+    preload: setting<readonly string[] | undefined>(
+      'PRELOAD',
+      'a comma-separated list of stack refs (name, name@<version>, name@<label>) or "none"',
+      undefined,
+      parseRefList,
+    ),
+    maxBatchSize: setting('MAX_BATCH_SIZE', 'an integer from 1 to 1024', 32, int(1, 1024)),
+    maxBatchDelayMs: setting('MAX_BATCH_DELAY_MS', 'an integer from 0 to 60000', 5, int(0, 60_000)),
+    maxQueue: setting('MAX_QUEUE', 'an integer from 1 to 1000000', 256, int(1, 1_000_000)),
+    requestTimeoutMs: setting(
+      'REQUEST_TIMEOUT_MS',
+      'an integer from 1 to 3600000',
+      10_000,
+      int(1, 3_600_000),
+    ),
+    maxBodyBytes: setting(
+      'MAX_BODY_BYTES',
+      'an integer from 1024 to 1073741824',
+      10 * 1024 * 1024,
+      int(1024, 1024 ** 3),
+    ),
+    maxItems: setting('MAX_ITEMS', 'an integer from 1 to 4096', 64, int(1, 4096)),
+    maxInputPixels: setting(
+      'MAX_INPUT_PIXELS',
+      'an integer from 1 to 1000000000',
+      25_000_000,
+      int(1, 1_000_000_000),
+    ),
   };
+  // Checked together: a queue smaller than a batch could never fill one.
+  if (config.maxQueue < config.maxBatchSize) {
+    problems.push(
+      `MAX_QUEUE: expected at least MAX_BATCH_SIZE (${config.maxBatchSize}), got ${config.maxQueue}`,
+    );
+  }
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);
 }
@@ -78,6 +131,25 @@ function parsePort(text: string): number | undefined {
   if (!/^\d{1,5}$/.test(text)) return undefined;
   const port = Number(text);
   return port >= 1 && port <= 65535 ? port : undefined;
+}
+
+/** A parser of decimal integers in [min, max] (no sign, no exponent, no fraction). */
+function int(min: number, max: number): (text: string) => number | undefined {
+  return (text) => {
+    if (!/^\d{1,15}$/.test(text)) return undefined;
+    const value = Number(text);
+    return value >= min && value <= max ? value : undefined;
+  };
+}
+
+const STACK_REF_RE = /^[a-z0-9][a-z0-9._-]{0,63}(@([1-9][0-9]*|[a-z][a-z0-9_-]{0,31}))?$/;
+
+/** `a, b@2, c@stable` -> refs; `none` -> []. Whether they exist is checked when they load. */
+function parseRefList(text: string): readonly string[] | undefined {
+  if (text === 'none') return Object.freeze([]);
+  const refs = text.split(',').map((ref) => ref.trim());
+  if (refs.some((ref) => !STACK_REF_RE.test(ref))) return undefined;
+  return Object.freeze([...new Set(refs)]);
 }
 
 function oneOf<T extends string>(values: readonly T[], text: string): T | undefined {

@@ -7,17 +7,17 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { INestApplication } from '@nestjs/common';
-import { NestFactory } from '@nestjs/core';
 import request from 'supertest';
-import { AppModule } from '../../src/app/app.module.js';
 import { ConfigError, loadConfig } from '../../src/app/config.js';
+import { bootApp } from './serve-fixtures.js';
 
-/** Polls /health/ready while the backend is still being selected; returns the first answer after. */
+/** Polls /health/ready while the worker starts and warms up; returns the first answer after. */
 async function readyAfterSelection(server: Server, timeoutMs = 60_000): Promise<request.Response> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const res = await request(server).get('/health/ready');
-    const selecting = res.status === 503 && /still being selected/.test(res.body.error);
+    const selecting =
+      res.status === 503 && /worker is starting|warming up/.test(res.body.error as string);
     if (!selecting || Date.now() > deadline) return res;
     assert.equal(res.body.error_type, 'not_ready');
     await sleep(50);
@@ -31,13 +31,7 @@ describe('health (e2e)', () => {
 
   before(async () => {
     modelsDir = await mkdtemp(join(tmpdir(), 'gim-health-'));
-    const config = loadConfig({ MODELS_DIR: modelsDir, GIM_BACKEND: 'cpu' });
-    app = await NestFactory.create(AppModule.forRoot(config), {
-      logger: ['fatal', 'error', 'warn'],
-      abortOnError: false,
-    });
-    await app.init();
-    server = app.getHttpServer() as Server;
+    ({ app, server } = await bootApp({ MODELS_DIR: modelsDir, GIM_BACKEND: 'cpu' }));
   });
 
   after(async () => {
@@ -51,10 +45,11 @@ describe('health (e2e)', () => {
     assert.deepEqual(res.body, { status: 'ok' });
   });
 
-  test('GET /health/ready reports the forced cpu backend', async () => {
+  test('GET /health/ready reports the forced cpu backend of the worker (no stacks to warm up)', async () => {
     const res = await readyAfterSelection(server);
     assert.equal(res.status, 200, JSON.stringify(res.body));
     assert.equal(res.body.status, 'ready');
+    assert.deepEqual(res.body.models, []);
     assert.equal(res.body.backend.name, 'cpu');
     assert.equal(res.body.backend.tfjsBackend, 'cpu');
     assert.ok(Array.isArray(res.body.backend.fallbackReasons));
@@ -83,12 +78,7 @@ describe('health (e2e) with an unavailable forced backend', () => {
 
   before(async () => {
     // tfjs-node-gpu is not installed here (its install script fails), so forcing it fails.
-    const config = loadConfig({ GIM_BACKEND: 'tensorflow-gpu' });
-    app = await NestFactory.create(AppModule.forRoot(config), {
-      logger: false,
-      abortOnError: false,
-    });
-    await app.init();
+    ({ app } = await bootApp({ GIM_BACKEND: 'tensorflow-gpu' }));
   });
 
   after(async () => {
@@ -114,6 +104,53 @@ describe('loadConfig', () => {
     assert.equal(config.modelsDir, join(process.cwd(), 'models'));
     assert.equal(config.backend, undefined);
     assert.equal(config.logLevel, 'log');
+    assert.equal(config.preload, undefined);
+    assert.equal(config.maxBatchSize, 32);
+    assert.equal(config.maxBatchDelayMs, 5);
+    assert.equal(config.maxQueue, 256);
+    assert.equal(config.requestTimeoutMs, 10_000);
+    assert.equal(config.maxBodyBytes, 10 * 1024 * 1024);
+    assert.equal(config.maxItems, 64);
+    assert.equal(config.maxInputPixels, 25_000_000);
+  });
+
+  test('PRELOAD and the serving limits', () => {
+    const config = loadConfig({
+      PRELOAD: 'a, b@2,c@stable,a',
+      MAX_BATCH_SIZE: '8',
+      MAX_BATCH_DELAY_MS: '0',
+      MAX_QUEUE: '8',
+    });
+    assert.deepEqual(config.preload, ['a', 'b@2', 'c@stable']);
+    assert.deepEqual([config.maxBatchSize, config.maxBatchDelayMs, config.maxQueue], [8, 0, 8]);
+    assert.deepEqual(loadConfig({ PRELOAD: 'none' }).preload, []);
+    assert.throws(
+      () =>
+        loadConfig({
+          PRELOAD: 'Bad Name',
+          MAX_BATCH_SIZE: '0',
+          MAX_BODY_BYTES: '1e6',
+          MAX_ITEMS: '-1',
+          MAX_INPUT_PIXELS: 'lots',
+          REQUEST_TIMEOUT_MS: '0',
+        }),
+      (error: unknown) => {
+        assert.ok(error instanceof ConfigError);
+        assert.deepEqual(
+          error.problems.map((p) => p.split(':')[0]),
+          [
+            'PRELOAD',
+            'MAX_BATCH_SIZE',
+            'REQUEST_TIMEOUT_MS',
+            'MAX_BODY_BYTES',
+            'MAX_ITEMS',
+            'MAX_INPUT_PIXELS',
+          ],
+        );
+        return true;
+      },
+    );
+    assert.throws(() => loadConfig({ MAX_BATCH_SIZE: '64', MAX_QUEUE: '16' }), /MAX_QUEUE/);
   });
 
   test('names every bad variable at once', () => {

@@ -18,6 +18,7 @@ export interface ErrorBody {
 export interface HttpError {
   status: number;
   body: ErrorBody;
+  headers?: Record<string, string>;
 }
 
 const GIM_ERROR_STATUS: Record<GimErrorCode, number> = {
@@ -35,7 +36,11 @@ const GIM_ERROR_STATUS: Record<GimErrorCode, number> = {
   io_error: 500,
 };
 
-/** error_type of an HttpException by status; a status not listed gets its snake_cased reason. */
+/**
+ * error_type of an HttpException by status; a status not listed gets its snake_cased reason.
+ * Statuses a GimError can also produce use the GimError's code, so that a 413 says `too_large`
+ * whether the body parser, multer or the image decoder refused the input.
+ */
 const HTTP_ERROR_TYPE: Record<number, string> = {
   400: 'bad_request',
   401: 'unauthorized',
@@ -43,10 +48,10 @@ const HTTP_ERROR_TYPE: Record<number, string> = {
   404: 'not_found',
   405: 'method_not_allowed',
   409: 'conflict',
-  413: 'payload_too_large',
-  415: 'unsupported_media_type',
+  413: 'too_large',
+  415: 'unsupported_media',
   422: 'unprocessable_entity',
-  429: 'too_many_requests',
+  429: 'overloaded',
   500: 'internal',
   503: 'not_ready',
   504: 'timeout',
@@ -66,12 +71,16 @@ export class HttpErrorFilter implements ExceptionFilter {
     const http = host.switchToHttp();
     const req = http.getRequest<Request>();
     const res = http.getResponse<Response>();
-    const { status, body } = toHttpError(exception);
+    const { status, body, headers } = toHttpError(exception);
 
     const summary = `${req.method} ${req.originalUrl} -> ${status} ${body.error_type}`;
     if (exception instanceof HttpException) {
       // Thrown on purpose (a 503 answers every readiness probe while not ready): no stack.
       this.logger.debug(`${summary}: ${body.error}`);
+    } else if (isGimError(exception)) {
+      // A coded error is an expected outcome (a timeout, the worker down): its message says it all.
+      if (status >= 500) this.logger.warn(`${summary}: ${body.error}`);
+      else this.logger.debug(`${summary}: ${body.error}`);
     } else if (status >= 500) {
       this.logger.error(summary, exception instanceof Error ? exception.stack : String(exception));
     }
@@ -80,6 +89,7 @@ export class HttpErrorFilter implements ExceptionFilter {
       res.destroy();
       return;
     }
+    if (headers) res.set(headers);
     res.status(status).json(body);
   }
 }
@@ -90,10 +100,16 @@ export function toHttpError(exception: unknown): HttpError {
     return { status, body: { error: httpMessage(exception), error_type: httpErrorType(status) } };
   }
   if (isGimError(exception)) {
-    return {
+    const error: HttpError = {
       status: GIM_ERROR_STATUS[exception.code],
       body: { error: exception.message, error_type: exception.code },
     };
+    if (exception.code === 'overloaded') {
+      const seconds = exception.details.retryAfterSeconds;
+      const retryAfter = typeof seconds === 'number' && seconds > 0 ? Math.ceil(seconds) : 1;
+      error.headers = { 'Retry-After': String(retryAfter) };
+    }
+    return error;
   }
   return { status: 500, body: { error: 'internal server error', error_type: 'internal' } };
 }

@@ -1,18 +1,30 @@
 import { Controller, Get } from '@nestjs/common';
+import { ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
+import { ApiErrors } from '../errors/api-errors.decorator.js';
+import { LiveStatusDto, ReadyStatusDto } from './health.dto.js';
 import { HealthService, type LiveStatus, type ReadyStatus } from './health.service.js';
 
+@ApiTags('health')
 @Controller('health')
 export class HealthController {
   constructor(private readonly health: HealthService) {}
 
-  /** The process is up and its event loop answers. */
   @Get('live')
+  @ApiOperation({ summary: 'The process is up and its event loop answers' })
+  @ApiOkResponse({ type: LiveStatusDto })
+  @ApiErrors()
   live(): LiveStatus {
     return this.health.live();
   }
 
-  /** The service can compute: 503 until the tfjs backend is selected. */
   @Get('ready')
+  @ApiOperation({
+    summary: 'The service can compute',
+    description:
+      '503 until the inference worker is up and every PRELOAD stack is loaded and warmed up.',
+  })
+  @ApiOkResponse({ type: ReadyStatusDto })
+  @ApiErrors(503)
   ready(): ReadyStatus {
     return this.health.ready();
   }

@@ -1,11 +1,12 @@
 import { Module } from '@nestjs/common';
-import { BackendModule } from '../backend/backend.module.js';
+import { InferenceModule } from '../inference/inference.module.js';
 import { HealthController } from './health.controller.js';
 import { HealthService } from './health.service.js';
 
 @Module({
-  imports: [BackendModule],
+  imports: [InferenceModule],
   controllers: [HealthController],
   providers: [HealthService],
+  exports: [HealthService],
 })
 export class HealthModule {}

@@ -1,8 +1,0 @@
-import { Module } from '@nestjs/common';
-import { BackendService } from './backend.service.js';
-
-@Module({
-  providers: [BackendService],
-  exports: [BackendService],
-})
-export class BackendModule {}

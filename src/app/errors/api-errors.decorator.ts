@@ -1,0 +1,67 @@
+import { applyDecorators } from '@nestjs/common';
+import { ApiExtraModels, ApiProperty, ApiResponse, getSchemaPath } from '@nestjs/swagger';
+
+/** The body of every error response, for the OpenAPI document. */
+export class ErrorBodyDto {
+  @ApiProperty({ description: 'What went wrong and, where it helps, what to send instead' })
+  error!: string;
+
+  @ApiProperty({
+    description: 'Machine-readable error class',
+    example: 'invalid_argument',
+    enum: [
+      'invalid_argument',
+      'bad_request',
+      'not_found',
+      'too_large',
+      'unsupported_media',
+      'invalid_data',
+      'overloaded',
+      'cancelled',
+      'not_ready',
+      'backend_unavailable',
+      'timeout',
+      'internal',
+    ],
+  })
+  error_type!: string;
+}
+
+/** What each status means on this API; a route lists the ones it can answer. */
+const ERROR_DESCRIPTIONS: Record<number, string> = {
+  400: 'Bad option or input (`invalid_argument`, `bad_request`)',
+  404: 'Unknown model, version, label or layer (`not_found`)',
+  413: 'Body, file, item count or image pixels over a limit (`too_large`)',
+  415: 'Content-Type or image format not supported (`unsupported_media`)',
+  422: 'An item cannot be decoded or is out of range; the message names the item (`invalid_data`)',
+  429: 'The batch queue is full (`overloaded`); retry after `Retry-After` seconds',
+  499: 'The client closed the connection before the response (`cancelled`)',
+  500: 'Internal error (`internal`); details are in the server log only',
+  503: 'Not ready: the inference worker is starting or warming up (`not_ready`, `backend_unavailable`)',
+  504: 'The request timed out in the batch queue or the worker (`timeout`)',
+};
+
+/** Documents the error responses of a route, each with the `{error, error_type}` body. */
+export function ApiErrors(...statuses: number[]): MethodDecorator & ClassDecorator {
+  const schema = { $ref: getSchemaPath(ErrorBodyDto) };
+  return applyDecorators(
+    ApiExtraModels(ErrorBodyDto),
+    ...[...new Set([...statuses, 500])].map((status) =>
+      ApiResponse({
+        status,
+        description: ERROR_DESCRIPTIONS[status] ?? 'Error',
+        content: { 'application/json': { schema } },
+        ...(status === 429
+          ? {
+              headers: {
+                'Retry-After': {
+                  description: 'Seconds to wait before retrying',
+                  schema: { type: 'integer', minimum: 1 },
+                },
+              },
+            }
+          : {}),
+      }),
+    ),
+  );
+}

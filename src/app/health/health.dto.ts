@@ -1,0 +1,38 @@
+import { ApiProperty } from '@nestjs/swagger';
+
+export class LiveStatusDto {
+  @ApiProperty({ enum: ['ok'] })
+  status!: 'ok';
+}
+
+export class BackendInfoDto {
+  @ApiProperty({ enum: ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] })
+  name!: string;
+
+  @ApiProperty({ description: '`tf.getBackend()` in the inference worker', example: 'wasm' })
+  tfjsBackend!: string;
+
+  @ApiProperty({ type: [String] })
+  devices!: string[];
+
+  @ApiProperty({ type: [String], description: 'Kernels this project registered on the backend' })
+  wasmKernels!: string[];
+
+  @ApiProperty({ type: [String], description: 'Why each better backend was skipped' })
+  fallbackReasons!: string[];
+}
+
+export class ReadyStatusDto {
+  @ApiProperty({ enum: ['ready'] })
+  status!: 'ready';
+
+  @ApiProperty({ type: BackendInfoDto })
+  backend!: BackendInfoDto;
+
+  @ApiProperty({
+    type: [String],
+    description: 'Stacks loaded and warmed up',
+    example: ['fashion-gim@1'],
+  })
+  models!: string[];
+}

@@ -1,0 +1,199 @@
+import {
+  Inject,
+  Injectable,
+  Logger,
+  type OnApplicationBootstrap,
+  type OnApplicationShutdown,
+} from '@nestjs/common';
+import type { BackendInfo, BackendName } from '../../gim/backend/index.js';
+import { Batcher } from '../../gim/batching/batcher.js';
+import { GimError, isGimError } from '../../gim/errors.js';
+import type { StackManifest } from '../../gim/store/manifest.js';
+import { type StackRef, StackStore } from '../../gim/store/stack-store.js';
+import type { InferenceClient } from '../../inference/inference-client.js';
+import { APP_CONFIG, type AppConfig } from '../config.js';
+import { MetricsService } from '../metrics/metrics.service.js';
+import { type EmbedItem, type ItemGrids, embeddingBatchRun } from './embedding-batch.js';
+
+/** Starts the inference worker; a seam so tests can watch or hold what the worker does. */
+export type StartInferenceClient = (opts: {
+  modelsDir: string;
+  backend?: BackendName;
+  log?: (line: string) => void;
+}) => Promise<InferenceClient>;
+
+/** Nest injection token of the `StartInferenceClient` (provided by `AppModule.forRoot`). */
+export const START_INFERENCE_CLIENT = Symbol('START_INFERENCE_CLIENT');
+
+export type InferenceState =
+  | { phase: 'starting' }
+  | { phase: 'warming'; backend: BackendInfo; pending: string[]; loaded: string[] }
+  | { phase: 'ready'; backend: BackendInfo; loaded: string[] }
+  | { phase: 'failed'; reason: string };
+
+/** A stack version loaded and warmed up in the worker, with its batch queue. */
+export interface LoadedModel {
+  name: string;
+  version: number;
+  manifest: StackManifest;
+  /** Per layer (index layer - 1): the digest behind its embedding-space ids. */
+  spaceDigests: string[];
+  batcher: Batcher<EmbedItem, ItemGrids>;
+}
+
+/**
+ * Owns the inference worker (which owns tfjs and the loaded stacks) and one Batcher per loaded
+ * (model, version). The worker starts when the app does, without holding up the bootstrap: the
+ * server answers liveness while the worker starts and the PRELOAD stacks warm up, and `state`
+ * tells readiness when all of that is done.
+ */
+@Injectable()
+export class InferenceService implements OnApplicationBootstrap, OnApplicationShutdown {
+  private readonly logger = new Logger(InferenceService.name);
+  private current: InferenceState = { phase: 'starting' };
+  private started?: Promise<InferenceClient>;
+  private warmup?: Promise<void>;
+  /** By `name@version`; a failed load is removed so the next request retries it. */
+  private readonly models = new Map<string, Promise<LoadedModel>>();
+  private closing = false;
+
+  constructor(
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+    @Inject(START_INFERENCE_CLIENT) private readonly startClient: StartInferenceClient,
+    private readonly store: StackStore,
+    private readonly metrics: MetricsService,
+  ) {}
+
+  get state(): InferenceState {
+    return this.current;
+  }
+
+  onApplicationBootstrap(): void {
+    if (this.started) return;
+    const { modelsDir, backend } = this.config;
+    this.logger.log(
+      `starting the inference worker${backend ? ` (backend ${backend}, forced)` : ''}`,
+    );
+    this.started = this.startClient({
+      modelsDir,
+      backend,
+      log: (line) => this.logger.log(line),
+    });
+    // Rejections are handled here; callers of `model()` see a backend_unavailable instead.
+    this.started.catch(() => undefined);
+    this.warmup = this.warmUp(this.started);
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    this.closing = true;
+    await this.warmup;
+    const loaded = await Promise.allSettled(this.models.values());
+    // Queued items are cancelled; running batches finish and their callers get their results.
+    await Promise.all(
+      loaded.flatMap((r) => (r.status === 'fulfilled' ? [r.value.batcher.close()] : [])),
+    );
+    const client = await this.started?.catch(() => undefined);
+    await client?.close();
+  }
+
+  /** The loaded model of a resolved ref: loads and warms it up in the worker on first use. */
+  model(ref: StackRef): Promise<LoadedModel> {
+    const key = `${ref.name}@${ref.version}`;
+    let loading = this.models.get(key);
+    if (loading === undefined) {
+      loading = this.load(ref);
+      this.models.set(key, loading);
+      loading.catch(() => {
+        if (this.models.get(key) === loading) this.models.delete(key);
+      });
+    }
+    return loading;
+  }
+
+  /** The model if it is loaded already, without loading it. */
+  async loaded(ref: StackRef): Promise<LoadedModel | undefined> {
+    const loading = this.models.get(`${ref.name}@${ref.version}`);
+    return loading?.catch(() => undefined);
+  }
+
+  private async client(): Promise<InferenceClient> {
+    if (this.started === undefined || this.closing) {
+      throw new GimError('backend_unavailable', 'the inference worker is not running');
+    }
+    try {
+      return await this.started;
+    } catch (error) {
+      throw new GimError(
+        'backend_unavailable',
+        `the inference worker failed to start: ${describe(error)}`,
+        { cause: error },
+      );
+    }
+  }
+
+  private async load(ref: StackRef): Promise<LoadedModel> {
+    const client = await this.client();
+    const { name, version } = ref;
+    const started = performance.now();
+    const { manifest, spaceDigests } = await client.load(`${name}@${version}`);
+    this.logger.log(
+      `loaded ${name}@${version} (${manifest.modality}, ${manifest.modules.length} layers) in ` +
+        `${Math.round(performance.now() - started)} ms`,
+    );
+    const { maxBatchSize, maxBatchDelayMs, maxQueue, requestTimeoutMs } = this.config;
+    const batcher = new Batcher<EmbedItem, ItemGrids>(
+      embeddingBatchRun((pixels, n, layers) => client.embed(name, version, pixels, n, layers)),
+      { maxBatchSize, maxDelayMs: maxBatchDelayMs, maxQueue, timeoutMs: requestTimeoutMs },
+      this.metrics.batcherHooks(name, version),
+    );
+    if (this.closing) {
+      await batcher.close();
+      throw new GimError('backend_unavailable', 'the service is shutting down');
+    }
+    return { name, version, manifest, spaceDigests, batcher };
+  }
+
+  /** Worker up, then every PRELOAD stack loaded and warmed up, one at a time: then ready. */
+  private async warmUp(started: Promise<InferenceClient>): Promise<void> {
+    let client: InferenceClient;
+    try {
+      client = await started;
+    } catch (error) {
+      this.fail(`the inference worker failed to start: ${describe(error)}`, error);
+      return;
+    }
+    const backend = client.backend;
+    this.metrics.setBackend(backend.name);
+    this.metrics.watchTfjsMemory(() => client.stats());
+    try {
+      const refs = this.config.preload ?? (await this.store.list()).map((summary) => summary.name);
+      const loaded: string[] = [];
+      const pending = [...refs];
+      this.current = { phase: 'warming', backend, pending: [...pending], loaded: [] };
+      for (const ref of refs) {
+        if (this.closing) return;
+        const model = await this.model(await this.store.resolve(ref));
+        loaded.push(`${model.name}@${model.version}`);
+        pending.shift();
+        this.current = { phase: 'warming', backend, pending: [...pending], loaded: [...loaded] };
+      }
+      this.current = { phase: 'ready', backend, loaded };
+      this.logger.log(
+        `ready: tfjs backend ${backend.name}, warmed up ${loaded.join(', ') || 'no stacks'}`,
+      );
+    } catch (error) {
+      this.fail(`warm-up failed: ${describe(error)}`, error);
+    }
+  }
+
+  private fail(reason: string, error: unknown): void {
+    this.current = { phase: 'failed', reason };
+    // A GimError's message says it all; anything else is a bug worth its stack.
+    const stack = isGimError(error) || !(error instanceof Error) ? undefined : error.stack;
+    this.logger.error(`the service stays unready: ${reason}`, stack);
+  }
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,164 @@
+import { Injectable } from '@nestjs/common';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { BatcherHooks } from '../../gim/batching/batcher.js';
+
+/** What the inference worker reports about its tfjs memory. */
+export interface TfjsMemory {
+  numTensors: number;
+  numBytes: number;
+}
+
+const SECONDS_BUCKETS = [
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+];
+const BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+
+/**
+ * The service's Prometheus registry and every metric in it. Other modules report through the
+ * methods below, so metric names and labels live in this one file. Batch metrics carry the
+ * `model` and `version` of their batcher (bounded by the stacks on disk); request metrics carry the
+ * route pattern, never the raw URL.
+ */
+@Injectable()
+export class MetricsService {
+  readonly registry = new Registry();
+
+  private readonly requests = new Counter({
+    name: 'gim_requests_total',
+    help: 'HTTP requests by route pattern and status code (499: the client went away)',
+    labelNames: ['route', 'code'] as const,
+    registers: [this.registry],
+  });
+  private readonly requestDuration = new Histogram({
+    name: 'gim_request_duration_seconds',
+    help: 'HTTP request duration, from its first byte to the end of the response',
+    labelNames: ['route'] as const,
+    buckets: SECONDS_BUCKETS,
+    registers: [this.registry],
+  });
+  private readonly queueDuration = new Histogram({
+    name: 'gim_queue_duration_seconds',
+    help: 'Time an item waited in the batch queue before its batch started',
+    labelNames: ['model', 'version'] as const,
+    buckets: SECONDS_BUCKETS,
+    registers: [this.registry],
+  });
+  private readonly computeDuration = new Histogram({
+    name: 'gim_compute_duration_seconds',
+    help: 'Time of one batch in the inference worker, messaging included',
+    labelNames: ['model', 'version'] as const,
+    buckets: SECONDS_BUCKETS,
+    registers: [this.registry],
+  });
+  private readonly batchSize = new Histogram({
+    name: 'gim_batch_size',
+    help: 'Items per batch',
+    labelNames: ['model', 'version'] as const,
+    buckets: BATCH_SIZE_BUCKETS,
+    registers: [this.registry],
+  });
+  private readonly items = new Counter({
+    name: 'gim_items_total',
+    help: 'Items embedded (one image is one item), by batch outcome',
+    labelNames: ['model', 'version', 'outcome'] as const,
+    registers: [this.registry],
+  });
+  private readonly batches = new Counter({
+    name: 'gim_batches_total',
+    help: 'Batches run by the inference worker',
+    labelNames: ['model', 'version'] as const,
+    registers: [this.registry],
+  });
+  private readonly queueDepth = new Gauge({
+    name: 'gim_queue_depth',
+    help: 'Items waiting in the batch queue',
+    labelNames: ['model', 'version'] as const,
+    registers: [this.registry],
+  });
+  private readonly rejected = new Counter({
+    name: 'gim_rejected_total',
+    help: 'Items refused or dropped by a batch queue: overloaded (full), timeout, cancelled',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  private readonly backendInfo = new Gauge({
+    name: 'gim_backend_info',
+    help: 'The tfjs backend of the inference worker (always 1)',
+    labelNames: ['backend'] as const,
+    registers: [this.registry],
+  });
+  private tfjsMemory?: () => Promise<TfjsMemory>;
+  /** One scrape asks the worker once for both tfjs gauges. */
+  private tfjsSample?: Promise<TfjsMemory | undefined>;
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry });
+    const sample = (): Promise<TfjsMemory | undefined> => {
+      this.tfjsSample ??= (this.tfjsMemory?.() ?? Promise.resolve(undefined))
+        .catch(() => undefined)
+        .finally(() => setImmediate(() => (this.tfjsSample = undefined)));
+      return this.tfjsSample;
+    };
+    new Gauge({
+      name: 'gim_tfjs_tensors',
+      help: 'Tensors alive in the inference worker (should not grow with traffic)',
+      registers: [this.registry],
+      async collect() {
+        const memory = await sample();
+        if (memory) this.set(memory.numTensors);
+      },
+    });
+    new Gauge({
+      name: 'gim_tfjs_bytes',
+      help: 'Bytes held by tensors in the inference worker',
+      registers: [this.registry],
+      async collect() {
+        const memory = await sample();
+        if (memory) this.set(memory.numBytes);
+      },
+    });
+    // Zero rows for each reason, so a rate() over them works before the first rejection.
+    for (const reason of ['overloaded', 'timeout', 'cancelled']) this.rejected.inc({ reason }, 0);
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  observeRequest(route: string, code: number, seconds: number): void {
+    this.requests.inc({ route, code: String(code) });
+    this.requestDuration.observe({ route }, seconds);
+  }
+
+  setBackend(name: string): void {
+    this.backendInfo.reset();
+    this.backendInfo.set({ backend: name }, 1);
+  }
+
+  /** Where the tfjs gauges read from on each scrape (the inference worker). */
+  watchTfjsMemory(source: () => Promise<TfjsMemory>): void {
+    this.tfjsMemory = source;
+  }
+
+  /** Hooks that report one batcher's batches, queue and rejections. */
+  batcherHooks(model: string, version: number): BatcherHooks {
+    const labels = { model, version: String(version) };
+    this.queueDepth.set(labels, 0);
+    return {
+      onBatch: (stats) => {
+        this.batches.inc(labels);
+        this.batchSize.observe(labels, stats.size);
+        this.items.inc({ ...labels, outcome: 'ok' }, stats.ok);
+        if (stats.failed > 0) this.items.inc({ ...labels, outcome: 'failed' }, stats.failed);
+        this.computeDuration.observe(labels, stats.computeMs / 1000);
+        for (const ms of stats.queueMs) this.queueDuration.observe(labels, ms / 1000);
+      },
+      onReject: (reason) => this.rejected.inc({ reason }),
+      onQueueDepth: (depth) => this.queueDepth.set(labels, depth),
+    };
+  }
+}

@@ -1,0 +1,97 @@
+import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { POOLINGS } from '../../gim/encoders/pooling.js';
+
+const LABELS_SCHEMA = {
+  type: 'object',
+  additionalProperties: { type: 'integer' },
+  description: 'label -> version',
+  example: { latest: 2, stable: 1 },
+} as const;
+
+export class ModelSummaryDto {
+  @ApiProperty({ example: 'fashion-gim' })
+  name!: string;
+
+  @ApiProperty({ enum: ['image', 'audio'] })
+  modality!: string;
+
+  @ApiProperty({ type: [Number], example: [1, 2] })
+  versions!: number[];
+
+  @ApiProperty(LABELS_SCHEMA)
+  labels!: Record<string, number>;
+
+  @ApiProperty({ description: 'What a request without version or label gets: stable, else latest' })
+  default_version!: number;
+}
+
+export class ModelListDto {
+  @ApiProperty({ type: [ModelSummaryDto] })
+  models!: ModelSummaryDto[];
+}
+
+export class InputDto {
+  @ApiProperty({ enum: ['image', 'audio'] })
+  kind!: string;
+  @ApiPropertyOptional({ description: 'image: every input is resized to height x width', example: 28 })
+  height?: number;
+  @ApiPropertyOptional({ description: 'image', example: 28 })
+  width?: number;
+  @ApiPropertyOptional({ description: 'image', enum: [1, 3] })
+  channels?: number;
+  @ApiPropertyOptional({ description: 'audio: inputs are resampled to this rate', example: 16000 })
+  sample_rate?: number;
+  @ApiPropertyOptional({ description: 'audio: samples per window' })
+  window_samples?: number;
+  @ApiPropertyOptional({ description: 'audio: longer inputs are refused' })
+  max_seconds?: number;
+}
+
+export class LayerDto {
+  @ApiProperty({ description: '1-based layer (module) index', example: 1 })
+  layer!: number;
+
+  @ApiProperty({ type: [Number], description: 'Module output for one patch [h, w, C]' })
+  output_shape!: number[];
+
+  @ApiProperty({ type: [Number], description: 'Patch grid [rows, cols]', example: [6, 6] })
+  grid_shape!: number[];
+
+  @ApiProperty({ description: 'C: the dimension of a mean- or max-pooled embedding' })
+  embedding_dim!: number;
+
+  @ApiProperty({
+    type: 'object',
+    properties: Object.fromEntries(POOLINGS.map((p) => [p, { type: 'integer' }])),
+    description: 'Embedding dimension per pooling (a pooling the grid is too small for is absent)',
+    example: { mean: 16, max: 16, none: 576, grid2: 144, grid3: 64 },
+  })
+  dims!: Record<string, number>;
+}
+
+export class ParentDto {
+  @ApiProperty()
+  version!: number;
+  @ApiProperty({ description: 'First module retrained; the ones below are the parent’s' })
+  from_module!: number;
+}
+
+export class VersionDto extends ModelSummaryDto {
+  @ApiProperty({ example: 1 })
+  version!: number;
+
+  @ApiProperty({ type: [String], description: 'Labels pointing at this version' })
+  version_labels!: string[];
+
+  @ApiProperty({ type: InputDto })
+  input!: InputDto;
+
+  @ApiProperty({ format: 'date-time' })
+  created_at!: string;
+
+  @ApiPropertyOptional({ type: ParentDto, nullable: true })
+  parent!: ParentDto | null;
+
+  @ApiProperty({ type: [LayerDto] })
+  layers!: LayerDto[];
+}

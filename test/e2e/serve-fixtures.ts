@@ -1,0 +1,229 @@
+/**
+ * Shared by the service's e2e tests: a tiny real stack on disk, PNGs of fixture images, the app
+ * booted as main.ts boots it (configureApp + AppModule) with a config from a test environment, an
+ * inference client whose calls a test can hold, and a strict Prometheus text parser.
+ */
+import 'reflect-metadata';
+import assert from 'node:assert/strict';
+import type { Server } from 'node:http';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { NestFactory } from '@nestjs/core';
+import type { NestExpressApplication } from '@nestjs/platform-express';
+import sharp from 'sharp';
+import request from 'supertest';
+import type * as tf from '@tensorflow/tfjs';
+import { AppModule } from '../../src/app/app.module.js';
+import { type AppConfig, loadConfig } from '../../src/app/config.js';
+import { configureApp } from '../../src/app/configure-app.js';
+import type { StartInferenceClient } from '../../src/app/inference/inference.service.js';
+import { loadFashionMnist } from '../../src/gim/data/idx.js';
+import { EncoderStack, visionModuleConfigs } from '../../src/gim/encoders/encoder-stack.js';
+import { defaultImageAdapter } from '../../src/gim/modality/image.js';
+import { StackStore, type StackDraft } from '../../src/gim/store/stack-store.js';
+import { InferenceClient } from '../../src/inference/inference-client.js';
+
+export const ROOT = new URL('../..', import.meta.url).pathname;
+export const FIXTURE = join(ROOT, 'test/fixtures/fashion-mnist-mini');
+export const TINY_ADAPTER = defaultImageAdapter({ mean: [0.3], std: [0.3] });
+
+/** A 3-layer stack (4, 8, 8 channels) with seeded random weights: tiny, but a real stack. */
+export function tinyStack(seed: number): EncoderStack {
+  return EncoderStack.create(TINY_ADAPTER, visionModuleConfigs(TINY_ADAPTER, [4, 8, 8]), seed);
+}
+
+/** Publishes `stack` as the next version of `name`. Needs a tfjs backend in this process. */
+export async function publishStack(
+  modelsDir: string,
+  name: string,
+  stack: EncoderStack,
+  labels: string[],
+): Promise<void> {
+  const { rows, cols } = stack.grid;
+  const modules: tf.io.ModelArtifacts[] = await stack.artifacts();
+  const draft: StackDraft = {
+    manifest: {
+      modality: 'image',
+      adapter: stack.adapter,
+      modules: stack.modules.map((m, i) => ({
+        index: i + 1,
+        dir: `module-${i + 1}`,
+        config: m.config,
+        outputShape: m.outputShape,
+        gridShape: [rows, cols],
+        embeddingDim: m.config.channels,
+        finalLoss: null,
+      })),
+      training: {
+        schedule: 'parallel',
+        config: {},
+        seed: 1,
+        epochs: 0,
+        steps: 0,
+        durationSeconds: 0,
+      },
+      data: { source: 'test', fingerprint: '0'.repeat(64), items: 0 },
+      backend: 'wasm',
+      createdAt: new Date().toISOString(),
+      parent: null,
+    },
+    modules,
+  };
+  await new StackStore(modelsDir).publish(name, draft, { labels });
+}
+
+/** PNGs of the first `count` test images of the fixture (28x28 grey). */
+export async function fixturePngs(count: number): Promise<Buffer[]> {
+  const ds = await loadFashionMnist(FIXTURE, 'test');
+  const batch = await ds.read(Int32Array.from({ length: count }, (_, i) => i));
+  const size = 28 * 28;
+  return Promise.all(
+    Array.from({ length: count }, (_, i) =>
+      sharp(
+        Buffer.from(
+          batch.images.subarray(i * size, (i + 1) * size).map((v) => Math.round(v * 255)),
+        ),
+        { raw: { width: 28, height: 28, channels: 1 } },
+      )
+        .png()
+        .toBuffer(),
+    ),
+  );
+}
+
+export interface TestApp {
+  app: NestExpressApplication;
+  server: Server;
+  config: AppConfig;
+}
+
+/** Boots the service like main.ts does, without listening (supertest listens per request). */
+export async function bootApp(
+  env: Record<string, string>,
+  startInferenceClient?: StartInferenceClient,
+): Promise<TestApp> {
+  const config = loadConfig({ GIM_BACKEND: 'wasm', ...env });
+  const app = await NestFactory.create<NestExpressApplication>(
+    AppModule.forRoot(config, { startInferenceClient }),
+    { logger: ['fatal', 'error'], abortOnError: false },
+  );
+  configureApp(app, config);
+  await app.init();
+  return { app, server: app.getHttpServer() as Server, config };
+}
+
+/** Polls /health/ready until 200 (and asserts it comes). */
+export async function waitReady(server: Server, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const res = await request(server).get('/health/ready');
+    if (res.status === 200) return;
+    assert.equal(res.status, 503, JSON.stringify(res.body));
+    assert.ok(Date.now() < deadline, `not ready after ${timeoutMs} ms: ${res.body.error}`);
+    await sleep(50);
+  }
+}
+
+export async function until(
+  what: string,
+  condition: () => boolean | Promise<boolean>,
+  timeoutMs = 10_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+/** A gate a wrapped call waits at until the test opens it. */
+export class Gate {
+  private open!: () => void;
+  readonly opened = new Promise<void>((resolve) => (this.open = resolve));
+  /** Calls that reached the gate. */
+  arrivals = 0;
+
+  async pass(): Promise<void> {
+    this.arrivals++;
+    await this.opened;
+  }
+
+  release(): void {
+    this.open();
+  }
+}
+
+/** Starts a real inference client whose `load` and `embed` calls wait at the given gates. */
+export function gatedClient(gates: { load?: Gate; embed?: Gate }): StartInferenceClient {
+  return async (opts) => {
+    const client = await InferenceClient.start(opts);
+    const load = client.load.bind(client);
+    const embed = client.embed.bind(client);
+    client.load = async (ref) => {
+      await gates.load?.pass();
+      return load(ref);
+    };
+    client.embed = async (...args) => {
+      await gates.embed?.pass();
+      return embed(...args);
+    };
+    return client;
+  };
+}
+
+export interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+const NAME = '[a-zA-Z_:][a-zA-Z0-9_:]*';
+const LABEL = `[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\\\\n]|\\\\.)*"`;
+// Go's ParseFloat, which Prometheus uses, takes Inf and NaN in any case (prom-client writes Nan).
+const VALUE = '[-+]?(?:[0-9]*\\.?[0-9]+(?:[eE][-+]?[0-9]+)?|[iI][nN][fF]|[nN][aA][nN])';
+const SAMPLE_RE = new RegExp(
+  `^(${NAME})(?:\\{(${LABEL}(?:,${LABEL})*)?\\})? (${VALUE})(?: -?[0-9]+)?$`,
+);
+const HELP_RE = new RegExp(`^# HELP ${NAME} .*$`);
+const TYPE_RE = new RegExp(`^# TYPE ${NAME} (counter|gauge|histogram|summary|untyped)$`);
+
+/** Parses Prometheus text format 0.0.4 strictly: any other line fails the assertion. */
+export function parsePrometheus(text: string): Sample[] {
+  const samples: Sample[] = [];
+  for (const line of text.split('\n')) {
+    if (line === '' || HELP_RE.test(line) || TYPE_RE.test(line)) continue;
+    const m = SAMPLE_RE.exec(line);
+    assert.ok(m, `not a Prometheus text line: ${JSON.stringify(line)}`);
+    const labels: Record<string, string> = {};
+    for (const pair of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) {
+      labels[pair[1] as string] = pair[2] as string;
+    }
+    samples.push({ name: m[1] as string, labels, value: Number(m[3]) });
+  }
+  return samples;
+}
+
+/** The sum of the samples of `name` whose labels include `labels`. */
+export function metric(
+  samples: Sample[],
+  name: string,
+  labels: Record<string, string> = {},
+): number {
+  return samples
+    .filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
+    .reduce((sum, s) => sum + s.value, 0);
+}
+
+export async function scrape(server: Server): Promise<Sample[]> {
+  const res = await request(server).get('/metrics');
+  assert.equal(res.status, 200);
+  assert.match(res.headers['content-type'] ?? '', /^text\/plain; version=0\.0\.4/);
+  return parsePrometheus(res.text);
+}
+
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length, 'lengths differ');
+  let max = 0;
+  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i]! - b[i]!));
+  return max;
+}
