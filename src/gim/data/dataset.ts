@@ -154,6 +154,6 @@ function shuffleInPlace(xs: Int32Array, rng: Rng): void {
 }
 
 /** Mixes (seed, epoch) into one 32-bit seed; mulberry32 decorrelates nearby seeds. */
-function epochSeed(seed: number, epoch: number): number {
+export function epochSeed(seed: number, epoch: number): number {
   return (Math.imul(seed ^ 0x5bd1e995, 0x9e3779b1) ^ Math.imul(epoch + 1, 0x85ebca6b)) >>> 0;
 }

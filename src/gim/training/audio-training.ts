@@ -1,10 +1,13 @@
 import * as tf from '@tensorflow/tfjs';
 import { GimError } from '../errors.js';
-import type { Rng } from '../random.js';
+import { Rng } from '../random.js';
+import { epochSeed } from '../data/dataset.js';
+import type { AudioDataset } from '../data/audio-folder.js';
+import type { AudioAdapterConfig } from '../modality/audio.js';
 import type { AudioEncoderStack } from '../encoders/audio-stack.js';
 import { timePairs } from '../losses/info-nce.js';
 import type { TrainConfig } from './config.js';
-import type { TrainBatch, TrainingModality } from './modality.js';
+import type { TrainBatch, TrainingData, TrainingModality } from './modality.js';
 
 /**
  * GIM on raw audio (GIM.md): each frame of a module's output predicts the frames k = 1..steps
@@ -56,6 +59,44 @@ export function audioTraining(
       return c.kind === 'audio-gru'
         ? { context: c.units, target: c.inChannels, steps }
         : { context: c.channels, target: c.channels, steps };
+    },
+  };
+}
+
+/**
+ * An audio dataset as training data: every epoch visits each utterance (of `subset`) once, in an
+ * order fixed by (seed, epoch), taking one random window of the adapter's length from it.
+ * Reads one batch ahead.
+ */
+export function audioTrainingData(
+  dataset: AudioDataset,
+  adapter: AudioAdapterConfig,
+  subset?: ArrayLike<number>,
+): TrainingData {
+  const all = subset
+    ? Int32Array.from(subset)
+    : Int32Array.from({ length: dataset.info.count }, (_, i) => i);
+  return {
+    count: all.length,
+    async *batches({ batchSize, seed, epoch }) {
+      const rng = new Rng(epochSeed(seed, epoch));
+      const order = Int32Array.from(rng.permutation(all.length), (i) => all[i] as number);
+      const count = Math.floor(order.length / batchSize);
+      const read = (b: number) => {
+        const p = dataset.readWindows(
+          order.subarray(b * batchSize, (b + 1) * batchSize),
+          rng.fork(),
+          adapter.windowSamples,
+        );
+        p.catch(() => undefined); // an abandoned prefetch must not become an unhandled rejection
+        return p;
+      };
+      let next = count > 0 ? read(0) : undefined;
+      for (let b = 0; b < count && next; b++) {
+        const current = await next;
+        next = b + 1 < count ? read(b + 1) : undefined;
+        yield { data: current.samples, n: current.n };
+      }
     },
   };
 }
