@@ -2,7 +2,18 @@ import { Command, Option } from 'commander';
 import { readFile } from 'node:fs/promises';
 import * as tf from '@tensorflow/tfjs';
 import { decodeImage } from '../../gim/data/decode-image.js';
-import { POOLINGS, l2Normalize, parsePooling, poolGrid } from '../../gim/encoders/pooling.js';
+import {
+  POOLINGS,
+  l2Normalize,
+  parsePooling,
+  poolGrid,
+  type Pooling,
+} from '../../gim/encoders/pooling.js';
+import { decodeAudio } from '../../gim/data/decode-audio.js';
+import { normalizeAudio } from '../../gim/modality/audio.js';
+import { AudioEncoderStack } from '../../gim/encoders/audio-stack.js';
+import { StackStore } from '../../gim/store/stack-store.js';
+import { GimError } from '../../gim/errors.js';
 import { gridShape } from '../../gim/encoders/encoder-stack.js';
 import { backendOption, loadStack, modelsDirOption, parseLayers, startBackend } from '../shared.js';
 
@@ -17,8 +28,11 @@ interface EmbedOptions {
 
 export function embedCommand(): Command {
   return new Command('embed')
-    .description('embed image files with a published stack; prints JSON to stdout')
-    .argument('<files...>', 'image files (PNG, JPEG, WebP, ...)')
+    .description('embed image or audio files with a published stack; prints JSON to stdout')
+    .argument(
+      '<files...>',
+      'image files (PNG, JPEG, WebP, ...) or, for an audio stack, WAV/FLAC/MP3/OGG',
+    )
     .requiredOption('--model <ref>', 'stack: name, name@version or name@label')
     .option('--layer <k>', 'layer 1..K, last, or a comma-separated list', 'last')
     .addOption(
@@ -32,6 +46,10 @@ export function embedCommand(): Command {
     .action(async (files: string[], o: EmbedOptions) => {
       await startBackend(o.backend, true);
       const pooling = parsePooling(o.pooling);
+      if ((await new StackStore(o.modelsDir).loadManifest(o.model)).modality === 'audio') {
+        await embedAudio(files, o, pooling);
+        return;
+      }
       const { manifest, stack } = await loadStack(o.modelsDir, o.model);
       try {
         const layers = parseLayers(o.layer, stack.depth);
@@ -76,4 +94,60 @@ export function embedCommand(): Command {
         stack.dispose();
       }
     });
+}
+
+/**
+ * Audio: each file decoded to 16 kHz mono, normalised as the stack's adapter says, and encoded at
+ * its own length; `mean`/`max` pool over time, `none` returns the frame sequence of the layer.
+ */
+async function embedAudio(files: string[], o: EmbedOptions, pooling: Pooling): Promise<void> {
+  if (pooling !== 'mean' && pooling !== 'max' && pooling !== 'none')
+    throw new GimError(
+      'invalid_argument',
+      `audio embeddings pool over time with mean, max or none, not ${pooling}`,
+    );
+  const { manifest, modules } = await new StackStore(o.modelsDir).load(o.model);
+  const stack = await AudioEncoderStack.fromManifest(manifest, modules);
+  try {
+    const layers = parseLayers(o.layer, stack.depth);
+    const items = [];
+    for (const file of files) {
+      const decoded = await decodeAudio(await readFile(file), {
+        maxSeconds: stack.adapter.maxSeconds,
+        minSamples: stack.minimumSamples,
+      });
+      const samples = normalizeAudio(decoded.samples, stack.adapter);
+      const seqs = stack.embed(samples, 1, layers);
+      const out: Record<
+        string,
+        { frames: number; frameRateHz: number; embedding: number[] | number[][] }
+      > = {};
+      for (const [layer, seq] of seqs) {
+        const [, t, c] = seq.shape;
+        const values = seq.dataSync() as Float32Array;
+        const frameRateHz = (16000 * t) / samples.length;
+        if (pooling === 'none') {
+          if (o.normalize) l2Normalize(values, t, c);
+          out[String(layer)] = {
+            frames: t,
+            frameRateHz,
+            embedding: Array.from({ length: t }, (_, i) =>
+              Array.from(values.subarray(i * c, (i + 1) * c)),
+            ),
+          };
+        } else {
+          const v = poolGrid(values, { n: 1, rows: 1, cols: t, channels: c }, pooling);
+          if (o.normalize) l2Normalize(v, 1, c);
+          out[String(layer)] = { frames: t, frameRateHz, embedding: Array.from(v) };
+        }
+      }
+      tf.dispose([...seqs.values()]);
+      items.push({ file, seconds: samples.length / 16000, layers: out });
+    }
+    process.stdout.write(
+      `${JSON.stringify({ model: manifest.name, version: manifest.version, modality: 'audio', layers, pooling, normalize: Boolean(o.normalize), items })}\n`,
+    );
+  } finally {
+    stack.dispose();
+  }
 }

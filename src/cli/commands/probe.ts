@@ -2,13 +2,20 @@ import { Command } from 'commander';
 import { openImageDataset, DATASET_SPEC_HELP } from '../../gim/data/open-dataset.js';
 import { stratifiedSplit } from '../../gim/data/dataset.js';
 import { parsePooling } from '../../gim/encoders/pooling.js';
-import { probeLayers } from '../../gim/classify/probe-layers.js';
+import { probeFeatureSets, probeLayers, type ProbeRow } from '../../gim/classify/probe-layers.js';
+import { extractAudioFeatures } from '../../gim/classify/audio-features.js';
+import { openAudioFolder, splitByUtterance } from '../../gim/data/audio-folder.js';
+import { AudioEncoderStack } from '../../gim/encoders/audio-stack.js';
+import { StackStore } from '../../gim/store/stack-store.js';
+import type { StackManifest } from '../../gim/store/manifest.js';
+import { GimError } from '../../gim/errors.js';
 import {
   backendOption,
   int,
   loadStack,
   modelsDirOption,
   parseLayers,
+  positiveNumber,
   startBackend,
 } from '../shared.js';
 import { Progress } from '../progress.js';
@@ -18,7 +25,8 @@ interface ProbeOptions {
   data: string;
   testData?: string;
   layers: string;
-  pooling: string;
+  pooling?: string;
+  testFraction: number;
   epochs: number;
   limit?: number;
   seed: number;
@@ -38,8 +46,13 @@ export function probeCommand(): Command {
     .option('--layers <list>', 'all, last, or a comma-separated list of layers', 'all')
     .option(
       '--pooling <list>',
-      'comma-separated poolings: mean, max, none, grid2, grid3',
-      'mean,grid2,none',
+      'comma-separated poolings: images mean, max, none, grid2, grid3 (default mean,grid2,none); audio mean, max over time (default mean,max)',
+    )
+    .option(
+      '--test-fraction <f>',
+      "audio: share of each speaker's utterances held out for testing",
+      positiveNumber,
+      0.2,
     )
     .option('--epochs <n>', 'probe training epochs', int(1), 20)
     .option('--limit <n>', 'use at most n training items (stratified)', int(10))
@@ -49,59 +62,117 @@ export function probeCommand(): Command {
     .addOption(backendOption())
     .action(async (o: ProbeOptions) => {
       await startBackend(o.backend);
-      const { manifest, stack } = await loadStack(o.modelsDir, o.model);
-      try {
-        const layers = parseLayers(o.layers, stack.depth);
-        const poolings = o.pooling.split(',').map((p) => parsePooling(p.trim()));
-        const a = stack.adapter;
-        const size = { height: a.height, width: a.width, channels: a.channels };
-        const train = await openImageDataset(o.data, size);
-        let test = train;
-        let trainSubset: Int32Array | undefined;
-        let testSubset: Int32Array | undefined;
-        const labels = (
-          await train.read(Int32Array.from({ length: train.info.count }, (_, i) => i))
-        ).labels;
-        if (o.testData) {
-          test = await openImageDataset(o.testData, size);
-        } else {
-          const split = stratifiedSplit(labels, 0.2, o.seed);
-          trainSubset = split.train;
-          testSubset = split.test;
-        }
-        if (o.limit !== undefined && (trainSubset?.length ?? train.info.count) > o.limit) {
-          const pool = trainSubset ?? Int32Array.from({ length: train.info.count }, (_, i) => i);
-          const poolLabels = Int32Array.from(pool, (i) => labels[i] as number);
-          const keep = stratifiedSplit(poolLabels, o.limit / pool.length, o.seed + 1).test;
-          trainSubset = Int32Array.from(keep, (i) => pool[i] as number);
-        }
-        const progress = new Progress('probe', 5000);
-        progress.log(
-          `probing ${manifest.name}@${manifest.version}, layers ${layers.join(',')}, poolings ${poolings.join(',')}`,
-        );
-        const rows = await probeLayers(stack, train, test, layers, poolings, {
-          probe: { epochs: o.epochs, seed: o.seed },
-          trainSubset,
-          testSubset,
-          onProgress: (what, d, t) => progress.update(d, t, what),
-          onRow: (r) =>
-            o.json ||
-            process.stdout.write(
-              `layer ${r.layer}  ${r.pooling.padEnd(5)}  dim ${String(r.dim).padStart(5)}  ` +
-                `train ${(100 * r.trainAccuracy).toFixed(2)}%  test ${(100 * r.testAccuracy).toFixed(2)}%\n`,
-            ),
-        });
-        const best = rows.reduce((a, b) => (b.testAccuracy > a.testAccuracy ? b : a));
-        if (o.json)
-          process.stdout.write(
-            `${JSON.stringify({ model: manifest.name, version: manifest.version, rows, best }, null, 2)}\n`,
-          );
-        else
-          process.stdout.write(
-            `best: layer ${best.layer} ${best.pooling} ${(100 * best.testAccuracy).toFixed(2)}%\n`,
-          );
-      } finally {
-        stack.dispose();
-      }
+      const rows =
+        (await new StackStore(o.modelsDir).loadManifest(o.model)).modality === 'audio'
+          ? await probeAudio(o)
+          : await probeImage(o);
+      report(o, rows);
     });
+}
+
+/** Prints the rows (or JSON) and the best layer. */
+function report(o: ProbeOptions, r: { manifest: StackManifest; rows: ProbeRow[] }): void {
+  const best = r.rows.reduce((a, b) => (b.testAccuracy > a.testAccuracy ? b : a));
+  if (o.json)
+    process.stdout.write(
+      `${JSON.stringify({ model: r.manifest.name, version: r.manifest.version, rows: r.rows, best }, null, 2)}\n`,
+    );
+  else
+    process.stdout.write(
+      `best: layer ${best.layer} ${best.pooling} ${(100 * best.testAccuracy).toFixed(2)}%\n`,
+    );
+}
+
+function printRow(o: ProbeOptions, r: ProbeRow): void {
+  if (o.json) return;
+  process.stdout.write(
+    `layer ${r.layer}  ${r.pooling.padEnd(5)}  dim ${String(r.dim).padStart(5)}  ` +
+      `train ${(100 * r.trainAccuracy).toFixed(2)}%  test ${(100 * r.testAccuracy).toFixed(2)}%\n`,
+  );
+}
+
+/** Speaker identification: one probe per layer on time-pooled embeddings of whole utterances. */
+async function probeAudio(o: ProbeOptions): Promise<{ manifest: StackManifest; rows: ProbeRow[] }> {
+  const { manifest, modules } = await new StackStore(o.modelsDir).load(o.model);
+  const stack = await AudioEncoderStack.fromManifest(manifest, modules);
+  try {
+    const layers = parseLayers(o.layers, stack.depth);
+    const poolings = (o.pooling ?? 'mean,max').split(',').map((p) => {
+      const pooling = parsePooling(p.trim());
+      if (pooling !== 'mean' && pooling !== 'max')
+        throw new GimError(
+          'invalid_argument',
+          `audio probes pool over time with mean or max, not ${pooling}`,
+        );
+      return pooling;
+    });
+    const dataset = await openAudioFolder(o.data, { adapter: stack.adapter });
+    const split = splitByUtterance(dataset, o.testFraction, o.seed);
+    const progress = new Progress('probe', 5000);
+    progress.log(
+      `probing ${manifest.name}@${manifest.version} on ${dataset.info.classNames.length} speakers: ` +
+        `${split.train.length} train / ${split.test.length} held-out utterances`,
+    );
+    const train = await extractAudioFeatures(
+      stack,
+      dataset,
+      split.train,
+      layers,
+      poolings,
+      (d, t) => progress.update(d, t, 'embed train'),
+    );
+    const test = await extractAudioFeatures(stack, dataset, split.test, layers, poolings, (d, t) =>
+      progress.update(d, t, 'embed test'),
+    );
+    const rows = probeFeatureSets(train, test, layers, poolings, dataset.info.classNames.length, {
+      probe: { epochs: o.epochs, seed: o.seed },
+      onRow: (r) => printRow(o, r),
+    });
+    return { manifest, rows };
+  } finally {
+    stack.dispose();
+  }
+}
+
+async function probeImage(o: ProbeOptions): Promise<{ manifest: StackManifest; rows: ProbeRow[] }> {
+  const { manifest, stack } = await loadStack(o.modelsDir, o.model);
+  try {
+    const layers = parseLayers(o.layers, stack.depth);
+    const poolings = (o.pooling ?? 'mean,grid2,none').split(',').map((p) => parsePooling(p.trim()));
+    const a = stack.adapter;
+    const size = { height: a.height, width: a.width, channels: a.channels };
+    const train = await openImageDataset(o.data, size);
+    let test = train;
+    let trainSubset: Int32Array | undefined;
+    let testSubset: Int32Array | undefined;
+    const labels = (await train.read(Int32Array.from({ length: train.info.count }, (_, i) => i)))
+      .labels;
+    if (o.testData) {
+      test = await openImageDataset(o.testData, size);
+    } else {
+      const split = stratifiedSplit(labels, 0.2, o.seed);
+      trainSubset = split.train;
+      testSubset = split.test;
+    }
+    if (o.limit !== undefined && (trainSubset?.length ?? train.info.count) > o.limit) {
+      const pool = trainSubset ?? Int32Array.from({ length: train.info.count }, (_, i) => i);
+      const poolLabels = Int32Array.from(pool, (i) => labels[i] as number);
+      const keep = stratifiedSplit(poolLabels, o.limit / pool.length, o.seed + 1).test;
+      trainSubset = Int32Array.from(keep, (i) => pool[i] as number);
+    }
+    const progress = new Progress('probe', 5000);
+    progress.log(
+      `probing ${manifest.name}@${manifest.version}, layers ${layers.join(',')}, poolings ${poolings.join(',')}`,
+    );
+    const rows = await probeLayers(stack, train, test, layers, poolings, {
+      probe: { epochs: o.epochs, seed: o.seed },
+      trainSubset,
+      testSubset,
+      onProgress: (what, d, t) => progress.update(d, t, what),
+      onRow: (r) => printRow(o, r),
+    });
+    return { manifest, rows };
+  } finally {
+    stack.dispose();
+  }
 }

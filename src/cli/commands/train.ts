@@ -1,15 +1,21 @@
 import { Command, Option } from 'commander';
 import { join } from 'node:path';
 import { openImageDataset, DATASET_SPEC_HELP } from '../../gim/data/open-dataset.js';
+import { openAudioFolder, splitByUtterance } from '../../gim/data/audio-folder.js';
+import { defaultAudioAdapter } from '../../gim/modality/audio.js';
 import {
   CONV_ROUTES,
   SCHEDULES,
   type ConvRoute,
   type Schedule,
+  type TrainConfig,
 } from '../../gim/training/config.js';
 import { trainImageStack } from '../../gim/training/train-image-stack.js';
+import { trainAudioStack } from '../../gim/training/train-audio-stack.js';
+import type { TrainJobOptions, TrainOutcome } from '../../gim/training/train-stack.js';
+import type { TrainableStack } from '../../gim/training/modality.js';
 import { StackStore } from '../../gim/store/stack-store.js';
-import { imageManifest } from '../../gim/store/manifest.js';
+import { audioManifest, imageManifest } from '../../gim/store/manifest.js';
 import {
   backendOption,
   int,
@@ -20,63 +26,61 @@ import {
 } from '../shared.js';
 import { duration, Progress } from '../progress.js';
 
-interface TrainImageOptions {
+/** Options every `gim train <modality>` takes. */
+interface CommonTrainOptions {
   data: string;
   name: string;
   modelsDir: string;
-  channels?: number[];
-  modules?: number;
   schedule: Schedule;
   epochs: number;
   batchSize: number;
   lr: number;
   seed: number;
-  negatives: number;
+  negatives?: number;
   maxStepsPerEpoch?: number;
-  convRoute: ConvRoute | 'auto';
   parent?: string;
   fromModule?: number;
   checkpointDir?: string;
   resume?: boolean;
   label: string[];
   backend?: string;
+}
+
+interface TrainImageOptions extends CommonTrainOptions {
+  channels?: number[];
+  modules?: number;
+  convRoute: ConvRoute | 'auto';
   height?: number;
   width?: number;
   imageChannels?: '1' | '3';
 }
 
+interface TrainAudioOptions extends CommonTrainOptions {
+  channels: number;
+  gruUnits: number;
+  window: number;
+  normalize: 'rms' | 'none';
+  holdOut?: number;
+}
+
 const DEFAULT_CHANNELS = [16, 32, 64, 128, 256];
 
-export function trainCommand(): Command {
-  const train = new Command('train').description(
-    'train an encoder stack greedily (GIM) and publish it',
-  );
-  train
-    .command('image')
-    .description('train a vision stack on images')
-    .requiredOption('--data <spec>', `training data: ${DATASET_SPEC_HELP}`)
+function withCommonOptions(
+  cmd: Command,
+  defaults: { batchSize: number; negatives: number },
+): Command {
+  return cmd
     .requiredOption('--name <name>', 'stack name under the models directory')
     .addOption(modelsDirOption())
-    .option('--channels <list>', 'channels per module (default 16,32,64)', intList)
-    .option(
-      '--modules <k>',
-      'number of modules (default: one per --channels entry, else 3)',
-      int(1, 5),
-    )
     .addOption(
       new Option('--schedule <s>', 'training schedule').choices([...SCHEDULES]).default('parallel'),
     )
     .option('--epochs <n>', 'epochs (per module under sequential)', int(1), 1)
-    .option('--batch-size <n>', 'images per batch', int(2), 32)
+    .option('--batch-size <n>', 'items per batch', int(2), defaults.batchSize)
     .option('--lr <rate>', 'Adam learning rate', positiveNumber, 1e-3)
     .option('--seed <n>', 'random seed', int(0), 1)
-    .option('--negatives <n>', 'negatives per positive pair', int(1), 16)
+    .option('--negatives <n>', 'negatives per positive pair', int(1), defaults.negatives)
     .option('--max-steps-per-epoch <n>', 'cap batches per epoch (short runs)', int(1))
-    .addOption(
-      new Option('--conv-route <route>', 'how greedy steps compute convolutions')
-        .choices([...CONV_ROUTES])
-        .default('auto'),
-    )
     .option('--parent <ref>', 'retrain from a published stack (name@version); keeps its adapter')
     .option(
       '--from-module <k>',
@@ -89,6 +93,89 @@ export function trainCommand(): Command {
     )
     .option('--resume', 'continue from the checkpoint in --checkpoint-dir')
     .option('--label <label...>', 'labels to point at the new version', ['latest'])
+    .addOption(backendOption());
+}
+
+function trainConfig(o: CommonTrainOptions): Partial<TrainConfig> {
+  return {
+    schedule: o.schedule,
+    epochs: o.epochs,
+    batchSize: o.batchSize,
+    learningRate: o.lr,
+    seed: o.seed,
+    negatives: o.negatives,
+    maxStepsPerEpoch: o.maxStepsPerEpoch,
+    fromModule: o.fromModule ?? 1,
+  };
+}
+
+/** Progress bar/log lines of a training run. */
+function progressCallbacks(progress: Progress): TrainJobOptions['callbacks'] {
+  let started = false;
+  return {
+    onLog: (line) => progress.log(line),
+    onStep: (p) => {
+      if (!started) {
+        progress.start(p.totalSteps);
+        started = true;
+      }
+      const losses = p.losses
+        .map((l, i) => `m${i + 1} ${l === null ? '-' : l.toFixed(3)}`)
+        .join(' ');
+      const phase = p.module === null ? '' : `module ${p.module} `;
+      progress.update(
+        p.globalStep,
+        p.totalSteps,
+        `${phase}epoch ${p.epoch}/${p.epochs} | ${losses} | ${Math.round(p.unitsPerSecond)} ${p.unitName}/s`,
+        p.etaSeconds,
+      );
+    },
+    onEpochEnd: (e) =>
+      progress.log(
+        `epoch ${e.epoch}${e.module === null ? '' : ` (module ${e.module})`} done in ${duration(e.seconds)}: ` +
+          e.losses.map((l, i) => `m${i + 1} ${l === null ? '-' : l.toFixed(4)}`).join(' '),
+      ),
+  };
+}
+
+async function publish(
+  store: StackStore,
+  o: CommonTrainOptions,
+  outcome: TrainOutcome<TrainableStack>,
+  progress: Progress,
+): Promise<void> {
+  progress.stop();
+  const manifest = await store.publish(o.name, outcome.draft, { labels: o.label });
+  outcome.stack.dispose();
+  process.stdout.write(
+    `published ${manifest.name}@${manifest.version} (labels: ${o.label.join(', ')}) in ${store.root}; ` +
+      `final losses ${manifest.modules.map((m) => m.finalLoss?.toFixed(4) ?? '-').join(' / ')}; ` +
+      `${outcome.result.steps} steps in ${duration(outcome.result.durationSeconds)}\n`,
+  );
+}
+
+export function trainCommand(): Command {
+  const train = new Command('train').description(
+    'train an encoder stack greedily (GIM) and publish it',
+  );
+  withCommonOptions(
+    train
+      .command('image')
+      .description('train a vision stack on images')
+      .requiredOption('--data <spec>', `training data: ${DATASET_SPEC_HELP}`),
+    { batchSize: 32, negatives: 16 },
+  )
+    .option('--channels <list>', 'channels per module (default 16,32,64)', intList)
+    .option(
+      '--modules <k>',
+      'number of modules (default: one per --channels entry, else 3)',
+      int(1, 5),
+    )
+    .addOption(
+      new Option('--conv-route <route>', 'how greedy steps compute convolutions')
+        .choices([...CONV_ROUTES])
+        .default('auto'),
+    )
     .option('--height <px>', 'image folders: decode images to this height', int(1))
     .option('--width <px>', 'image folders: decode images to this width', int(1))
     .addOption(
@@ -97,7 +184,6 @@ export function trainCommand(): Command {
         '3',
       ]),
     )
-    .addOption(backendOption())
     .action(async (o: TrainImageOptions) => {
       const backend = await startBackend(o.backend);
       const store = new StackStore(o.modelsDir);
@@ -109,67 +195,78 @@ export function trainCommand(): Command {
         channels: o.imageChannels ? (Number(o.imageChannels) as 1 | 3) : parentAdapter?.channels,
       });
       const channels = o.channels ?? DEFAULT_CHANNELS.slice(0, o.modules ?? 3);
-      const strides = channels.map((_, i) => (i === 0 ? 1 : 2));
-      const checkpointDir = o.checkpointDir ?? join('.checkpoints', o.name);
       const progress = new Progress('train');
       const info = dataset.info;
       progress.log(
         `training ${o.name} on ${info.source} (${info.count} images ${info.height}x${info.width}x${info.channels}), ` +
           `${o.schedule}, channels ${channels.join('/')}, ${o.epochs} epoch(s), batch ${o.batchSize}, backend ${backend.name}`,
       );
-      let started = false;
       const outcome = await trainImageStack({
         dataset,
         channels,
-        strides,
-        train: {
-          schedule: o.schedule,
-          epochs: o.epochs,
-          batchSize: o.batchSize,
-          learningRate: o.lr,
-          seed: o.seed,
-          negatives: o.negatives,
-          maxStepsPerEpoch: o.maxStepsPerEpoch,
-          convRoute: o.convRoute,
-          fromModule: o.fromModule ?? 1,
-        },
+        strides: channels.map((_, i) => (i === 0 ? 1 : 2)),
+        train: { ...trainConfig(o), convRoute: o.convRoute },
         parent,
-        checkpointDir,
+        checkpointDir: o.checkpointDir ?? join('.checkpoints', o.name),
         resume: o.resume,
         backend: backend.name,
-        callbacks: {
-          onLog: (line) => progress.log(line),
-          onStep: (p) => {
-            if (!started) {
-              progress.start(p.totalSteps);
-              started = true;
-            }
-            const losses = p.losses
-              .map((l, i) => `m${i + 1} ${l === null ? '-' : l.toFixed(3)}`)
-              .join(' ');
-            const phase = p.module === null ? '' : `module ${p.module} `;
-            progress.update(
-              p.globalStep,
-              p.totalSteps,
-              `${phase}epoch ${p.epoch}/${p.epochs} | ${losses} | ${Math.round(p.unitsPerSecond)} ${p.unitName}/s`,
-              p.etaSeconds,
-            );
-          },
-          onEpochEnd: (e) =>
-            progress.log(
-              `epoch ${e.epoch}${e.module === null ? '' : ` (module ${e.module})`} done in ${duration(e.seconds)}: ` +
-                e.losses.map((l, i) => `m${i + 1} ${l === null ? '-' : l.toFixed(4)}`).join(' '),
-            ),
-        },
+        callbacks: progressCallbacks(progress),
       });
-      progress.stop();
-      const manifest = await store.publish(o.name, outcome.draft, { labels: o.label });
-      outcome.stack.dispose();
-      process.stdout.write(
-        `published ${manifest.name}@${manifest.version} (labels: ${o.label.join(', ')}) in ${store.root}; ` +
-          `final losses ${manifest.modules.map((m) => m.finalLoss?.toFixed(4) ?? '-').join(' / ')}; ` +
-          `${outcome.result.steps} steps in ${duration(outcome.result.durationSeconds)}\n`,
+      await publish(store, o, outcome, progress);
+    });
+
+  withCommonOptions(
+    train
+      .command('audio')
+      .description('train an audio stack on raw 16 kHz speech (5 strided convs + a GRU, 6 modules)')
+      .requiredOption(
+        '--data <dir>',
+        'a speaker folder: <speaker>/<chapter>/*.flac (LibriSpeech) or <speaker>/*.wav|flac|mp3|ogg',
+      ),
+    { batchSize: 8, negatives: 10 },
+  )
+    .option('--channels <n>', 'conv channels (GIM.md scaled-down: 32; paper: 512)', int(1), 32)
+    .option('--gru-units <n>', 'GRU units (32; paper: 256)', int(1), 32)
+    .option('--window <samples>', 'training window in samples (10240 = 0.64 s)', int(1600), 10240)
+    .addOption(
+      new Option('--normalize <how>', 'per-clip normalisation')
+        .choices(['rms', 'none'])
+        .default('rms'),
+    )
+    .option(
+      '--hold-out <fraction>',
+      "keep this fraction of each speaker's utterances out of training (for a probe)",
+      positiveNumber,
+    )
+    .action(async (o: TrainAudioOptions) => {
+      const backend = await startBackend(o.backend);
+      const store = new StackStore(o.modelsDir);
+      const parent = o.parent ? await store.load(o.parent) : undefined;
+      const adapter = parent
+        ? audioManifest(parent.manifest).adapter
+        : defaultAudioAdapter({ windowSamples: o.window, normalize: o.normalize });
+      const dataset = await openAudioFolder(o.data, { adapter });
+      const subset = o.holdOut ? splitByUtterance(dataset, o.holdOut, o.seed).train : undefined;
+      const progress = new Progress('train');
+      progress.log(
+        `training ${o.name} on ${dataset.info.source} (${subset?.length ?? dataset.info.count} utterances, ` +
+          `${dataset.info.classNames.length} speakers), ${o.schedule}, ${o.channels} channels + GRU ${o.gruUnits}, ` +
+          `${o.epochs} epoch(s), batch ${o.batchSize}, backend ${backend.name}`,
       );
+      const outcome = await trainAudioStack({
+        dataset,
+        subset,
+        channels: o.channels,
+        gruUnits: o.gruUnits,
+        adapter: { windowSamples: o.window, normalize: o.normalize },
+        train: trainConfig(o),
+        parent,
+        checkpointDir: o.checkpointDir ?? join('.checkpoints', o.name),
+        resume: o.resume,
+        backend: backend.name,
+        callbacks: progressCallbacks(progress),
+      });
+      await publish(store, o, outcome, progress);
     });
   return train;
 }

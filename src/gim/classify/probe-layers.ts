@@ -1,7 +1,7 @@
 import type { ImageDataset } from '../data/dataset.js';
 import type { EncoderStack } from '../encoders/encoder-stack.js';
 import type { Pooling } from '../encoders/pooling.js';
-import { extractFeatures, featureKey } from './features.js';
+import { extractFeatures, featureKey, type LayerFeatures } from './features.js';
 import { LinearProbe, type FeatureSet, type ProbeOptions } from './linear-probe.js';
 
 export interface ProbeRow {
@@ -10,6 +10,34 @@ export interface ProbeRow {
   dim: number;
   trainAccuracy: number;
   testAccuracy: number;
+}
+
+/** Fits and scores one linear probe per (layer, pooling) of already extracted features. */
+export function probeFeatureSets(
+  train: LayerFeatures,
+  test: LayerFeatures,
+  layers: number[],
+  poolings: Pooling[],
+  classes: number,
+  opts: { probe?: Partial<ProbeOptions>; onRow?: (row: ProbeRow) => void } = {},
+): ProbeRow[] {
+  const rows: ProbeRow[] = [];
+  for (const layer of layers)
+    for (const pooling of poolings) {
+      const key = featureKey(layer, pooling);
+      const tr = train.get(key) as FeatureSet;
+      const row = {
+        layer,
+        pooling,
+        dim: tr.dim,
+        ...probeFeatures(tr, test.get(key) as FeatureSet, classes, opts.probe),
+      };
+      train.delete(key);
+      test.delete(key);
+      rows.push(row);
+      opts.onRow?.(row);
+    }
+  return rows;
 }
 
 /** Fits and scores one linear probe. */
@@ -53,22 +81,5 @@ export async function probeLayers(
     subset: opts.testSubset,
     onProgress: (d, t) => opts.onProgress?.('embed test', d, t),
   });
-  const rows: ProbeRow[] = [];
-  const classes = train.info.classNames.length;
-  for (const layer of layers)
-    for (const pooling of poolings) {
-      const key = featureKey(layer, pooling);
-      const tr = trainF.get(key) as FeatureSet;
-      const row = {
-        layer,
-        pooling,
-        dim: tr.dim,
-        ...probeFeatures(tr, testF.get(key) as FeatureSet, classes, opts.probe),
-      };
-      trainF.delete(key);
-      testF.delete(key);
-      rows.push(row);
-      opts.onRow?.(row);
-    }
-  return rows;
+  return probeFeatureSets(trainF, testF, layers, poolings, train.info.classNames.length, opts);
 }
