@@ -58,5 +58,9 @@ export function audioRecipe(job: AudioTrainJob): StackRecipe<AudioEncoderStack> 
 
 /** Trains (or resumes, or retrains from module k) an audio stack; see `trainStack`. */
 export function trainAudioStack(job: AudioTrainJob): Promise<TrainOutcome<AudioEncoderStack>> {
-  return trainStack(audioRecipe(job), { ...job, train: { negatives: 10, ...job.train } });
+  // GIM.md's scaled-down speech defaults: batch 8, 10 negatives.
+  return trainStack(audioRecipe(job), {
+    ...job,
+    train: { negatives: 10, batchSize: 8, ...job.train },
+  });
 }
