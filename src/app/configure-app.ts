@@ -21,7 +21,7 @@ export function configureApp(app: NestExpressApplication, config: AppConfig): vo
     new DocumentBuilder()
       .setTitle('gim-serve')
       .setDescription(
-        'Greedy InfoMax embeddings of images at any layer of any stack version, with dynamic ' +
+        'Greedy InfoMax embeddings of images and audio at any layer of any stack version, with dynamic ' +
           'batching in an inference worker. Errors are `{"error": message, "error_type": code}`.',
       )
       .setVersion('1')

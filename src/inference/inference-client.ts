@@ -28,7 +28,7 @@ export interface InferenceClientOptions {
 }
 
 export interface EmbedResult {
-  /** Layer → grid [n, rows, cols, C], row-major. */
+  /** Layer → grid [n, rows, cols, C], row-major (audio: rows 1, cols = frames). */
   grids: Map<number, { data: Float32Array; shape: GridShape }>;
   /** Time in the worker: forward pass and read-back. */
   computeMs: number;
@@ -128,26 +128,27 @@ export class InferenceClient {
   }
 
   /**
-   * Per-patch embedding grids of `n` images [n, h, w, c] in [0, 1], one forward pass for all
-   * `layers`. `pixels`' buffer is transferred to the worker (detached here) when the view spans all
-   * of it; otherwise the view is copied first.
+   * Embedding grids of `n` items of equal size, one forward pass for all `layers`: images
+   * [n, h, w, c] in [0, 1] give patch grids [n, rows, cols, C]; audio clips [n, T] (normalised)
+   * give frames [n, 1, frames, C]. `input`'s buffer is transferred to the worker (detached here)
+   * when the view spans all of it; otherwise the view is copied first.
    */
   async embed(
     name: string,
     version: number,
-    pixels: Float32Array,
+    input: Float32Array,
     n: number,
     layers: number[],
   ): Promise<EmbedResult> {
     const sent =
-      pixels.buffer instanceof ArrayBuffer &&
-      pixels.byteOffset === 0 &&
-      pixels.byteLength === pixels.buffer.byteLength
-        ? pixels
-        : pixels.slice();
+      input.buffer instanceof ArrayBuffer &&
+      input.byteOffset === 0 &&
+      input.byteLength === input.buffer.byteLength
+        ? input
+        : input.slice();
     const transfer = sent.byteLength > 0 ? [sent.buffer as ArrayBuffer] : [];
     const { grids, computeMs } = await this.call(
-      { type: 'embed', name, version, pixels: sent, n, layers },
+      { type: 'embed', name, version, input: sent, n, layers },
       transfer,
     );
     return {

@@ -1,6 +1,7 @@
 /**
  * The inference worker: a node:worker_threads entry that owns the tfjs backend and the loaded
- * encoder stacks, so that model compute never runs on the HTTP event loop. Started by
+ * encoder stacks (image or audio: see served-stack.ts), so that model compute never runs on the
+ * HTTP event loop. Started by
  * `InferenceClient`; speaks the messages of `protocol.ts`. Every request gets one response; an
  * error in a handler becomes an error response, never a crash of the worker.
  */
@@ -8,7 +9,6 @@ import { parentPort, type TransferListItem } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../gim/backend/index.js';
-import { EncoderStack, gridShape } from '../gim/encoders/encoder-stack.js';
 import { GimError, isGimError } from '../gim/errors.js';
 import { layerDigests } from '../gim/store/embedding-space.js';
 import type { StackManifest } from '../gim/store/manifest.js';
@@ -21,10 +21,11 @@ import type {
   ResultOf,
   WorkerMessage,
 } from './protocol.js';
+import { type ServedStack, serveStack } from './served-stack.js';
 
 interface LoadedStack {
   manifest: StackManifest;
-  stack: EncoderStack;
+  stack: ServedStack;
   spaceDigests: string[];
 }
 
@@ -65,37 +66,21 @@ const handlers: Handlers = {
     return { result: { manifest, spaceDigests } };
   },
 
-  async embed({ name, version, pixels, n, layers }) {
+  async embed({ name, version, input, n, layers }) {
     const loaded = await stacks.get(`${name}@${version}`)?.catch(() => undefined);
     if (loaded === undefined) {
       throw new GimError('not_found', `stack ${name}@${version} is not loaded in the worker`);
     }
-    const { stack } = loaded;
-    const { height, width, channels } = stack.adapter;
-    if (!Number.isInteger(n) || n < 1) {
-      throw new GimError('invalid_argument', `n must be a positive integer, got ${n}`);
-    }
-    if (!(pixels instanceof Float32Array) || pixels.length !== n * height * width * channels) {
-      const got = pixels instanceof Float32Array ? `${pixels.length} values` : 'no Float32Array';
-      throw new GimError(
-        'invalid_argument',
-        `expected ${n} images of ${height}x${width}x${channels} (${n * height * width * channels} values), got ${got}`,
-      );
+    if (!(input instanceof Float32Array)) {
+      throw new GimError('invalid_argument', 'the embed input must be a Float32Array');
     }
     const started = performance.now();
-    const tensors = stack.embed(pixels, n, layers); // layer -> [n, rows, cols, C]
-    try {
-      const grids = [...new Set(layers)].map((layer) => {
-        const t = tensors.get(layer) as tf.Tensor4D;
-        // A copy: a backend may hand out its own storage, which must not be detached.
-        const data = new Float32Array(t.dataSync() as Float32Array);
-        return { layer, data, shape: gridShape(t) };
-      });
-      const computeMs = performance.now() - started;
-      return { result: { grids, computeMs }, transfer: grids.map((g) => g.data.buffer) };
-    } finally {
-      tf.dispose([...tensors.values()]);
-    }
+    const grids = loaded.stack.embed(input, n, layers);
+    const computeMs = performance.now() - started;
+    return {
+      result: { grids, computeMs },
+      transfer: grids.map((g) => g.data.buffer as ArrayBuffer),
+    };
   },
 
   async stats() {
@@ -118,16 +103,15 @@ const handlers: Handlers = {
 async function buildStack(key: string): Promise<LoadedStack> {
   const { manifest, modules } = await openStore().load(key);
   const spaceDigests = layerDigests(manifest, modules);
-  const stack = await EncoderStack.fromManifest(manifest, modules);
+  const stack = await serveStack(manifest, modules);
   try {
-    const { height, width, channels } = stack.adapter;
-    const all = stack.modules.map((_, i) => i + 1);
-    tf.dispose([...stack.embed(new Float32Array(height * width * channels), 1, all).values()]);
+    const all = Array.from({ length: stack.depth }, (_, i) => i + 1);
+    stack.embed(stack.warmUpInput(), 1, all);
   } catch (e) {
     stack.dispose();
     throw e;
   }
-  log(`loaded ${key} (${manifest.modules.length} layers)`);
+  log(`loaded ${key} (${manifest.modality}, ${manifest.modules.length} layers)`);
   return { manifest, stack, spaceDigests };
 }
 

@@ -1,7 +1,7 @@
 /**
  * Messages between the API's main thread and the inference worker (node:worker_threads), which
  * owns the tfjs backend and the loaded stacks. Every request carries an `id`; the worker answers
- * each with exactly one response of the same `id`. Pixel and grid buffers are transferred, not
+ * each with exactly one response of the same `id`. Input and grid buffers are transferred, not
  * copied.
  */
 import type { BackendInfo, BackendName } from '../gim/backend/index.js';
@@ -22,13 +22,17 @@ export interface LoadRequest {
   ref: string;
 }
 
-/** Per-patch embeddings of `n` images [n, h, w, c] in [0, 1] for each of `layers`. */
+/**
+ * Embeddings of `n` items of equal size for each of `layers`, in the stack's modality: images
+ * [n, h, w, c] in [0, 1] give patch grids; audio clips [n, T] (normalised as the stack's adapter
+ * says) give frame sequences.
+ */
 export interface EmbedRequest {
   type: 'embed';
   name: string;
   version: number;
   /** Transferred: the sender's buffer is detached. */
-  pixels: Float32Array;
+  input: Float32Array;
   n: number;
   layers: number[];
 }
@@ -48,7 +52,10 @@ export type RequestType = RequestBody['type'];
 export type InferenceRequest = RequestBody & { id: number };
 export type RequestOf<T extends RequestType> = Extract<RequestBody, { type: T }>;
 
-/** One layer's grid [n, rows, cols, C], row-major; `data` is transferred. */
+/**
+ * One layer's grid [n, rows, cols, C], row-major; `data` is transferred. An audio layer's frames
+ * are a grid of one row: rows 1, cols = frames.
+ */
 export interface LayerGrid {
   layer: number;
   data: Float32Array;

@@ -1,5 +1,5 @@
 /**
- * Shared by the service's e2e tests: a tiny real stack on disk, PNGs of fixture images, the app
+ * Shared by the service's e2e tests: tiny real stacks (image, audio) on disk, PNGs of fixture images, the app
  * booted as main.ts boots it (configureApp + AppModule) with a config from a test environment, an
  * inference client whose calls a test can hold, and a strict Prometheus text parser.
  */
@@ -18,7 +18,10 @@ import { type AppConfig, loadConfig } from '../../src/app/config.js';
 import { configureApp } from '../../src/app/configure-app.js';
 import type { StartInferenceClient } from '../../src/app/inference/inference.service.js';
 import { loadFashionMnist } from '../../src/gim/data/idx.js';
+import { audioModuleConfigs } from '../../src/gim/encoders/audio-modules.js';
+import { AudioEncoderStack } from '../../src/gim/encoders/audio-stack.js';
 import { EncoderStack, visionModuleConfigs } from '../../src/gim/encoders/encoder-stack.js';
+import { defaultAudioAdapter } from '../../src/gim/modality/audio.js';
 import { defaultImageAdapter } from '../../src/gim/modality/image.js';
 import { StackStore, type StackDraft } from '../../src/gim/store/stack-store.js';
 import { InferenceClient } from '../../src/inference/inference-client.js';
@@ -32,28 +35,26 @@ export function tinyStack(seed: number): EncoderStack {
   return EncoderStack.create(TINY_ADAPTER, visionModuleConfigs(TINY_ADAPTER, [4, 8, 8]), seed);
 }
 
-/** Publishes `stack` as the next version of `name`. Needs a tfjs backend in this process. */
+/** A 6-layer audio stack (5 convs of 8 channels, a GRU of 8 units), 0.2 s training windows. */
+export function tinyAudioStack(seed: number): AudioEncoderStack {
+  return AudioEncoderStack.create(
+    defaultAudioAdapter({ windowSamples: 3200 }),
+    audioModuleConfigs(8, 8),
+    seed,
+  );
+}
+
+/** Publishes `stack` (image or audio) as the next version of `name`. Needs a tfjs backend. */
 export async function publishStack(
   modelsDir: string,
   name: string,
-  stack: EncoderStack,
+  stack: EncoderStack | AudioEncoderStack,
   labels: string[],
 ): Promise<void> {
-  const { rows, cols } = stack.grid;
   const modules: tf.io.ModelArtifacts[] = await stack.artifacts();
   const draft: StackDraft = {
     manifest: {
-      modality: 'image',
-      adapter: stack.adapter,
-      modules: stack.modules.map((m, i) => ({
-        index: i + 1,
-        dir: `module-${i + 1}`,
-        config: m.config,
-        outputShape: m.outputShape,
-        gridShape: [rows, cols],
-        embeddingDim: m.config.channels,
-        finalLoss: null,
-      })),
+      ...(stack instanceof EncoderStack ? imageLayers(stack) : audioLayers(stack)),
       training: {
         schedule: 'parallel',
         config: {},
@@ -70,6 +71,43 @@ export async function publishStack(
     modules,
   };
   await new StackStore(modelsDir).publish(name, draft, { labels });
+}
+
+type ManifestLayers = Pick<StackDraft['manifest'], 'modality' | 'adapter' | 'modules'>;
+
+function imageLayers(stack: EncoderStack): ManifestLayers {
+  const { rows, cols } = stack.grid;
+  return {
+    modality: 'image',
+    adapter: stack.adapter,
+    modules: stack.modules.map((m, i) => ({
+      index: i + 1,
+      dir: `module-${i + 1}`,
+      config: m.config,
+      outputShape: m.outputShape,
+      gridShape: [rows, cols],
+      embeddingDim: m.config.channels,
+      finalLoss: null,
+    })),
+  };
+}
+
+/** As `gim train audio` writes them: per layer the frames of one training window. */
+function audioLayers(stack: AudioEncoderStack): ManifestLayers {
+  const frames = stack.frames(stack.adapter.windowSamples);
+  return {
+    modality: 'audio',
+    adapter: stack.adapter,
+    modules: stack.modules.map((m, i) => ({
+      index: i + 1,
+      dir: `module-${i + 1}`,
+      config: m.config,
+      outputShape: [frames[i] as number, m.channels],
+      gridShape: [],
+      embeddingDim: m.channels,
+      finalLoss: null,
+    })),
+  };
 }
 
 /** PNGs of the first `count` test images of the fixture (28x28 grey). */

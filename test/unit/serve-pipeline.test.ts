@@ -7,10 +7,10 @@ import { GimError } from '../../src/gim/errors.js';
 
 describe('embeddingBatchRun', () => {
   test('one call with the union of layers; each item gets its own slices of its own layers', async () => {
-    const calls: { n: number; layers: number[]; pixels: number[] }[] = [];
+    const calls: { n: number; layers: number[]; input: number[] }[] = [];
     // A fake worker: grid [n, 1, 2, 1] per layer, value = 100 * layer + 10 * item + cell.
-    const embed: EmbedGrids = async (pixels, n, layers) => {
-      calls.push({ n, layers, pixels: Array.from(pixels) });
+    const embed: EmbedGrids = async (input, n, layers) => {
+      calls.push({ n, layers, input: Array.from(input) });
       const grids = new Map(
         layers.map((layer) => [
           layer,
@@ -27,10 +27,10 @@ describe('embeddingBatchRun', () => {
     };
     const run = embeddingBatchRun(embed);
     const out = await run([
-      { pixels: Float32Array.of(1, 2), layers: [3] },
-      { pixels: Float32Array.of(3, 4), layers: [1, 3] },
+      { input: Float32Array.of(1, 2), layers: [3] },
+      { input: Float32Array.of(3, 4), layers: [1, 3] },
     ]);
-    assert.deepEqual(calls, [{ n: 2, layers: [1, 3], pixels: [1, 2, 3, 4] }]);
+    assert.deepEqual(calls, [{ n: 2, layers: [1, 3], input: [1, 2, 3, 4] }]);
     const [a, b] = out as Map<number, { data: Float32Array }>[];
     assert.deepEqual([...a!.keys()], [3]);
     assert.deepEqual(Array.from(a!.get(3)!.data), [300, 301]);
@@ -38,15 +38,48 @@ describe('embeddingBatchRun', () => {
     assert.deepEqual(Array.from(b!.get(3)!.data), [310, 311]);
   });
 
-  test('items of different sizes fail the batch', async () => {
-    const run = embeddingBatchRun(async () => ({ grids: new Map() }));
-    await assert.rejects(
-      run([
-        { pixels: new Float32Array(2), layers: [1] },
-        { pixels: new Float32Array(3), layers: [1] },
-      ]),
-      GimError,
-    );
+  test('items of different lengths (audio clips) are never padded together: one call per length', async () => {
+    const calls: { n: number; layers: number[]; input: number[] }[] = [];
+    // A fake audio worker: [n, 1, frames = T / 2, 1] per layer, each frame the sum of its 2 samples.
+    const embed: EmbedGrids = async (input, n, layers) => {
+      calls.push({ n, layers, input: Array.from(input) });
+      const frames = input.length / n / 2;
+      const data = Float32Array.from(
+        { length: n * frames },
+        (_, i) => (input[2 * i] as number) + (input[2 * i + 1] as number),
+      );
+      const shape = { n, rows: 1, cols: frames, channels: 1 };
+      return { grids: new Map(layers.map((layer) => [layer, { data, shape }])) };
+    };
+    const out = await embeddingBatchRun(embed)([
+      { input: Float32Array.of(1, 2, 3, 4), layers: [2] },
+      { input: Float32Array.of(5, 6), layers: [1] },
+      { input: Float32Array.of(7, 8, 9, 10), layers: [1] },
+    ]);
+    assert.deepEqual(calls, [
+      { n: 2, layers: [1, 2], input: [1, 2, 3, 4, 7, 8, 9, 10] },
+      { n: 1, layers: [1], input: [5, 6] },
+    ]);
+    const grids = out as Map<number, { data: Float32Array; shape: { cols: number } }>[];
+    assert.deepEqual(Array.from(grids[0]!.get(2)!.data), [3, 7]);
+    assert.deepEqual(Array.from(grids[1]!.get(1)!.data), [11]);
+    assert.equal(grids[1]!.get(1)!.shape.cols, 1);
+    assert.deepEqual(Array.from(grids[2]!.get(1)!.data), [15, 19]);
+  });
+
+  test('a failing length group fails only its own items', async () => {
+    const boom = new GimError('invalid_data', 'too short');
+    const run = embeddingBatchRun(async (input, n, layers) => {
+      if (input.length / n < 2) throw boom;
+      const shape = { n, rows: 1, cols: 1, channels: 1 };
+      return { grids: new Map(layers.map((l) => [l, { data: new Float32Array(n), shape }])) };
+    });
+    const out = await run([
+      { input: new Float32Array(2), layers: [1] },
+      { input: new Float32Array(1), layers: [1] },
+    ]);
+    assert.ok(out[0] instanceof Map);
+    assert.equal(out[1], boom);
   });
 });
 

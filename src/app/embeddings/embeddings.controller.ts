@@ -40,12 +40,17 @@ export class EmbeddingsController {
   @HttpCode(200)
   @UseInterceptors(MultipartInterceptor)
   @ApiOperation({
-    summary: 'Embed images at any layer of any version',
+    summary: 'Embed images or audio clips at any layer of any version',
     description:
-      'One image as the raw body (Content-Type image/png, image/jpeg, ...), several as ' +
-      'multipart/form-data (one file field per image, any field names; text fields are options), ' +
+      'One item as the raw body (image stacks: Content-Type image/png, image/jpeg, ...; audio ' +
+      'stacks: audio/wav, audio/flac, audio/mpeg, audio/ogg and their aliases), several as ' +
+      'multipart/form-data (one file field per item, any field names; text fields are options), ' +
       'or JSON `{"inputs": [{"b64": "..."}], ...options}`. Images are resized to the stack’s ' +
-      'input size. Items of concurrent requests share forward passes (dynamic batching).',
+      'input size. Audio is mixed to mono, resampled to the stack’s rate (16 kHz) and normalised ' +
+      'as its adapter says; each clip keeps its length (between `min_samples` and `max_seconds` ' +
+      'of GET /v1/models/{name}) and results carry per item `frames` and `frame_rate_hz`. ' +
+      'An image to an audio stack, or audio to an image stack, is a 415. Items of concurrent ' +
+      'requests share forward passes (dynamic batching; audio clips of one length share one).',
     requestBody: {
       required: true,
       content: {

@@ -24,17 +24,23 @@ export class EmbedQueryDto {
     enum: POOLINGS,
     description:
       'How a layer’s patch grid becomes a vector: mean/max over the grid, none (every cell), ' +
-      'grid2/grid3 (average of 2x2/3x3 blocks of cells). Default `mean`.',
+      'grid2/grid3 (average of 2x2/3x3 blocks of cells). Audio stacks: mean/max over time, or ' +
+      'none (the frame sequence); grid2/grid3 are a 400. Default `mean`.',
   })
   pooling?: string;
 
-  @ApiPropertyOptional({ type: Boolean, description: 'L2-normalise each vector. Default false.' })
+  @ApiPropertyOptional({
+    type: Boolean,
+    description: 'L2-normalise each vector (audio `none`: each frame). Default false.',
+  })
   normalize?: string;
 }
 
 export class Base64InputDto {
   @ApiProperty({
-    description: 'Base64 (standard or URL-safe; a data: URL works) of one encoded image file',
+    description:
+      'Base64 (standard or URL-safe; a data: URL works) of one encoded file: an image for an ' +
+      'image stack, WAV/FLAC/MP3/Ogg audio for an audio stack',
   })
   b64!: string;
 }
@@ -62,12 +68,17 @@ export class LayerEmbeddingsDto {
   @ApiProperty({ example: 3 })
   layer!: number;
 
-  @ApiProperty({ description: 'Values per item vector', example: 64 })
+  @ApiProperty({
+    description: 'Values per item vector (audio with pooling none: per frame, C)',
+    example: 64,
+  })
   dim!: number;
 
   @ApiProperty({
     type: [Number],
-    description: 'Shape of one item’s vector: [D] when pooled, [rows, cols, C] for pooling none',
+    description:
+      'Shape of one item’s vector: [D] when pooled, [rows, cols, C] for pooling none; audio ' +
+      'stacks: [C] when pooled, [-1, C] for none (frames differ by item: see `shapes`)',
     example: [64],
   })
   shape!: number[];
@@ -79,12 +90,41 @@ export class LayerEmbeddingsDto {
   })
   embedding_space_id!: string;
 
+  @ApiPropertyOptional({
+    type: [Number],
+    description: 'Audio stacks only: per item, the frames of this layer for that clip',
+    example: [50],
+  })
+  frames?: number[];
+
+  @ApiPropertyOptional({
+    type: [Number],
+    description:
+      'Audio stacks only: per item, frames per second of this layer for that clip ' +
+      '(sample rate x frames / samples; about the nominal rate of GET /v1/models/{name})',
+    example: [100],
+  })
+  frame_rate_hz?: number[];
+
+  @ApiPropertyOptional({
+    type: 'array',
+    items: { type: 'array', items: { type: 'integer' } },
+    description: 'Audio stacks with pooling none only: per item [frames, C]',
+    example: [[50, 8]],
+  })
+  shapes?: number[][];
+
   @ApiProperty({
     type: 'array',
-    items: { type: 'array', items: { type: 'number' } },
-    description: 'One flat row-major vector per item, in request order',
+    items: {
+      type: 'array',
+      items: { oneOf: [{ type: 'number' }, { type: 'array', items: { type: 'number' } }] },
+    },
+    description:
+      'Per item, in request order: one flat row-major vector; for an audio stack with pooling ' +
+      'none, the item’s frames, each a vector of C values ([frames][C])',
   })
-  embeddings!: number[][];
+  embeddings!: number[][] | number[][][];
 }
 
 export class EmbeddingsResponseDto {

@@ -1,23 +1,45 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { type Pooling, l2Normalize, poolGrid, pooledDim } from '../../gim/encoders/pooling.js';
 import { GimError } from '../../gim/errors.js';
-import { embeddingSpaceId } from '../../gim/store/embedding-space.js';
+import { embeddingSpaceId as spaceId } from '../../gim/store/embedding-space.js';
 import { StackStore } from '../../gim/store/stack-store.js';
 import { APP_CONFIG, type AppConfig } from '../config.js';
+import type { ItemGrid } from '../inference/embedding-batch.js';
 import { InferenceService, type LoadedModel } from '../inference/inference.service.js';
 import { parseEmbedOptions, resolveLayers } from './embedding-options.js';
 import type { EncodedInputs } from './embedding-inputs.js';
-import { decodeItems, decoderFor } from './input-decoders.js';
+import { decodeItems, decoderFor, whatItTakes } from './input-decoders.js';
 
 /** One layer's embeddings of every item of a request. */
 export interface LayerEmbeddings {
   layer: number;
+  /** Values per vector: per item when pooled; per frame for an audio stack's pooling `none`. */
   dim: number;
-  /** Per item: [D] pooled, [rows, cols, C] for pooling `none`. */
+  /**
+   * Per item: [D] pooled, [rows, cols, C] for an image stack's pooling `none`, [-1, C] for an
+   * audio stack's (the frames differ by item: see `frames`).
+   */
   shape: number[];
   embeddingSpaceId: string;
-  /** One vector of `dim` values per item, in item order. */
+  /** One flat vector per item, in item order ([frames, C] row-major for audio `none`). */
   vectors: Float32Array[];
+  /** Audio stacks: per item, its frames at this layer and their rate in Hz. */
+  frames?: number[];
+  frameRateHz?: number[];
+}
+
+export interface LayerEmbeddingsBody {
+  layer: number;
+  dim: number;
+  shape: number[];
+  embedding_space_id: string;
+  /** Audio only: per item. */
+  frames?: number[];
+  frame_rate_hz?: number[];
+  /** Audio `none` only: per item [frames, C]. */
+  shapes?: number[][];
+  /** Per item a vector; audio `none`: per item [frames][C]. */
+  embeddings: number[][] | number[][][];
 }
 
 export interface EmbeddingsResponse {
@@ -26,19 +48,14 @@ export interface EmbeddingsResponse {
   pooling: Pooling;
   normalize: boolean;
   items: number;
-  results: {
-    layer: number;
-    dim: number;
-    shape: number[];
-    embedding_space_id: string;
-    embeddings: number[][];
-  }[];
+  results: LayerEmbeddingsBody[];
 }
 
 /**
- * The embedding pipeline shared by the v1 API and the KServe v2 protocol: resolve the stack, decode
- * items on the main thread (sharp runs on libuv's pool), queue each item on the Batcher of its
- * (model, version), pool and normalise each item's grids on the main thread.
+ * The embedding pipeline shared by the v1 API and the KServe v2 protocol, for image and audio
+ * stacks alike: resolve the stack, decode items on the main thread with the decoder of its
+ * modality (sharp runs on libuv's pool), queue each item on the Batcher of its (model, version),
+ * pool and normalise each item's grids (audio: frame sequences) on the main thread.
  */
 @Injectable()
 export class EmbeddingsService {
@@ -69,7 +86,8 @@ export class EmbeddingsService {
     if (inputs.mediaType !== undefined && !decoder.mediaTypes.includes(inputs.mediaType)) {
       throw new GimError(
         'unsupported_media',
-        `${model.name} is a ${model.manifest.modality} stack: send ${decoder.mediaTypes.join(', ')}`,
+        `Content-Type ${inputs.mediaType}: ${whatItTakes(decoder, model.manifest)} ` +
+          `(${decoder.mediaTypes.join(', ')})`,
       );
     }
     if (inputs.items.length > this.config.maxItems) {
@@ -78,12 +96,12 @@ export class EmbeddingsService {
         `${inputs.items.length} items: at most ${this.config.maxItems} per request (MAX_ITEMS)`,
       );
     }
-    const pixels = await decodeItems(decoder, inputs.items, model.manifest, {
+    const decoded = await decodeItems(decoder, inputs.items, model.manifest, {
       maxInputPixels: this.config.maxInputPixels,
     });
-    const results = await this.embedPixels(
+    const results = await this.embedItems(
       model,
-      pixels,
+      decoded,
       layers,
       options.pooling,
       options.normalize,
@@ -94,14 +112,8 @@ export class EmbeddingsService {
       version: model.version,
       pooling: options.pooling,
       normalize: options.normalize,
-      items: pixels.length,
-      results: results.map((r) => ({
-        layer: r.layer,
-        dim: r.dim,
-        shape: r.shape,
-        embedding_space_id: r.embeddingSpaceId,
-        embeddings: r.vectors.map((v) => Array.from(v)),
-      })),
+      items: decoded.length,
+      results: results.map((r) => layerBody(r, options.pooling)),
     };
   }
 
@@ -111,8 +123,18 @@ export class EmbeddingsService {
     return this.inference.model(ref);
   }
 
-  /** Checks that `pooling` applies to every layer's grid; returns the layers. */
+  /** Checks that `pooling` applies to every layer (image grid, or audio frames); returns them. */
   checkLayers(model: LoadedModel, layers: number[], pooling: Pooling): number[] {
+    if (model.manifest.modality === 'audio') {
+      if (!AUDIO_POOLINGS.includes(pooling)) {
+        throw new GimError(
+          'invalid_argument',
+          `pooling ${pooling} does not apply to audio: ${model.name} pools its frames over time ` +
+            `with ${AUDIO_POOLINGS.join(', ')} (none: the frame sequence)`,
+        );
+      }
+      return layers;
+    }
     for (const layer of layers) {
       const m = model.manifest.modules[layer - 1];
       const [rows = 1, cols = 1] = m?.gridShape ?? [];
@@ -127,10 +149,11 @@ export class EmbeddingsService {
   }
 
   /**
-   * Embeds decoded items (each [h, w, c] for an image stack) through the model's Batcher. One
-   * failing item cancels the others still queued, and so does the client going away (`signal`).
+   * Embeds model inputs (each [h, w, c] pixels for an image stack, [T] normalised samples for an
+   * audio stack) through the model's Batcher. One failing item cancels the others still queued,
+   * and so does the client going away (`signal`).
    */
-  async embedPixels(
+  async embedItems(
     model: LoadedModel,
     items: Float32Array[],
     layers: number[],
@@ -140,26 +163,25 @@ export class EmbeddingsService {
   ): Promise<LayerEmbeddings[]> {
     const failed = new AbortController();
     const either = AbortSignal.any([signal, failed.signal]);
+    const lengths = items.map((input) => input.length);
     let grids;
     try {
       grids = await Promise.all(
-        items.map((pixels) => model.batcher.submit({ pixels, layers }, { signal: either })),
+        items.map((input) => model.batcher.submit({ input, layers }, { signal: either })),
       );
     } catch (error) {
       failed.abort(error);
       throw error;
     }
+    const { adapter } = model.manifest;
     return layers.map((layer) => {
-      const vectors = grids.map((own) => {
-        const grid = own.get(layer);
+      const own = grids.map((g) => {
+        const grid = g.get(layer);
         if (grid === undefined) {
           throw new GimError('backend_unavailable', `no grid for layer ${layer} came back`);
         }
-        const pooled = poolGrid(grid.data, grid.shape, pooling); // [1, D]
-        return normalize ? l2Normalize(pooled, 1, pooled.length) : pooled;
+        return grid;
       });
-      const first = grids[0]?.get(layer)?.shape;
-      const dim = vectors[0]?.length ?? 0;
       const digest = model.spaceDigests[layer - 1];
       if (digest === undefined) {
         throw new GimError(
@@ -167,13 +189,75 @@ export class EmbeddingsService {
           `the worker gave no space digest for layer ${layer}`,
         );
       }
+      const embeddingSpaceId = spaceId(digest, pooling);
+      if (adapter.kind === 'audio') {
+        const channels = own[0]?.shape.channels ?? 0;
+        const frames = own.map((grid) => grid.shape.cols);
+        return {
+          layer,
+          dim: channels,
+          shape: pooling === 'none' ? [-1, channels] : [channels],
+          embeddingSpaceId,
+          vectors: own.map((grid) => poolFrames(grid, pooling, normalize)),
+          frames,
+          frameRateHz: frames.map((f, i) => (adapter.sampleRate * f) / (lengths[i] as number)),
+        };
+      }
+      const vectors = own.map((grid) => {
+        const pooled = poolGrid(grid.data, grid.shape, pooling); // [1, D]
+        return normalize ? l2Normalize(pooled, 1, pooled.length) : pooled;
+      });
+      const first = own[0]?.shape;
+      const dim = vectors[0]?.length ?? 0;
       return {
         layer,
         dim,
         shape: pooling === 'none' && first ? [first.rows, first.cols, first.channels] : [dim],
-        embeddingSpaceId: embeddingSpaceId(digest, pooling),
+        embeddingSpaceId,
         vectors,
       };
     });
   }
+}
+
+/** The poolings of an audio layer's frames: over time, or none (the frame sequence). */
+export const AUDIO_POOLINGS: readonly Pooling[] = ['mean', 'max', 'none'];
+
+/**
+ * An audio item's frames [frames, C] -> [C] pooled over time, or the frames themselves for
+ * `none`, whose `normalize` scales each frame (as `gim embed` does).
+ */
+function poolFrames(grid: ItemGrid, pooling: Pooling, normalize: boolean): Float32Array {
+  const { cols: frames, channels } = grid.shape;
+  if (pooling === 'none') {
+    const values = grid.data.slice(); // [frames, C]
+    return normalize ? l2Normalize(values, frames, channels) : values;
+  }
+  const pooled = poolGrid(grid.data, { n: 1, rows: 1, cols: frames, channels }, pooling); // [1, C]
+  return normalize ? l2Normalize(pooled, 1, channels) : pooled;
+}
+
+/** The JSON of one layer's results; audio `none` nests each item's frames as [frames][C]. */
+function layerBody(r: LayerEmbeddings, pooling: Pooling): LayerEmbeddingsBody {
+  const head = {
+    layer: r.layer,
+    dim: r.dim,
+    shape: r.shape,
+    embedding_space_id: r.embeddingSpaceId,
+  };
+  const { frames, frameRateHz } = r;
+  if (frames === undefined || frameRateHz === undefined) {
+    return { ...head, embeddings: r.vectors.map((v) => Array.from(v)) };
+  }
+  const audio = { ...head, frames, frame_rate_hz: frameRateHz };
+  if (pooling !== 'none') return { ...audio, embeddings: r.vectors.map((v) => Array.from(v)) };
+  return {
+    ...audio,
+    shapes: frames.map((f) => [f, r.dim]),
+    embeddings: r.vectors.map((v, i) =>
+      Array.from({ length: frames[i] as number }, (_, t) =>
+        Array.from(v.subarray(t * r.dim, (t + 1) * r.dim)),
+      ),
+    ),
+  };
 }

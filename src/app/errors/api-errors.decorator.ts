@@ -31,8 +31,8 @@ export class ErrorBodyDto {
 const ERROR_DESCRIPTIONS: Record<number, string> = {
   400: 'Bad option or input (`invalid_argument`, `bad_request`)',
   404: 'Unknown model, version, label or layer (`not_found`)',
-  413: 'Body, file, item count or image pixels over a limit (`too_large`)',
-  415: 'Content-Type or image format not supported (`unsupported_media`)',
+  413: 'Body, file, item count, image pixels or audio duration over a limit (`too_large`)',
+  415: 'Content-Type or file format not supported, or not of the stack’s modality (`unsupported_media`)',
   422: 'An item cannot be decoded or is out of range; the message names the item (`invalid_data`)',
   429: 'The batch queue is full (`overloaded`); retry after `Retry-After` seconds',
   499: 'The client closed the connection before the response (`cancelled`)',

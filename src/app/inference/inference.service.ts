@@ -142,7 +142,7 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
     );
     const { maxBatchSize, maxBatchDelayMs, maxQueue, requestTimeoutMs } = this.config;
     const batcher = new Batcher<EmbedItem, ItemGrids>(
-      embeddingBatchRun((pixels, n, layers) => client.embed(name, version, pixels, n, layers)),
+      embeddingBatchRun((input, n, layers) => client.embed(name, version, input, n, layers)),
       { maxBatchSize, maxDelayMs: maxBatchDelayMs, maxQueue, timeoutMs: requestTimeoutMs },
       this.metrics.batcherHooks(name, version),
     );

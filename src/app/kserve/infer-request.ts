@@ -5,11 +5,12 @@ import {
   type OptionSource,
   parseEmbedOptions,
 } from '../embeddings/embedding-options.js';
+import type { TensorInput } from '../embeddings/input-decoders.js';
 
 /** A KServe v2 inference request, checked against one stack's input. */
 export interface InferRequest {
   id?: string;
-  /** One [h, w, c] view per item (views of one buffer). */
+  /** One view per item ([h, w, c] pixels or [T] samples), views of one buffer. */
   items: Float32Array[];
   options: EmbedOptions;
 }
@@ -20,15 +21,18 @@ export const outputName = (layer: number): string => `layer_${layer}`;
 const OUTPUT_RE = /^layer_([1-9][0-9]{0,3})$/;
 
 /**
- * Parses `{id?, inputs: [{name, shape: [n, h, w, c], datatype: "FP32", data}], parameters?,
- * outputs?}`. `data` is flat or nested row-major, pixels in [0, 1]. The layers come from `outputs`
- * (`layer_k`) or `parameters.layer`, not both; pooling and normalize from `parameters`.
+ * Parses `{id?, inputs: [{name, shape: [n, ...item], datatype: "FP32", data}], parameters?,
+ * outputs?}`: an image stack's item is [h, w, c] pixels in [0, 1], an audio stack's [T] samples in
+ * [-1, 1] (T any length, the same for every item of the tensor). `data` is flat or nested
+ * row-major. The layers come from `outputs` (`layer_k`) or `parameters.layer`, not both; pooling
+ * and normalize from `parameters`.
  */
 export function parseInferRequest(
   body: unknown,
-  itemShape: readonly number[],
+  spec: TensorInput,
   maxItems: number,
 ): InferRequest {
+  const { itemShape } = spec;
   // express.json left it alone (no body or not JSON) or express.raw took it (an image type).
   if (body === undefined || Buffer.isBuffer(body)) {
     throw new GimError('unsupported_media', 'send the inference request as application/json');
@@ -48,13 +52,13 @@ export function parseInferRequest(
   const input = object(inputs[0], 'inputs[0]');
   if (input.name !== INPUT_NAME) throw bad(`inputs[0].name must be "${INPUT_NAME}"`);
   if (input.datatype !== 'FP32') throw bad('inputs[0].datatype must be "FP32"');
-  const expected = `[n, ${itemShape.join(', ')}]`;
+  const expected = `[n, ${itemShape.map((d) => (d < 0 ? 'any' : d)).join(', ')}]`;
   const shape = input.shape;
   if (
     !Array.isArray(shape) ||
     shape.length !== itemShape.length + 1 ||
     !shape.every((d) => Number.isSafeInteger(d) && (d as number) >= 1) ||
-    shape.slice(1).some((d, i) => d !== itemShape[i])
+    shape.slice(1).some((d, i) => (itemShape[i] as number) >= 0 && d !== itemShape[i])
   ) {
     throw bad(`inputs[0].shape must be ${expected}, got ${JSON.stringify(shape)}`);
   }
@@ -62,10 +66,10 @@ export function parseInferRequest(
   if (n > maxItems) {
     throw new GimError('too_large', `${n} items: at most ${maxItems} per request (MAX_ITEMS)`);
   }
-  const pixels = flatPixels(input.data, n * itemShape.reduce((a, b) => a * b, 1));
-  const itemLength = pixels.length / n;
+  const itemLength = (shape.slice(1) as number[]).reduce((a, b) => a * b, 1);
+  const values = flatValues(input.data, n * itemLength, spec);
   const items = Array.from({ length: n }, (_, i) =>
-    pixels.subarray(i * itemLength, (i + 1) * itemLength),
+    values.subarray(i * itemLength, (i + 1) * itemLength),
   );
 
   const sources: OptionSource[] = [];
@@ -91,23 +95,26 @@ function outputLayers(outputs: unknown): LayerSelector[] {
   });
 }
 
-/** Flat (or nested) numbers in [0, 1] -> one Float32Array [n, h, w, c]. */
-function flatPixels(data: unknown, length: number): Float32Array {
+/** Flat (or nested) numbers in [spec.min, spec.max] -> one Float32Array [n, ...item]. */
+function flatValues(data: unknown, length: number, spec: TensorInput): Float32Array {
   if (!Array.isArray(data)) throw bad('inputs[0].data must be an array of numbers');
   const flat: unknown[] = data.flat(8);
   if (flat.length !== length) {
     throw bad(`inputs[0].data has ${flat.length} values; its shape needs ${length}`);
   }
-  const pixels = new Float32Array(length);
+  const values = new Float32Array(length);
   for (let i = 0; i < length; i++) {
     const v = flat[i];
     if (typeof v !== 'number') throw bad(`inputs[0].data[${i}] is not a number`);
-    if (!(v >= 0 && v <= 1)) {
-      throw new GimError('invalid_data', `inputs[0].data[${i}] = ${v} is outside [0, 1]`);
+    if (!(v >= spec.min && v <= spec.max)) {
+      throw new GimError(
+        'invalid_data',
+        `inputs[0].data[${i}] = ${v} is outside [${spec.min}, ${spec.max}] (${spec.describe})`,
+      );
     }
-    pixels[i] = v;
+    values[i] = v;
   }
-  return pixels;
+  return values;
 }
 
 function object(value: unknown, what: string): Record<string, unknown> {

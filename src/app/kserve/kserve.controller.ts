@@ -87,7 +87,9 @@ export class KserveController {
 
   @Post('models/:name/infer')
   @HttpCode(200)
-  @ApiOperation({ summary: 'Embeddings of images given as FP32 pixels (default version)' })
+  @ApiOperation({
+    summary: 'Embeddings of images (FP32 pixels) or audio (FP32 samples), default version',
+  })
   @NAME
   @ApiBody({ type: InferRequestDto })
   @ApiOkResponse({ type: InferResponseDto })
@@ -102,7 +104,9 @@ export class KserveController {
 
   @Post('models/:name/versions/:version/infer')
   @HttpCode(200)
-  @ApiOperation({ summary: 'Embeddings of images given as FP32 pixels (one version)' })
+  @ApiOperation({
+    summary: 'Embeddings of images (FP32 pixels) or audio (FP32 samples), one version',
+  })
   @NAME
   @VERSION
   @ApiBody({ type: InferRequestDto })

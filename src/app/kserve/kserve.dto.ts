@@ -23,7 +23,11 @@ export class TensorMetadataDto {
   name!: string;
   @ApiProperty({ enum: ['FP32'] })
   datatype!: string;
-  @ApiProperty({ type: [Number], description: '-1: any size', example: [-1, 28, 28, 1] })
+  @ApiProperty({
+    type: [Number],
+    description: '-1: any size (audio input: [-1, -1], n clips of any equal length)',
+    example: [-1, 28, 28, 1],
+  })
   shape!: number[];
 }
 
@@ -36,7 +40,9 @@ export class ModelMetadataDto {
   platform!: string;
   @ApiProperty({
     type: [TensorMetadataDto],
-    description: 'One input: images [n, h, w, c] in [0, 1]',
+    description:
+      'One input: images [n, h, w, c] in [0, 1]; audio stacks: clips [n, T] of samples in ' +
+      '[-1, 1] at the stack’s sample rate',
   })
   inputs!: TensorMetadataDto[];
   @ApiProperty({
@@ -50,14 +56,21 @@ export class ModelMetadataDto {
 export class InferInputDto {
   @ApiProperty({ enum: ['input'] })
   name!: string;
-  @ApiProperty({ type: [Number], description: '[n, h, w, c]', example: [1, 28, 28, 1] })
+  @ApiProperty({
+    type: [Number],
+    description: '[n, h, w, c]; audio stacks: [n, T]',
+    example: [1, 28, 28, 1],
+  })
   shape!: number[];
   @ApiProperty({ enum: ['FP32'] })
   datatype!: string;
   @ApiProperty({
     type: 'array',
-    items: { type: 'number', minimum: 0, maximum: 1 },
-    description: 'Pixels in [0, 1], row-major (flat or nested)',
+    items: { type: 'number', minimum: -1, maximum: 1 },
+    description:
+      'Pixels in [0, 1], row-major (flat or nested); audio: mono samples in [-1, 1] at the ' +
+      'stack’s rate, normalised by the server as the adapter says (T between min_samples and ' +
+      'max_seconds of the stack)',
   })
   data!: number[];
 }
@@ -97,6 +110,8 @@ export class InferOutputParametersDto {
   pooling!: string;
   @ApiProperty()
   normalize!: boolean;
+  @ApiPropertyOptional({ description: 'Audio stacks: frames per second of this layer' })
+  frame_rate_hz?: number;
 }
 
 export class InferOutputDto {
@@ -106,7 +121,9 @@ export class InferOutputDto {
   datatype!: string;
   @ApiProperty({
     type: [Number],
-    description: '[n, D] when pooled, [n, rows, cols, C] for pooling none',
+    description:
+      '[n, D] when pooled, [n, rows, cols, C] for pooling none; audio: [n, C] pooled, ' +
+      '[n, frames, C] for none',
     example: [1, 64],
   })
   shape!: number[];

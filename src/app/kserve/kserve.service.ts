@@ -26,7 +26,13 @@ export interface ModelMetadata {
 
 export interface InferOutput extends TensorMetadata {
   data: number[];
-  parameters: { embedding_space_id: string; pooling: string; normalize: boolean };
+  parameters: {
+    embedding_space_id: string;
+    pooling: string;
+    normalize: boolean;
+    /** Audio stacks: frames per second of this layer for the tensor's length. */
+    frame_rate_hz?: number;
+  };
 }
 
 export interface InferResponse {
@@ -55,7 +61,7 @@ export class KserveService {
   async metadata(name: string, version?: string): Promise<ModelMetadata> {
     const manifest = await this.store.loadManifest(ref(name, version));
     const versions = await this.store.listVersions(name);
-    const itemShape = decoderFor(manifest).itemShape(manifest);
+    const { itemShape } = decoderFor(manifest).tensorInput(manifest);
     return {
       name,
       versions: versions.map(String),
@@ -88,8 +94,8 @@ export class KserveService {
     signal: AbortSignal,
   ): Promise<InferResponse> {
     const manifest: StackManifest = await this.store.loadManifest(ref(name, version));
-    const itemShape = decoderFor(manifest).itemShape(manifest);
-    const request = parseInferRequest(body, itemShape, this.config.maxItems);
+    const decoder = decoderFor(manifest);
+    const request = parseInferRequest(body, decoder.tensorInput(manifest), this.config.maxItems);
     const { options } = request;
     const model = await this.inference.model({ name: manifest.name, version: manifest.version });
     const layers = this.embeddings.checkLayers(
@@ -97,31 +103,41 @@ export class KserveService {
       resolveLayers(options.layers, manifest.modules.length),
       options.pooling,
     );
-    const results = await this.embeddings.embedPixels(
+    // Audio: the length limits of decoded uploads, then the adapter's normalisation.
+    const items = request.items.map((values) => decoder.prepare(values, manifest));
+    const results = await this.embeddings.embedItems(
       model,
-      request.items,
+      items,
       layers,
       options.pooling,
       options.normalize,
       signal,
     );
-    const n = request.items.length;
+    const n = items.length;
     return {
       model_name: model.name,
       model_version: String(model.version),
       ...(request.id !== undefined ? { id: request.id } : {}),
       outputs: results.map((r) => {
-        const data = new Array<number>(n * r.dim);
-        r.vectors.forEach((v, i) => v.forEach((x, j) => (data[i * r.dim + j] = x)));
+        const size = r.vectors[0]?.length ?? 0;
+        const data = new Array<number>(n * size);
+        r.vectors.forEach((v, i) => v.forEach((x, j) => (data[i * size + j] = x)));
+        // Every item of one tensor has the same length, hence the same frames.
+        const frames = r.frames?.[0];
+        const rate = r.frameRateHz?.[0];
         return {
           name: outputName(r.layer),
           datatype: 'FP32',
-          shape: [n, ...r.shape],
+          shape:
+            frames !== undefined && options.pooling === 'none'
+              ? [n, frames, r.dim]
+              : [n, ...r.shape],
           data,
           parameters: {
             embedding_space_id: r.embeddingSpaceId,
             pooling: options.pooling,
             normalize: options.normalize,
+            ...(rate !== undefined ? { frame_rate_hz: rate } : {}),
           },
         };
       }),

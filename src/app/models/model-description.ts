@@ -1,6 +1,7 @@
 import { POOLINGS, type Pooling, pooledDim } from '../../gim/encoders/pooling.js';
 import type { StackManifest } from '../../gim/store/manifest.js';
 import type { StackSummary } from '../../gim/store/stack-store.js';
+import { audioInputSpec, nominalFrameRates } from '../embeddings/audio-geometry.js';
 
 /** A stack as `GET /v1/models` lists it. */
 export interface ModelSummary {
@@ -15,14 +16,21 @@ export interface ModelSummary {
 
 export interface LayerDescription {
   layer: number;
-  /** Output of the module for one input unit (one patch: [h, w, C]). */
+  /** Output of the module for one input unit (one patch: [h, w, C]; one training window: [frames, C]). */
   output_shape: number[];
-  /** The layout of the units: image patch grid [rows, cols]. */
+  /** The layout of the units: image patch grid [rows, cols]; audio: []. */
   grid_shape: number[];
   /** Channels C of the layer: the dimension of a mean- or max-pooled embedding. */
   embedding_dim: number;
-  /** Embedding dimension per pooling; a pooling the grid is too small for is left out. */
+  /**
+   * Embedding dimension per pooling; a pooling the grid is too small for is left out. Audio: mean
+   * and max (C); `none` gives [frames, C] per clip, frames growing with its duration.
+   */
   dims: Partial<Record<Pooling, number>>;
+  /** Audio: C, the values of one frame. */
+  channels?: number;
+  /** Audio: nominal frames per second (sample rate over the strides up to this layer). */
+  frame_rate_hz?: number;
 }
 
 /** One version of a stack, as `GET /v1/models/{name}[/versions/{version}]` describes it. */
@@ -33,7 +41,14 @@ export interface VersionDescription extends ModelSummary {
   /** What one item becomes before the first module. */
   input:
     | { kind: 'image'; height: number; width: number; channels: number }
-    | { kind: 'audio'; sample_rate: number; window_samples: number; max_seconds: number };
+    | {
+        kind: 'audio';
+        sample_rate: number;
+        window_samples: number;
+        normalize: string;
+        max_seconds: number;
+        min_samples: number;
+      };
   created_at: string;
   parent: { version: number; from_module: number } | null;
   layers: LayerDescription[];
@@ -54,7 +69,6 @@ export function describeSummary(
 }
 
 export function describeVersion(summary: ModelSummary, manifest: StackManifest): VersionDescription {
-  const { adapter } = manifest;
   return {
     ...summary,
     modality: manifest.modality,
@@ -62,38 +76,63 @@ export function describeVersion(summary: ModelSummary, manifest: StackManifest):
     version_labels: Object.entries(summary.labels)
       .filter(([, version]) => version === manifest.version)
       .map(([label]) => label),
-    input:
-      adapter.kind === 'image'
-        ? {
-            kind: 'image',
-            height: adapter.height,
-            width: adapter.width,
-            channels: adapter.channels,
-          }
-        : {
-            kind: 'audio',
-            sample_rate: adapter.sampleRate,
-            window_samples: adapter.windowSamples,
-            max_seconds: adapter.maxSeconds,
-          },
+    input: describeInput(manifest),
     created_at: manifest.createdAt,
     parent: manifest.parent
       ? { version: manifest.parent.version, from_module: manifest.parent.fromModule }
       : null,
-    layers: manifest.modules.map((m) => {
-      const [rows = 1, cols = 1] = m.gridShape;
-      const dims: Partial<Record<Pooling, number>> = {};
-      for (const pooling of POOLINGS) {
-        const dim = pooledDim(pooling, rows, cols, m.embeddingDim);
-        if (dim > 0) dims[pooling] = dim;
-      }
-      return {
-        layer: m.index,
-        output_shape: m.outputShape,
-        grid_shape: m.gridShape,
-        embedding_dim: m.embeddingDim,
-        dims,
-      };
-    }),
+    layers: manifest.modality === 'audio' ? audioLayers(manifest) : imageLayers(manifest),
   };
+}
+
+function describeInput(manifest: StackManifest): VersionDescription['input'] {
+  const { adapter } = manifest;
+  if (adapter.kind === 'image') {
+    return {
+      kind: 'image',
+      height: adapter.height,
+      width: adapter.width,
+      channels: adapter.channels,
+    };
+  }
+  const spec = audioInputSpec(manifest);
+  return {
+    kind: 'audio',
+    sample_rate: spec.sampleRate,
+    window_samples: spec.windowSamples,
+    normalize: spec.normalize,
+    max_seconds: spec.maxSeconds,
+    min_samples: spec.minSamples,
+  };
+}
+
+function imageLayers(manifest: StackManifest): LayerDescription[] {
+  return manifest.modules.map((m) => {
+    const [rows = 1, cols = 1] = m.gridShape;
+    const dims: Partial<Record<Pooling, number>> = {};
+    for (const pooling of POOLINGS) {
+      const dim = pooledDim(pooling, rows, cols, m.embeddingDim);
+      if (dim > 0) dims[pooling] = dim;
+    }
+    return {
+      layer: m.index,
+      output_shape: m.outputShape,
+      grid_shape: m.gridShape,
+      embedding_dim: m.embeddingDim,
+      dims,
+    };
+  });
+}
+
+function audioLayers(manifest: StackManifest): LayerDescription[] {
+  const rates = nominalFrameRates(manifest);
+  return manifest.modules.map((m, i) => ({
+    layer: m.index,
+    output_shape: m.outputShape,
+    grid_shape: m.gridShape,
+    embedding_dim: m.embeddingDim,
+    dims: { mean: m.embeddingDim, max: m.embeddingDim },
+    channels: m.embeddingDim,
+    frame_rate_hz: rates[i] as number,
+  }));
 }

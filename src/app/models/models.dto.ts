@@ -41,20 +41,40 @@ export class InputDto {
   channels?: number;
   @ApiPropertyOptional({ description: 'audio: inputs are resampled to this rate', example: 16000 })
   sample_rate?: number;
-  @ApiPropertyOptional({ description: 'audio: samples per window' })
+  @ApiPropertyOptional({
+    description: 'audio: samples of a training window (inputs may be longer or shorter)',
+  })
   window_samples?: number;
-  @ApiPropertyOptional({ description: 'audio: longer inputs are refused' })
+  @ApiPropertyOptional({
+    description: 'audio: how each clip is scaled before the first module',
+    enum: ['rms', 'none'],
+  })
+  normalize?: string;
+  @ApiPropertyOptional({ description: 'audio: longer inputs are refused (413)' })
   max_seconds?: number;
+  @ApiPropertyOptional({
+    description:
+      'audio: shorter inputs (after resampling) are refused (422): the receptive field of one ' +
+      'frame of the last conv module',
+  })
+  min_samples?: number;
 }
 
 export class LayerDto {
   @ApiProperty({ description: '1-based layer (module) index', example: 1 })
   layer!: number;
 
-  @ApiProperty({ type: [Number], description: 'Module output for one patch [h, w, C]' })
+  @ApiProperty({
+    type: [Number],
+    description: 'Module output for one patch [h, w, C]; audio: for one training window [frames, C]',
+  })
   output_shape!: number[];
 
-  @ApiProperty({ type: [Number], description: 'Patch grid [rows, cols]', example: [6, 6] })
+  @ApiProperty({
+    type: [Number],
+    description: 'Patch grid [rows, cols]; audio: []',
+    example: [6, 6],
+  })
   grid_shape!: number[];
 
   @ApiProperty({ description: 'C: the dimension of a mean- or max-pooled embedding' })
@@ -63,10 +83,21 @@ export class LayerDto {
   @ApiProperty({
     type: 'object',
     properties: Object.fromEntries(POOLINGS.map((p) => [p, { type: 'integer' }])),
-    description: 'Embedding dimension per pooling (a pooling the grid is too small for is absent)',
+    description:
+      'Embedding dimension per pooling (a pooling the grid is too small for is absent). Audio: ' +
+      'mean and max (C); none gives [frames, C] per clip, frames growing with its duration',
     example: { mean: 16, max: 16, none: 576, grid2: 144, grid3: 64 },
   })
   dims!: Record<string, number>;
+
+  @ApiPropertyOptional({ description: 'audio: C, the values of one frame', example: 32 })
+  channels?: number;
+
+  @ApiPropertyOptional({
+    description: 'audio: nominal frames per second (sample rate over the strides so far)',
+    example: 100,
+  })
+  frame_rate_hz?: number;
 }
 
 export class ParentDto {

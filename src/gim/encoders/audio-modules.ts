@@ -65,9 +65,28 @@ export function audioFrameCounts(samples: number, configs: AudioModuleConfig[]):
   return out;
 }
 
-/** Smallest input (samples) that leaves at least one frame after every module: the receptive field. */
+/**
+ * The receptive field of one frame of the deepest conv module, in samples (465 for GIM.md's
+ * kernels 10, 8, 4, 4, 4 and strides 5, 4, 2, 2, 2); the GRU keeps the frame rate.
+ */
+export function receptiveField(configs: AudioModuleConfig[]): number {
+  let field = 1;
+  let hop = 1;
+  for (const c of configs) {
+    if (c.kind !== 'audio-conv') continue;
+    field += (c.kernel - 1) * hop;
+    hop *= c.stride;
+  }
+  return field;
+}
+
+/**
+ * The shortest clip (samples) the stack encodes: one whole receptive field, so that every frame
+ * has seen some of the clip rather than mostly zero padding (padding alone would yield a frame
+ * from far shorter clips).
+ */
 export function minimumSamples(configs: AudioModuleConfig[]): number {
-  let lo = 1;
+  let lo = receptiveField(configs);
   while (audioFrameCounts(lo, configs).some((f) => f < 1)) lo++;
   return lo;
 }
