@@ -5,13 +5,16 @@ import { trainCommand } from './commands/train.js';
 import { probeCommand } from './commands/probe.js';
 import { embedCommand } from './commands/embed.js';
 import { modelsCommand } from './commands/models.js';
+import { classifierCommand } from './commands/classifier.js';
+import { classifyCommand } from './commands/classify.js';
 
-/** Exit codes: 1 runtime failure, 2 bad usage or input. */
+/** Exit codes: 1 runtime failure, 2 bad usage or input (including an incompatible head). */
 const EXIT_CODES: Record<string, number> = {
   invalid_argument: 2,
   not_found: 2,
   invalid_data: 2,
   unsupported_media: 2,
+  conflict: 2,
 };
 
 const program = new Command('gim')
@@ -20,7 +23,9 @@ const program = new Command('gim')
   .addCommand(trainCommand())
   .addCommand(probeCommand())
   .addCommand(embedCommand())
-  .addCommand(modelsCommand());
+  .addCommand(modelsCommand())
+  .addCommand(classifierCommand())
+  .addCommand(classifyCommand());
 
 try {
   await program.parseAsync(process.argv);

@@ -8,6 +8,8 @@ import {
 } from '../gim/backend/index.js';
 import { StackStore } from '../gim/store/stack-store.js';
 import { EncoderStack } from '../gim/encoders/encoder-stack.js';
+import { AudioEncoderStack } from '../gim/encoders/audio-stack.js';
+import { layerDigests } from '../gim/store/embedding-space.js';
 import type { StackManifest } from '../gim/store/manifest.js';
 
 /** Options every command that touches models or tfjs takes. */
@@ -70,6 +72,24 @@ export async function loadStack(
     );
   const stack = await EncoderStack.fromManifest(manifest, modules);
   return { manifest, stack };
+}
+
+/** Loads a published stack of either modality, with its per-layer embedding-space digests. */
+export async function loadAnyStack(
+  modelsDir: string,
+  ref: string,
+): Promise<{
+  manifest: StackManifest;
+  stack: EncoderStack | AudioEncoderStack;
+  spaceDigests: string[];
+}> {
+  const { manifest, modules } = await new StackStore(modelsDir).load(ref);
+  const spaceDigests = layerDigests(manifest, modules);
+  const stack =
+    manifest.modality === 'audio'
+      ? await AudioEncoderStack.fromManifest(manifest, modules)
+      : await EncoderStack.fromManifest(manifest, modules);
+  return { manifest, stack, spaceDigests };
 }
 
 /** Parses `--layers all|1,3|last` against a stack's depth. */

@@ -15,7 +15,7 @@ export type TimePooling = Extract<Pooling, 'mean' | 'max'>;
  */
 export async function extractAudioFeatures(
   stack: AudioEncoderStack,
-  dataset: AudioDataset,
+  dataset: Pick<AudioDataset, 'readFull' | 'utterance'>,
   indices: ArrayLike<number>,
   layers: number[],
   poolings: TimePooling[],

@@ -1,0 +1,214 @@
+import { join, resolve as resolvePath } from 'node:path';
+import { GimError } from '../errors.js';
+import { LinearHead, type HeadParams } from '../classify/linear-head.js';
+import { writeJsonAtomic } from './atomic.js';
+import { checkHeadManifest, HEAD_FORMAT, type HeadManifest } from './head-manifest.js';
+import { StackStore } from './stack-store.js';
+import {
+  checkName,
+  DEFAULT_TEMP_AGE_MS,
+  io,
+  NAME_RE,
+  parseRef,
+  readDirOrEmpty,
+  readJsonFile,
+  VersionedDir,
+} from './versioned-dir.js';
+
+/** A head to publish: its manifest without the fields the store assigns, and its numbers. */
+export interface HeadDraft {
+  manifest: Omit<HeadManifest, 'format' | 'name' | 'version'>;
+  params: HeadParams;
+}
+
+export interface HeadRef {
+  model: string;
+  name: string;
+  version: number;
+}
+
+export interface LoadedHead {
+  manifest: HeadManifest;
+  head: LinearHead;
+}
+
+export interface HeadSummary {
+  name: string;
+  versions: number[];
+  labels: Record<string, number>;
+}
+
+const CLASSIFIERS = 'classifiers';
+const MANIFEST_JSON = 'manifest.json';
+const WEIGHTS_JSON = 'weights.json';
+const WEIGHTS_FORMAT = 'gim-head-weights/1';
+
+/**
+ * Versioned classification heads beside the stack they were trained on:
+ *
+ * ```
+ * <root>/<model>/classifiers/<head>/labels.json            {"latest": 2, "stable": 1}
+ * <root>/<model>/classifiers/<head>/<version>/manifest.json  see HeadManifest
+ * <root>/<model>/classifiers/<head>/<version>/weights.json   {format, mean, std, weights, bias}
+ * ```
+ *
+ * Published like stack versions (temp directory, then rename; see VersionedDir). A head lives
+ * under the stack whose embeddings trained it, and records the exact embedding space it needs:
+ * `bindHead` decides which versions of the stack it may be applied to.
+ */
+export class HeadStore {
+  readonly root: string;
+
+  constructor(root: string) {
+    this.root = resolvePath(root);
+  }
+
+  /** Writes `draft` as the next version of head `name` of stack `model`. */
+  async publish(
+    model: string,
+    name: string,
+    draft: HeadDraft,
+    opts: { labels?: string[] } = {},
+  ): Promise<HeadManifest> {
+    checkName(model, 'stack');
+    checkName(name, 'head');
+    const { encoder } = draft.manifest;
+    if (encoder.name !== model)
+      throw new GimError(
+        'invalid_argument',
+        `a head of ${encoder.name}@${encoder.version} embeddings cannot be published under '${model}'`,
+      );
+    let manifest = fullManifest(name, 1, draft);
+    // The head's stack version must exist (not_found, listing the stacks, otherwise).
+    await new StackStore(this.root).resolve(`${model}@${encoder.version}`);
+    let head: LinearHead;
+    try {
+      head = LinearHead.fromParams(manifest.classes, draft.params);
+    } catch (e) {
+      throw new GimError('invalid_argument', (e as Error).message, { cause: e });
+    }
+    if (head.dim !== manifest.featureDim)
+      throw new GimError(
+        'invalid_argument',
+        `the head takes ${head.dim}-d features, its manifest says ${manifest.featureDim}`,
+      );
+    await this.dir(model, name).publish(
+      (temp) =>
+        io(`write ${temp}`, () =>
+          writeJsonAtomic(join(temp, WEIGHTS_JSON), { format: WEIGHTS_FORMAT, ...draft.params }),
+        ),
+      async (temp, version) => {
+        // The manifest goes last: a temp directory with a manifest is complete.
+        manifest = fullManifest(name, version, draft);
+        await io(`write ${temp}`, () => writeJsonAtomic(join(temp, MANIFEST_JSON), manifest));
+      },
+      opts.labels ?? ['latest'],
+    );
+    return manifest;
+  }
+
+  /** Resolves `head`, `head@<version>` or `head@<label>` among the heads of stack `model`. */
+  async resolve(model: string, ref: string): Promise<HeadRef> {
+    checkName(model, 'stack');
+    const { name, selector } = parseRef(ref, 'head');
+    const dir = this.dir(model, name);
+    if ((await dir.versions()).length === 0) {
+      const names = (await this.list(model)).map((h) => h.name);
+      throw new GimError(
+        'not_found',
+        `stack '${model}' has no head '${name}'; heads: ${names.join(', ') || '(none)'}`,
+      );
+    }
+    return { model, name, version: await dir.resolve(selector) };
+  }
+
+  /** The manifest and the head of a version. */
+  async load(model: string, ref: string): Promise<LoadedHead> {
+    const manifest = await this.loadManifest(model, ref);
+    const file = join(this.versionDir(model, manifest.name, manifest.version), WEIGHTS_JSON);
+    const value = await readJsonFile(file);
+    if (typeof value !== 'object' || value === null || Array.isArray(value))
+      throw new GimError('invalid_data', `${file} is missing or not a JSON object`);
+    const params = value as HeadParams & { format?: unknown };
+    if (params.format !== WEIGHTS_FORMAT)
+      throw new GimError('invalid_data', `${file}: format is not '${WEIGHTS_FORMAT}'`);
+    let head: LinearHead;
+    try {
+      head = LinearHead.fromParams(manifest.classes, params);
+    } catch (e) {
+      throw new GimError('invalid_data', `${file}: ${(e as Error).message}`, { cause: e });
+    }
+    if (head.dim !== manifest.featureDim)
+      throw new GimError(
+        'invalid_data',
+        `${file}: ${head.dim}-d weights, the manifest says ${manifest.featureDim}`,
+      );
+    return { manifest, head };
+  }
+
+  async loadManifest(model: string, ref: string): Promise<HeadManifest> {
+    const { name, version } = await this.resolve(model, ref);
+    const file = join(this.versionDir(model, name, version), MANIFEST_JSON);
+    const value = await readJsonFile(file);
+    if (value === undefined) throw new GimError('invalid_data', `${file} is missing`);
+    const manifest = checkHeadManifest(value, file);
+    if (manifest.name !== name || manifest.version !== version || manifest.encoder.name !== model)
+      throw new GimError(
+        'invalid_data',
+        `${file}: describes head ${manifest.name}@${manifest.version} of ${manifest.encoder.name}`,
+      );
+    return manifest;
+  }
+
+  /** Every head of stack `model` with at least one version, by name. */
+  async list(model: string): Promise<HeadSummary[]> {
+    checkName(model, 'stack');
+    const entries = await readDirOrEmpty(join(this.root, model, CLASSIFIERS));
+    const names = entries
+      .filter((e) => e.isDirectory() && NAME_RE.test(e.name))
+      .map((e) => e.name)
+      .sort();
+    const out: HeadSummary[] = [];
+    for (const name of names) {
+      const dir = this.dir(model, name);
+      const versions = await dir.versions();
+      if (versions.length > 0) out.push({ name, versions, labels: await dir.readLabels() });
+    }
+    return out;
+  }
+
+  /** Points `label` of head `name` at an existing `version`. */
+  async setLabel(model: string, name: string, label: string, version: number): Promise<void> {
+    await this.resolve(model, name);
+    await this.dir(model, name).setLabel(label, version);
+  }
+
+  /** Removes `.tmp-*` leftovers of crashed publishes of head `name` older than `olderThanMs`. */
+  async cleanupTemp(
+    model: string,
+    name: string,
+    opts: { olderThanMs?: number } = {},
+  ): Promise<string[]> {
+    checkName(model, 'stack');
+    checkName(name, 'head');
+    return this.dir(model, name).cleanupTemp(opts.olderThanMs ?? DEFAULT_TEMP_AGE_MS);
+  }
+
+  private dir(model: string, name: string): VersionedDir {
+    return new VersionedDir(join(this.root, model, CLASSIFIERS, name), {
+      what: `head '${name}' of stack '${model}'`,
+      id: `${model}/${CLASSIFIERS}/${name}`,
+    });
+  }
+
+  private versionDir(model: string, name: string, version: number): string {
+    return join(this.root, model, CLASSIFIERS, name, String(version));
+  }
+}
+
+function fullManifest(name: string, version: number, draft: HeadDraft): HeadManifest {
+  // The draft's type excludes these, but a caller's object may still carry them.
+  const manifest = { format: HEAD_FORMAT, name, version, ...draft.manifest } as HeadManifest;
+  Object.assign(manifest, { format: HEAD_FORMAT, name, version });
+  return checkHeadManifest(manifest, `manifest of head ${name}`, 'invalid_argument');
+}

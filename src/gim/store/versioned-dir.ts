@@ -1,0 +1,355 @@
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { dirname, join } from 'node:path';
+import { GimError } from '../errors.js';
+import { fsyncDir, isErrno, TEMP_PREFIX, writeJsonAtomic } from './atomic.js';
+
+export const NAME_RE = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+export const LABEL_RE = /^[a-z][a-z0-9_-]{0,31}$/;
+export const VERSION_RE = /^[1-9][0-9]*$/;
+const LABELS_JSON = 'labels.json';
+const LABELS_LOCK = '.labels.lock';
+/** A labels lock older than this is left over by a crashed writer (the update takes milliseconds). */
+const STALE_LOCK_MS = 10_000;
+const LOCK_TIMEOUT_MS = 15_000;
+export const DEFAULT_TEMP_AGE_MS = 60 * 60 * 1000;
+
+/** Temp directories of publishes in flight in this process, which `cleanupTemp` must not touch. */
+const inFlight = new Set<string>();
+/** Per-labels-file promise chains serialising label updates within this process. */
+const labelQueues = new Map<string, Promise<unknown>>();
+
+/** How a versioned directory is named in messages: `stack 'fashion'` and `fashion` (for `@3`). */
+export interface VersionedDirNames {
+  what: string;
+  id: string;
+}
+
+/**
+ * One directory of integer versions and their labels, the layout shared by encoder stacks and
+ * classification heads:
+ *
+ * ```
+ * <dir>/labels.json       {"latest": 4, "stable": 3}  (replaced atomically, under a lock file)
+ * <dir>/<version>/...     written into <dir>/.tmp-<random>, then renamed into place
+ * ```
+ *
+ * A reader never sees a half-written version, a crash leaves only a `.tmp-*` directory, and
+ * versions are never rewritten. Label updates are serialised by a lock file, so concurrent
+ * writers do not lose them.
+ */
+export class VersionedDir {
+  constructor(
+    readonly dir: string,
+    private readonly names: VersionedDirNames,
+  ) {}
+
+  /**
+   * Publishes the next version: `fill(temp)` writes the content, `seal(temp, version)` the manifest,
+   * last (again with the next free number when another writer took the version meanwhile). Then
+   * points `labels` at it, never moving a label back. Returns the version.
+   */
+  async publish(
+    fill: (temp: string) => Promise<void>,
+    seal: (temp: string, version: number) => Promise<void>,
+    labels: string[],
+  ): Promise<number> {
+    labels.forEach(checkLabel);
+    const parent = dirname(this.dir);
+    const temp = join(this.dir, `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`);
+    let version = 0;
+    inFlight.add(temp);
+    try {
+      await io(`create ${this.dir}`, async () => {
+        const created = await mkdir(this.dir, { recursive: true });
+        // Each directory just created is a new entry of the one above it.
+        if (created !== undefined)
+          for (let d = parent; ; d = dirname(d)) {
+            await fsyncDir(d);
+            if (d === dirname(created) || d === dirname(d)) break;
+          }
+        await mkdir(temp);
+      });
+      await fill(temp);
+      version = (await this.versions()).reduce((a, b) => Math.max(a, b), 0) + 1;
+      await seal(temp, version);
+      for (;;) {
+        try {
+          await rename(temp, join(this.dir, String(version)));
+          break;
+        } catch (e) {
+          const at = `publish ${this.names.id}@${version}`;
+          if (!isErrno(e, 'ENOTEMPTY') && !isErrno(e, 'EEXIST') && !isErrno(e, 'EPERM'))
+            throw ioError(at, e);
+          const taken = await this.versions();
+          if (!taken.includes(version)) throw ioError(at, e);
+          version = Math.max(version, ...taken) + 1;
+          await seal(temp, version);
+        }
+      }
+      await io(`sync ${this.dir}`, () => fsyncDir(this.dir));
+    } catch (e) {
+      await rm(temp, { recursive: true, force: true }).catch(() => undefined);
+      throw e;
+    } finally {
+      inFlight.delete(temp);
+    }
+    if (labels.length > 0) {
+      await this.updateLabels((current, versions) => {
+        for (const label of labels) {
+          // Publishing never moves a label back, so concurrent publishes end on the newest version.
+          const at = current[label];
+          if (at === undefined || at < version || !versions.includes(at)) current[label] = version;
+        }
+      });
+    }
+    return version;
+  }
+
+  /**
+   * A version number, a label, or (undefined) the `stable` label if set, else `latest`, else the
+   * highest version. not_found, listing what exists, when there is no such version or label.
+   */
+  async resolve(selector: string | undefined): Promise<number> {
+    const versions = await this.versions();
+    if (versions.length === 0)
+      throw new GimError('not_found', `${this.names.what} has no versions`);
+    const labels = await this.readLabels();
+    const byLabel = (label: string): number => {
+      const version = labels[label];
+      if (version === undefined) {
+        throw new GimError(
+          'not_found',
+          `${this.names.what} has no label '${label}'; labels: ${formatLabels(labels)}`,
+        );
+      }
+      if (!versions.includes(version)) {
+        throw new GimError(
+          'not_found',
+          `label '${label}' of ${this.names.what} points to version ${version}, which does not ` +
+            `exist; versions: ${versions.join(', ')}`,
+        );
+      }
+      return version;
+    };
+    if (selector === undefined) {
+      if (labels.stable !== undefined) return byLabel('stable');
+      if (labels.latest !== undefined) return byLabel('latest');
+      return versions[versions.length - 1] as number;
+    }
+    if (VERSION_RE.test(selector)) {
+      const version = Number(selector);
+      if (!versions.includes(version)) throw this.noVersion(version, versions);
+      return version;
+    }
+    return byLabel(selector);
+  }
+
+  /** The published versions, ascending. */
+  async versions(): Promise<number[]> {
+    const entries = await readDirOrEmpty(this.dir);
+    return entries
+      .filter((e) => e.isDirectory() && VERSION_RE.test(e.name))
+      .map((e) => Number(e.name))
+      .sort((a, b) => a - b);
+  }
+
+  async readLabels(): Promise<Record<string, number>> {
+    const file = join(this.dir, LABELS_JSON);
+    const value = await readJsonFile(file);
+    if (value === undefined) return {};
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+      throw new GimError('invalid_data', `${file}: expected an object of label -> version`);
+    }
+    const labels: Record<string, number> = {};
+    for (const [label, version] of Object.entries(value)) {
+      if (!LABEL_RE.test(label) || !Number.isInteger(version) || (version as number) < 1) {
+        throw new GimError(
+          'invalid_data',
+          `${file}: bad entry ${JSON.stringify(label)}: ${version}`,
+        );
+      }
+      labels[label] = version as number;
+    }
+    return labels;
+  }
+
+  /** Points `label` at an existing `version`. */
+  async setLabel(label: string, version: number): Promise<void> {
+    checkLabel(label);
+    if (!Number.isInteger(version) || version < 1) {
+      throw new GimError('invalid_argument', `version must be a positive integer, got ${version}`);
+    }
+    await this.updateLabels((labels, versions) => {
+      if (!versions.includes(version)) throw this.noVersion(version, versions);
+      labels[label] = version;
+    });
+  }
+
+  async removeLabel(label: string): Promise<void> {
+    checkLabel(label);
+    await this.updateLabels((labels) => {
+      if (labels[label] === undefined) {
+        throw new GimError(
+          'not_found',
+          `${this.names.what} has no label '${label}'; labels: ${formatLabels(labels)}`,
+        );
+      }
+      delete labels[label];
+    });
+  }
+
+  /** Removes `.tmp-*` entries older than `olderThanMs`, except publishes in flight here. */
+  async cleanupTemp(olderThanMs: number): Promise<string[]> {
+    const removed: string[] = [];
+    const now = Date.now();
+    for (const entry of await readDirOrEmpty(this.dir)) {
+      if (!entry.name.startsWith(TEMP_PREFIX)) continue;
+      const path = join(this.dir, entry.name);
+      if (inFlight.has(path)) continue;
+      const info = await stat(path).catch(() => undefined);
+      if (info === undefined || now - info.mtimeMs < olderThanMs) continue;
+      await io(`remove ${path}`, () => rm(path, { recursive: true, force: true }));
+      removed.push(path);
+    }
+    return removed;
+  }
+
+  /** Read-modify-write of `labels.json` under an in-process queue and a cross-process lock file. */
+  private async updateLabels(
+    change: (labels: Record<string, number>, versions: number[]) => void,
+  ): Promise<void> {
+    const previous = labelQueues.get(this.dir) ?? Promise.resolve();
+    const run = previous
+      .catch(() => undefined)
+      .then(async () => {
+        const release = await acquireLock(join(this.dir, LABELS_LOCK));
+        try {
+          const labels = await this.readLabels();
+          change(labels, await this.versions());
+          const sorted = Object.fromEntries(
+            Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : 1)),
+          );
+          await io(`write labels of ${this.names.id}`, () =>
+            writeJsonAtomic(join(this.dir, LABELS_JSON), sorted),
+          );
+        } finally {
+          await release();
+        }
+      });
+    labelQueues.set(this.dir, run);
+    try {
+      await run;
+    } finally {
+      if (labelQueues.get(this.dir) === run) labelQueues.delete(this.dir);
+    }
+  }
+
+  private noVersion(version: number, versions: number[]): GimError {
+    return new GimError(
+      'not_found',
+      `${this.names.what} has no version ${version}; versions: ${versions.join(', ')}`,
+    );
+  }
+}
+
+/** Splits `name`, `name@<version>` or `name@<label>`; invalid_argument for a malformed selector. */
+export function parseRef(
+  ref: string,
+  kind: string,
+): { name: string; selector: string | undefined } {
+  const at = ref.indexOf('@');
+  const name = at < 0 ? ref : ref.slice(0, at);
+  const selector = at < 0 ? undefined : ref.slice(at + 1);
+  checkName(name, kind);
+  if (selector !== undefined && !VERSION_RE.test(selector) && !LABEL_RE.test(selector)) {
+    throw new GimError(
+      'invalid_argument',
+      `'${ref}' is not a ${kind} reference (name, name@<version> or name@<label>)`,
+    );
+  }
+  return { name, selector };
+}
+
+export function checkName(name: string, kind: string): void {
+  if (!NAME_RE.test(name)) {
+    throw new GimError(
+      'invalid_argument',
+      `bad ${kind} name '${name}': use 1-64 of a-z 0-9 . _ - starting with a letter or digit`,
+    );
+  }
+}
+
+export function checkLabel(label: string): void {
+  if (!LABEL_RE.test(label)) {
+    throw new GimError(
+      'invalid_argument',
+      `bad label '${label}': use 1-32 of a-z 0-9 _ - starting with a letter`,
+    );
+  }
+}
+
+export function formatLabels(labels: Record<string, number>): string {
+  const entries = Object.entries(labels);
+  return entries.length === 0 ? '(none)' : entries.map(([l, v]) => `${l}=${v}`).join(', ');
+}
+
+/** Takes an exclusive lock file, breaking it if a crashed writer left it behind. */
+async function acquireLock(path: string): Promise<() => Promise<void>> {
+  const deadline = Date.now() + LOCK_TIMEOUT_MS;
+  for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
+    try {
+      const handle = await open(path, 'wx');
+      await handle.close();
+      return () => unlink(path).catch(() => undefined);
+    } catch (e) {
+      if (!isErrno(e, 'EEXIST')) throw ioError(`lock ${path}`, e);
+    }
+    const info = await stat(path).catch(() => undefined);
+    if (info !== undefined && Date.now() - info.mtimeMs > STALE_LOCK_MS) {
+      await unlink(path).catch(() => undefined);
+      continue;
+    }
+    if (Date.now() > deadline) {
+      throw new GimError('conflict', `${path} is held by another writer (remove it if stale)`);
+    }
+    await new Promise((r) => setTimeout(r, delay));
+  }
+}
+
+export async function readDirOrEmpty(dir: string) {
+  try {
+    return await readdir(dir, { withFileTypes: true });
+  } catch (e) {
+    if (isErrno(e, 'ENOENT') || isErrno(e, 'ENOTDIR')) return [];
+    throw ioError(`read ${dir}`, e);
+  }
+}
+
+/** Parses a JSON file; `undefined` if it does not exist. */
+export async function readJsonFile(file: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    if (isErrno(e, 'ENOENT')) return undefined;
+    throw ioError(`read ${file}`, e);
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (e) {
+    throw new GimError('invalid_data', `${file} is not valid JSON`, { cause: e });
+  }
+}
+
+export async function io<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    throw e instanceof GimError ? e : ioError(what, e);
+  }
+}
+
+export function ioError(what: string, e: unknown): GimError {
+  return new GimError('io_error', `cannot ${what}: ${String(e)}`, { cause: e });
+}
