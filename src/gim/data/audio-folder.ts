@@ -8,7 +8,6 @@
  */
 import { createHash } from 'node:crypto';
 import type { Dirent } from 'node:fs';
-import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, relative, resolve, sep } from 'node:path';
 import { GimError, isGimError } from '../errors.js';
 import { normalizeAudio, randomWindow, validateAudioAdapter } from '../modality/audio.js';
@@ -16,6 +15,14 @@ import type { AudioAdapterConfig } from '../modality/audio.js';
 import { Rng } from '../random.js';
 import { checkIndices } from './dataset.js';
 import { decodeAudio } from './decode-audio.js';
+import {
+  forEachLimited,
+  isDirectory,
+  isHidden,
+  listDir,
+  readItem,
+  statItem,
+} from './folder-files.js';
 
 /** Lower-case extensions of the files a speaker folder holds; other files are ignored. */
 export const AUDIO_EXTENSIONS: readonly string[] = ['.wav', '.flac', '.mp3', '.ogg'];
@@ -332,77 +339,4 @@ async function listSpeaker(dir: string): Promise<{ path: string; chapter?: strin
 function isAudioFile(entry: Dirent): boolean {
   const name = entry.name.toLowerCase();
   return !entry.isDirectory() && AUDIO_EXTENSIONS.some((ext) => name.endsWith(ext));
-}
-
-// The filesystem helpers below mirror image-folder.ts's private ones.
-
-/**
- * Runs `fn(0..n-1)` with at most `limit` calls in flight. After the first failure no new call
- * starts; the first error is thrown once the calls in flight have settled.
- */
-async function forEachLimited(
-  n: number,
-  limit: number,
-  fn: (i: number) => Promise<void>,
-): Promise<void> {
-  let next = 0;
-  let failure: { error: unknown } | undefined;
-  const worker = async (): Promise<void> => {
-    while (!failure && next < n) {
-      const i = next++;
-      try {
-        await fn(i);
-      } catch (error) {
-        failure ??= { error };
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, n)) }, worker));
-  if (failure) throw failure.error;
-}
-
-function isHidden(name: string): boolean {
-  return name.startsWith('.');
-}
-
-async function isDirectory(path: string, entry: Dirent): Promise<boolean> {
-  if (entry.isDirectory()) return true;
-  if (!entry.isSymbolicLink()) return false;
-  try {
-    return (await stat(path)).isDirectory();
-  } catch {
-    return false; // a dangling link
-  }
-}
-
-async function listDir(dir: string): Promise<Dirent[]> {
-  try {
-    return await readdir(dir, { withFileTypes: true });
-  } catch (e) {
-    throw fsError(e, dir);
-  }
-}
-
-async function readItem(path: string): Promise<Buffer> {
-  try {
-    return await readFile(path);
-  } catch (e) {
-    throw fsError(e, path);
-  }
-}
-
-async function statItem(path: string): Promise<{ size: number }> {
-  try {
-    return await stat(path);
-  } catch (e) {
-    throw fsError(e, path);
-  }
-}
-
-function fsError(e: unknown, path: string): GimError {
-  const code = (e as NodeJS.ErrnoException).code;
-  if (code === 'ENOENT') return new GimError('not_found', `no such file or folder: ${path}`);
-  if (code === 'ENOTDIR') return new GimError('invalid_argument', `not a folder: ${path}`);
-  const reason = e instanceof Error ? e.message : String(e);
-  return new GimError('io_error', `cannot read ${path}: ${reason}`, { cause: e });
 }

@@ -4,8 +4,6 @@
  * memory.
  */
 import { createHash } from 'node:crypto';
-import type { Dirent } from 'node:fs';
-import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, relative, resolve, sep } from 'node:path';
 import { GimError } from '../errors.js';
 import {
@@ -15,6 +13,14 @@ import {
   type ImageDatasetInfo,
 } from './dataset.js';
 import { checkDecodeOptions, decodeImage, type DecodeImageOptions } from './decode-image.js';
+import {
+  forEachLimited,
+  isDirectory,
+  isHidden,
+  listDir,
+  readItem,
+  statItem,
+} from './folder-files.js';
 
 export { decodeImage, sniffImageFormat, DEFAULT_MAX_PIXELS } from './decode-image.js';
 
@@ -161,75 +167,4 @@ async function listImages(dir: string): Promise<string[]> {
     }
   }
   return found.sort();
-}
-
-/**
- * Runs `fn(0..n-1)` with at most `limit` calls in flight. After the first failure no new call
- * starts; the first error is thrown once the calls in flight have settled.
- */
-async function forEachLimited(
-  n: number,
-  limit: number,
-  fn: (i: number) => Promise<void>,
-): Promise<void> {
-  let next = 0;
-  let failure: { error: unknown } | undefined;
-  const worker = async (): Promise<void> => {
-    while (!failure && next < n) {
-      const i = next++;
-      try {
-        await fn(i);
-      } catch (error) {
-        failure ??= { error };
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, n)) }, worker));
-  if (failure) throw failure.error;
-}
-
-function isHidden(name: string): boolean {
-  return name.startsWith('.');
-}
-
-async function isDirectory(path: string, entry: Dirent): Promise<boolean> {
-  if (entry.isDirectory()) return true;
-  if (!entry.isSymbolicLink()) return false;
-  try {
-    return (await stat(path)).isDirectory();
-  } catch {
-    return false; // a dangling link
-  }
-}
-
-async function listDir(dir: string): Promise<Dirent[]> {
-  try {
-    return await readdir(dir, { withFileTypes: true });
-  } catch (e) {
-    throw fsError(e, dir);
-  }
-}
-
-async function readItem(path: string): Promise<Buffer> {
-  try {
-    return await readFile(path);
-  } catch (e) {
-    throw fsError(e, path);
-  }
-}
-
-async function statItem(path: string): Promise<{ size: number; mtimeMs: number }> {
-  try {
-    return await stat(path);
-  } catch (e) {
-    throw fsError(e, path);
-  }
-}
-
-function fsError(e: unknown, path: string): GimError {
-  const code = (e as NodeJS.ErrnoException).code;
-  if (code === 'ENOENT') return new GimError('not_found', `no such file or folder: ${path}`);
-  if (code === 'ENOTDIR') return new GimError('invalid_argument', `not a folder: ${path}`);
-  const reason = e instanceof Error ? e.message : String(e);
-  return new GimError('io_error', `cannot read ${path}: ${reason}`, { cause: e });
 }
