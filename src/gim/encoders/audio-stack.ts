@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { GimError } from '../errors.js';
 import type { AudioAdapterConfig } from '../modality/audio.js';
 import { audioManifest, type StackManifest } from '../store/manifest.js';
+import { loadModules, ModuleStack } from './gim-module.js';
 import {
   AudioModule,
   audioFrameCounts,
@@ -14,13 +15,14 @@ import {
  * (conv modules at their own frame rate, the GRU at 100 frames/s); `embed` runs only up to the
  * deepest layer asked for.
  */
-export class AudioEncoderStack {
+export class AudioEncoderStack extends ModuleStack<AudioModule, AudioModuleConfig> {
   readonly modality = 'audio' as const;
 
   constructor(
     readonly adapter: AudioAdapterConfig,
-    readonly modules: AudioModule[],
+    modules: AudioModule[],
   ) {
+    super(modules);
     modules.forEach((m, i) => {
       const below = i === 0 ? 1 : (modules[i - 1] as AudioModule).channels;
       if (m.config.inChannels !== below)
@@ -60,43 +62,10 @@ export class AudioEncoderStack {
     configs: AudioModuleConfig[],
     artifacts: tf.io.ModelArtifacts[],
   ): Promise<AudioEncoderStack> {
-    if (configs.length !== artifacts.length)
-      throw new GimError(
-        'invalid_data',
-        `${configs.length} module configs but ${artifacts.length} modules`,
-      );
-    const modules: AudioModule[] = [];
-    try {
-      for (let i = 0; i < configs.length; i++)
-        modules.push(
-          await AudioModule.fromArtifacts(
-            configs[i] as AudioModuleConfig,
-            artifacts[i] as tf.io.ModelArtifacts,
-          ),
-        );
-      return new AudioEncoderStack(adapter, modules);
-    } catch (e) {
-      modules.forEach((m) => m.dispose());
-      throw e;
-    }
-  }
-
-  get moduleConfigs(): AudioModuleConfig[] {
-    return this.modules.map((m) => m.config);
-  }
-
-  get depth(): number {
-    return this.modules.length;
-  }
-
-  layer(index: number): AudioModule {
-    const m = Number.isInteger(index) ? this.modules[index - 1] : undefined;
-    if (!m)
-      throw new GimError(
-        'not_found',
-        `layer ${index} does not exist: this stack has layers 1..${this.depth}`,
-      );
-    return m;
+    const modules = await loadModules(configs, artifacts, (c, a) =>
+      AudioModule.fromArtifacts(c, a),
+    );
+    return new AudioEncoderStack(adapter, modules);
   }
 
   /** Frames each layer gives for a clip of `samples` samples. */
@@ -132,13 +101,5 @@ export class AudioEncoderStack {
       }
     });
     return out;
-  }
-
-  artifacts(): Promise<tf.io.ModelArtifacts[]> {
-    return Promise.all(this.modules.map((m) => m.artifacts()));
-  }
-
-  dispose(): void {
-    this.modules.forEach((m) => m.dispose());
   }
 }

@@ -3,6 +3,7 @@ import { GimError } from '../errors.js';
 import { imagesToPatches, patchGrid, type ImageAdapterConfig } from '../modality/image.js';
 import { VisionModule, type VisionModuleConfig } from './vision-module.js';
 import type { GridShape } from './pooling.js';
+import { loadModules, ModuleStack } from './gim-module.js';
 import { imageManifest, type StackManifest } from '../store/manifest.js';
 
 /**
@@ -48,11 +49,14 @@ export function gridShape(grid: tf.Tensor4D): GridShape {
  * A stack of K modules applied to each patch of an image's grid. Every module's output, averaged
  * over the patch, is an embedding: `embed` runs only up to the deepest layer asked for.
  */
-export class EncoderStack {
+export class EncoderStack extends ModuleStack<VisionModule, VisionModuleConfig> {
+  readonly modality = 'image' as const;
+
   constructor(
     readonly adapter: ImageAdapterConfig,
-    readonly modules: VisionModule[],
+    modules: VisionModule[],
   ) {
+    super(modules);
     modules.forEach((m, i) => {
       const prev = i === 0 ? null : (modules[i - 1] as VisionModule);
       const size = prev ? prev.outputSize : adapter.patchSize;
@@ -96,48 +100,14 @@ export class EncoderStack {
     configs: VisionModuleConfig[],
     artifacts: tf.io.ModelArtifacts[],
   ): Promise<EncoderStack> {
-    if (configs.length !== artifacts.length)
-      throw new GimError(
-        'invalid_data',
-        `${configs.length} module configs but ${artifacts.length} modules`,
-      );
-    const modules: VisionModule[] = [];
-    try {
-      for (let i = 0; i < configs.length; i++)
-        modules.push(
-          await VisionModule.fromArtifacts(
-            configs[i] as VisionModuleConfig,
-            artifacts[i] as tf.io.ModelArtifacts,
-          ),
-        );
-      return new EncoderStack(adapter, modules);
-    } catch (e) {
-      modules.forEach((m) => m.dispose());
-      throw e;
-    }
-  }
-
-  get moduleConfigs(): VisionModuleConfig[] {
-    return this.modules.map((m) => m.config);
-  }
-
-  get depth(): number {
-    return this.modules.length;
+    const modules = await loadModules(configs, artifacts, (c, a) =>
+      VisionModule.fromArtifacts(c, a),
+    );
+    return new EncoderStack(adapter, modules);
   }
 
   get grid(): { rows: number; cols: number } {
     return patchGrid(this.adapter);
-  }
-
-  /** Checks a 1-based layer number. */
-  layer(index: number): VisionModule {
-    const m = Number.isInteger(index) ? this.modules[index - 1] : undefined;
-    if (!m)
-      throw new GimError(
-        'not_found',
-        `layer ${index} does not exist: this stack has layers 1..${this.depth}`,
-      );
-    return m;
   }
 
   /** Normalised patches [n * rows * cols, p, p, c] of images [n, h, w, c] in [0, 1]. */
@@ -169,14 +139,5 @@ export class EncoderStack {
       }
     });
     return out;
-  }
-
-  /** All modules' artifacts, in order. */
-  artifacts(): Promise<tf.io.ModelArtifacts[]> {
-    return Promise.all(this.modules.map((m) => m.artifacts()));
-  }
-
-  dispose(): void {
-    this.modules.forEach((m) => m.dispose());
   }
 }

@@ -33,3 +33,60 @@ export async function modelArtifacts(model: tf.LayersModel): Promise<tf.io.Model
 export function modelVariables(model: tf.LayersModel): tf.Variable[] {
   return model.trainableWeights.map((w) => w.read() as tf.Variable);
 }
+
+/**
+ * What every stack of modules shares, whatever the modality: 1-based layer lookup, the modules'
+ * configs and artifacts, disposal.
+ */
+export abstract class ModuleStack<M extends GimModule & { readonly config: C }, C> {
+  constructor(readonly modules: M[]) {}
+
+  get depth(): number {
+    return this.modules.length;
+  }
+
+  get moduleConfigs(): C[] {
+    return this.modules.map((m) => m.config);
+  }
+
+  /** The module of a 1-based layer number (not_found otherwise). */
+  layer(index: number): M {
+    const m = Number.isInteger(index) ? this.modules[index - 1] : undefined;
+    if (!m)
+      throw new GimError(
+        'not_found',
+        `layer ${index} does not exist: this stack has layers 1..${this.depth}`,
+      );
+    return m;
+  }
+
+  artifacts(): Promise<tf.io.ModelArtifacts[]> {
+    return Promise.all(this.modules.map((m) => m.artifacts()));
+  }
+
+  dispose(): void {
+    this.modules.forEach((m) => m.dispose());
+  }
+}
+
+/** Rebuilds modules from saved artifacts, disposing the ones built so far if one fails. */
+export async function loadModules<M extends GimModule, C>(
+  configs: C[],
+  artifacts: tf.io.ModelArtifacts[],
+  load: (config: C, artifacts: tf.io.ModelArtifacts) => Promise<M>,
+): Promise<M[]> {
+  if (configs.length !== artifacts.length)
+    throw new GimError(
+      'invalid_data',
+      `${configs.length} module configs but ${artifacts.length} modules`,
+    );
+  const modules: M[] = [];
+  try {
+    for (let i = 0; i < configs.length; i++)
+      modules.push(await load(configs[i] as C, artifacts[i] as tf.io.ModelArtifacts));
+    return modules;
+  } catch (e) {
+    modules.forEach((m) => m.dispose());
+    throw e;
+  }
+}
