@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { GimError } from '../errors.js';
 import type { AudioAdapterConfig } from '../modality/audio.js';
 import { audioManifest, type StackManifest } from '../store/manifest.js';
-import { loadModules, ModuleStack } from './gim-module.js';
+import { loadModules, ModuleStack, type LayerShape } from './gim-module.js';
 import {
   AudioModule,
   audioFrameCounts,
@@ -66,6 +66,16 @@ export class AudioEncoderStack extends ModuleStack<AudioModule, AudioModuleConfi
       AudioModule.fromArtifacts(c, a),
     );
     return new AudioEncoderStack(adapter, modules);
+  }
+
+  /** Per layer the frames of one training window and their channels (no grid). */
+  layerShapes(): LayerShape[] {
+    const frames = this.frames(this.adapter.windowSamples);
+    return this.modules.map((m, i) => ({
+      outputShape: [frames[i] as number, m.channels],
+      gridShape: [],
+      embeddingDim: m.channels,
+    }));
   }
 
   /** Frames each layer gives for a clip of `samples` samples. */

@@ -3,7 +3,7 @@ import { GimError } from '../errors.js';
 import { imagesToPatches, patchGrid, type ImageAdapterConfig } from '../modality/image.js';
 import { VisionModule, type VisionModuleConfig } from './vision-module.js';
 import type { GridShape } from './pooling.js';
-import { loadModules, ModuleStack } from './gim-module.js';
+import { loadModules, ModuleStack, type LayerShape } from './gim-module.js';
 import { imageManifest, type StackManifest } from '../store/manifest.js';
 
 /**
@@ -108,6 +108,16 @@ export class EncoderStack extends ModuleStack<VisionModule, VisionModuleConfig> 
 
   get grid(): { rows: number; cols: number } {
     return patchGrid(this.adapter);
+  }
+
+  /** One patch's output [s, s, C] on the rows x cols grid; the embedding is C per patch. */
+  layerShapes(): LayerShape[] {
+    const { rows, cols } = this.grid;
+    return this.modules.map((m) => ({
+      outputShape: m.outputShape,
+      gridShape: [rows, cols],
+      embeddingDim: m.channels,
+    }));
   }
 
   /** Normalised patches [n * rows * cols, p, p, c] of images [n, h, w, c] in [0, 1]. */

@@ -34,6 +34,13 @@ export function modelVariables(model: tf.LayersModel): tf.Variable[] {
   return model.trainableWeights.map((w) => w.read() as tf.Variable);
 }
 
+/** What a manifest records of one layer (see ModuleManifest). */
+export interface LayerShape {
+  outputShape: number[];
+  gridShape: number[];
+  embeddingDim: number;
+}
+
 /**
  * What every stack of modules shares, whatever the modality: 1-based layer lookup, the modules'
  * configs and artifacts, disposal.
@@ -63,6 +70,9 @@ export abstract class ModuleStack<M extends GimModule & { readonly config: C }, 
   artifacts(): Promise<tf.io.ModelArtifacts[]> {
     return Promise.all(this.modules.map((m) => m.artifacts()));
   }
+
+  /** Per layer, what a manifest records: output shape of one unit, unit layout, embedding dim. */
+  abstract layerShapes(): LayerShape[];
 
   dispose(): void {
     this.modules.forEach((m) => m.dispose());

@@ -1,6 +1,6 @@
 import type * as tf from '@tensorflow/tfjs';
 import type { Rng } from '../random.js';
-import type { GimModule } from '../encoders/gim-module.js';
+import type { GimModule, LayerShape } from '../encoders/gim-module.js';
 import type { PositivePairs } from '../losses/info-nce.js';
 import type { AdapterConfig, ModuleConfig } from '../store/manifest.js';
 
@@ -25,6 +25,7 @@ export interface TrainableStack {
   readonly depth: number;
   layer(index: number): GimModule;
   artifacts(): Promise<tf.io.ModelArtifacts[]>;
+  layerShapes(): LayerShape[];
   dispose(): void;
 }
 

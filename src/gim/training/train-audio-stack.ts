@@ -45,14 +45,6 @@ export function audioRecipe(job: AudioTrainJob): StackRecipe<AudioEncoderStack> 
       fingerprint: await dataset.fingerprint(),
       items: job.subset?.length ?? dataset.info.count,
     }),
-    layers(stack) {
-      const frames = stack.frames(stack.adapter.windowSamples);
-      return stack.modules.map((m, i) => ({
-        outputShape: [frames[i] as number, m.channels],
-        gridShape: [],
-        embeddingDim: m.channels,
-      }));
-    },
   };
 }
 

@@ -59,14 +59,6 @@ export function imageRecipe(job: ImageTrainJob): StackRecipe<EncoderStack> {
       fingerprint: await dataset.fingerprint(),
       items: info.count,
     }),
-    layers(stack) {
-      const { rows, cols } = stack.grid;
-      return stack.modules.map((m) => ({
-        outputShape: m.outputShape,
-        gridShape: [rows, cols],
-        embeddingDim: m.channels,
-      }));
-    },
   };
 }
 

@@ -28,8 +28,6 @@ export interface StackRecipe<S extends TrainableStack> {
   ): Promise<S>;
   data(stack: S): TrainingData;
   describeData(): Promise<DataRecord>;
-  /** Per layer: output shape of one unit, unit layout and embedding dim, for the manifest. */
-  layers(stack: S): Pick<ModuleManifest, 'outputShape' | 'gridShape' | 'embeddingDim'>[];
 }
 
 export interface TrainJobOptions {
@@ -106,7 +104,7 @@ export async function trainStack<S extends TrainableStack>(
       data,
     });
     const parentLosses = job.parent?.manifest.modules.map((m) => m.finalLoss) ?? [];
-    const layers = recipe.layers(stack);
+    const layers = stack.layerShapes();
     const modules: ModuleManifest[] = stack.moduleConfigs.map((c, i) => ({
       index: i + 1,
       dir: `module-${i + 1}`,
