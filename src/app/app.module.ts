@@ -1,6 +1,7 @@
 import { type DynamicModule, Module } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
 import { InferenceClient } from '../inference/inference-client.js';
+import { ClassifiersModule } from './classifiers/classifiers.module.js';
 import { APP_CONFIG, type AppConfig } from './config.js';
 import { EmbeddingsModule } from './embeddings/embeddings.module.js';
 import { HttpErrorFilter } from './errors/http-error.filter.js';
@@ -30,7 +31,14 @@ export class AppModule {
     return {
       module: AppModule,
       global: true,
-      imports: [MetricsModule, HealthModule, ModelsModule, EmbeddingsModule, KserveModule],
+      imports: [
+        MetricsModule,
+        HealthModule,
+        ModelsModule,
+        EmbeddingsModule,
+        ClassifiersModule,
+        KserveModule,
+      ],
       providers: [
         { provide: APP_CONFIG, useValue: config },
         { provide: START_INFERENCE_CLIENT, useValue: start },

@@ -33,6 +33,11 @@ export interface AppConfig {
   readonly maxItems: number;
   /** Largest decoded image, in pixels (width x height), checked before decoding. */
   readonly maxInputPixels: number;
+  /**
+   * Bearer token of the `/admin/...` routes. Undefined (ADMIN_TOKEN unset): admin routes are off
+   * and answer 404, as if they did not exist.
+   */
+  readonly adminToken?: string;
 }
 
 /** Nest injection token of the `AppConfig`. */
@@ -111,6 +116,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
       25_000_000,
       int(1, 1_000_000_000),
     ),
+    adminToken: adminToken(env.ADMIN_TOKEN, problems),
   };
   // Checked together: a queue smaller than a batch could never fill one.
   if (config.maxQueue < config.maxBatchSize) {
@@ -125,6 +131,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
 /** The Nest logger levels enabled by a `LOG_LEVEL` (`fatal` is always on). */
 export function nestLogLevels(level: LogLevelName): LogLevel[] {
   return ['fatal', ...LOG_LEVEL_NAMES.slice(0, LOG_LEVEL_NAMES.indexOf(level) + 1)];
+}
+
+/** A secret: its value never goes into a message. */
+function adminToken(raw: string | undefined, problems: string[]): string | undefined {
+  const text = raw?.trim();
+  if (!text) return undefined;
+  if (/^\S{16,}$/.test(text)) return text;
+  problems.push('ADMIN_TOKEN: expected at least 16 characters without spaces (value not shown)');
+  return undefined;
 }
 
 function parsePort(text: string): number | undefined {

@@ -82,23 +82,7 @@ export class EmbeddingsService {
       resolveLayers(options.layers, model.manifest.modules.length),
       options.pooling,
     );
-    const decoder = decoderFor(model.manifest);
-    if (inputs.mediaType !== undefined && !decoder.mediaTypes.includes(inputs.mediaType)) {
-      throw new GimError(
-        'unsupported_media',
-        `Content-Type ${inputs.mediaType}: ${whatItTakes(decoder, model.manifest)} ` +
-          `(${decoder.mediaTypes.join(', ')})`,
-      );
-    }
-    if (inputs.items.length > this.config.maxItems) {
-      throw new GimError(
-        'too_large',
-        `${inputs.items.length} items: at most ${this.config.maxItems} per request (MAX_ITEMS)`,
-      );
-    }
-    const decoded = await decodeItems(decoder, inputs.items, model.manifest, {
-      maxInputPixels: this.config.maxInputPixels,
-    });
+    const decoded = await this.decodeInputs(model, inputs);
     const results = await this.embedItems(
       model,
       decoded,
@@ -115,6 +99,31 @@ export class EmbeddingsService {
       items: decoded.length,
       results: results.map((r) => layerBody(r, options.pooling)),
     };
+  }
+
+  /**
+   * The model inputs of a request's encoded items, decoded on the main thread by the decoder of
+   * the stack's modality: a raw body of another modality's media type is a 415, too many items a
+   * 413, an undecodable item a 422 naming it. Shared by every route that takes encoded items.
+   */
+  async decodeInputs(model: LoadedModel, inputs: EncodedInputs): Promise<Float32Array[]> {
+    const decoder = decoderFor(model.manifest);
+    if (inputs.mediaType !== undefined && !decoder.mediaTypes.includes(inputs.mediaType)) {
+      throw new GimError(
+        'unsupported_media',
+        `Content-Type ${inputs.mediaType}: ${whatItTakes(decoder, model.manifest)} ` +
+          `(${decoder.mediaTypes.join(', ')})`,
+      );
+    }
+    if (inputs.items.length > this.config.maxItems) {
+      throw new GimError(
+        'too_large',
+        `${inputs.items.length} items: at most ${this.config.maxItems} per request (MAX_ITEMS)`,
+      );
+    }
+    return decodeItems(decoder, inputs.items, model.manifest, {
+      maxInputPixels: this.config.maxInputPixels,
+    });
   }
 
   /** A stack version loaded in the worker: `selector` is a version, a label, or the default. */

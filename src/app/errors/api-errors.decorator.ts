@@ -12,7 +12,9 @@ export class ErrorBodyDto {
     enum: [
       'invalid_argument',
       'bad_request',
+      'unauthorized',
       'not_found',
+      'conflict',
       'too_large',
       'unsupported_media',
       'invalid_data',
@@ -30,7 +32,9 @@ export class ErrorBodyDto {
 /** What each status means on this API; a route lists the ones it can answer. */
 const ERROR_DESCRIPTIONS: Record<number, string> = {
   400: 'Bad option or input (`invalid_argument`, `bad_request`)',
-  404: 'Unknown model, version, label or layer (`not_found`)',
+  401: 'Admin route without a valid `Authorization: Bearer <ADMIN_TOKEN>` (`unauthorized`)',
+  404: 'Unknown model, version, label, layer or head (`not_found`); admin routes: ADMIN_TOKEN unset',
+  409: 'The head does not fit that stack version: another embedding space (`conflict`)',
   413: 'Body, file, item count, image pixels or audio duration over a limit (`too_large`)',
   415: 'Content-Type or file format not supported, or not of the stack’s modality (`unsupported_media`)',
   422: 'An item cannot be decoded or is out of range; the message names the item (`invalid_data`)',

@@ -81,6 +81,12 @@ export class MetricsService {
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
+  private readonly classifications = new Counter({
+    name: 'gim_classifications_total',
+    help: 'Items classified by a head (one image or clip is one item)',
+    labelNames: ['model', 'head'] as const,
+    registers: [this.registry],
+  });
   private readonly backendInfo = new Gauge({
     name: 'gim_backend_info',
     help: 'The tfjs backend of the inference worker (always 1)',
@@ -132,6 +138,11 @@ export class MetricsService {
   observeRequest(route: string, code: number, seconds: number): void {
     this.requests.inc({ route, code: String(code) });
     this.requestDuration.observe({ route }, seconds);
+  }
+
+  /** Items a head classified; heads are bounded by the heads on disk. */
+  countClassifications(model: string, head: string, items: number): void {
+    this.classifications.inc({ model, head }, items);
   }
 
   setBackend(name: string): void {

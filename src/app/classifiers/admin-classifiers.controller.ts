@@ -1,0 +1,47 @@
+import { Body, Controller, Param, Post, UseGuards } from '@nestjs/common';
+import {
+  ApiBearerAuth,
+  ApiBody,
+  ApiCreatedResponse,
+  ApiOperation,
+  ApiParam,
+  ApiTags,
+} from '@nestjs/swagger';
+import type { HeadManifest } from '../../gim/store/head-manifest.js';
+import { AdminTokenGuard } from '../admin/admin-token.guard.js';
+import { ApiErrors } from '../errors/api-errors.decorator.js';
+import { ClientSignal } from '../http/client-signal.decorator.js';
+import { ClassifierTrainer } from './classifier-trainer.js';
+import { HeadManifestDto, TrainHeadBodyDto } from './classifiers.dto.js';
+import { trainHeadArgs } from './train-head-request.js';
+
+@ApiTags('admin')
+@ApiBearerAuth()
+@Controller('admin/v1/models/:name/classifiers')
+@UseGuards(AdminTokenGuard)
+export class AdminClassifiersController {
+  constructor(private readonly trainer: ClassifierTrainer) {}
+
+  @Post()
+  @ApiOperation({
+    summary: 'Train and publish a head (synchronous: small data only)',
+    description:
+      'Runs `gim classifier train ... --json` in a child process on data on the server and ' +
+      'answers with the published manifest once it is done: the request stays open for the whole ' +
+      'training (at most 15 minutes, then a 504), so use it for small data only until the ' +
+      'admin jobs API lands; closing the connection stops the training. One training at a time ' +
+      '(409 meanwhile). Needs `Authorization: Bearer <ADMIN_TOKEN>`; without ADMIN_TOKEN set ' +
+      'on the server, admin routes answer 404.',
+  })
+  @ApiParam({ name: 'name', description: 'Stack name', example: 'fashion-gim' })
+  @ApiBody({ type: TrainHeadBodyDto })
+  @ApiCreatedResponse({ type: HeadManifestDto, description: 'The published head manifest' })
+  @ApiErrors(400, 401, 404, 409, 422, 499, 504)
+  train(
+    @Param('name') name: string,
+    @Body() body: unknown,
+    @ClientSignal() signal: AbortSignal,
+  ): Promise<HeadManifest> {
+    return this.trainer.train(trainHeadArgs(name, body), signal);
+  }
+}

@@ -1,0 +1,98 @@
+import { execFile } from 'node:child_process';
+import { dirname, extname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { GimError, type GimErrorCode } from '../../gim/errors.js';
+import { checkHeadManifest, type HeadManifest } from '../../gim/store/head-manifest.js';
+import { APP_CONFIG, type AppConfig } from '../config.js';
+
+/** A synchronous admin training gets this long before the CLI process is killed (504). */
+export const TRAIN_TIMEOUT_MS = 15 * 60_000;
+
+const CODES: readonly GimErrorCode[] = [
+  'invalid_argument',
+  'not_found',
+  'conflict',
+  'invalid_data',
+  'unsupported_media',
+  'too_large',
+];
+
+/**
+ * Trains heads by running `gim classifier train ... --json` as a child process: training never
+ * runs inside the API process (its tfjs work would stall the event loop, and a crash would take
+ * the service down). One training at a time; another request meanwhile is a 409. Until the
+ * admin/jobs runner lands, the request waits for the process (small data only).
+ */
+@Injectable()
+export class ClassifierTrainer {
+  private readonly logger = new Logger(ClassifierTrainer.name);
+  private running = false;
+
+  constructor(@Inject(APP_CONFIG) private readonly config: AppConfig) {}
+
+  async train(args: readonly string[], signal: AbortSignal): Promise<HeadManifest> {
+    if (this.running)
+      throw new GimError('conflict', 'a head is being trained already: retry when it is done');
+    this.running = true;
+    const started = performance.now();
+    try {
+      const stdout = await this.run(['classifier', 'train', ...args, '--json'], signal);
+      const manifest = checkHeadManifest(JSON.parse(stdout), 'gim classifier train --json');
+      this.logger.log(
+        `trained head ${manifest.name}@${manifest.version} of ${manifest.encoder.name} in ` +
+          `${Math.round(performance.now() - started)} ms`,
+      );
+      return manifest;
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private run(args: string[], signal: AbortSignal): Promise<string> {
+    const { command, prefix } = cliEntry();
+    const env: NodeJS.ProcessEnv = { ...process.env, MODELS_DIR: this.config.modelsDir };
+    if (this.config.backend) env.GIM_BACKEND = this.config.backend;
+    return new Promise((resolve, reject) => {
+      execFile(
+        process.execPath,
+        [...prefix, command, ...args],
+        { env, signal, timeout: TRAIN_TIMEOUT_MS, maxBuffer: 64 * 1024 * 1024 },
+        (error, stdout, stderr) => {
+          if (!error) return resolve(stdout);
+          if (signal.aborted)
+            return reject(new GimError('cancelled', 'the client went away: training stopped'));
+          if (error.killed)
+            return reject(
+              new GimError('timeout', `training took over ${TRAIN_TIMEOUT_MS / 1000} s: stopped`),
+            );
+          reject(cliError(stderr, error));
+        },
+      );
+    });
+  }
+}
+
+/** The CLI beside this file: `main.ts` through swc when running from source, else `main.js`. */
+function cliEntry(): { command: string; prefix: string[] } {
+  const self = fileURLToPath(import.meta.url);
+  const ext = extname(self);
+  const command = join(dirname(self), '..', '..', 'cli', `main${ext}`);
+  return {
+    command,
+    prefix: ext === '.ts' ? ['--import', '@swc-node/register/esm-register'] : [],
+  };
+}
+
+/** `gim: <message> (<code>)` on stderr becomes that GimError; commander's usage errors a 400. */
+function cliError(stderr: string, error: Error): Error {
+  const lines = stderr.trim().split('\n');
+  for (const line of lines.reverse()) {
+    const coded = /^gim: (.*) \((\w+)\)$/.exec(line);
+    const code = coded?.[2] as GimErrorCode | undefined;
+    if (coded && code && CODES.includes(code)) return new GimError(code, coded[1] as string);
+    const usage = /^error: (.*)$/.exec(line);
+    if (usage) return new GimError('invalid_argument', usage[1] as string);
+  }
+  return new Error(`gim classifier train failed: ${error.message}\n${stderr}`, { cause: error });
+}
