@@ -1,0 +1,669 @@
+/**
+ * npm run bench:serve — HTTP throughput and latency of the embeddings API against the model's own.
+ *
+ * Starts the built server (`node dist/src/main.js`, rebuilt first when dist is stale) in a child
+ * process, once with dynamic batching on (MAX_BATCH_SIZE 32) and once with it off (1), and drives
+ * `POST /v1/models/fashion-gim/embeddings?layer=last&pooling=mean` with autocannon at 1, 16 and 64
+ * connections, each body one of 64 Fashion-MNIST test PNGs in rotation. In the same run, the raw
+ * throughput of the same stack and layer through an `InferenceClient` (batches of 32, same
+ * backend) gives the ceiling: HTTP/raw at 64 clients with batching on should be >= 0.85. The
+ * server's own event-loop delay under load comes from its /metrics (prom-client's
+ * `nodejs_eventloop_lag_p99_seconds`, reset by every scrape, so one scrape before and one after a
+ * run bracket it); its p99 should stay under 20 ms.
+ *
+ * Writes bench/results/serve.json. Options: --duration S (per run, default 10), --warmup S (per
+ * server, default 5), --clients 1,16,64, --no-batching-off, --batch-delay-ms N (server's
+ * MAX_BATCH_DELAY_MS, default 5), --out PATH.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { readFile, readdir, stat } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import autocannon from 'autocannon';
+import sharp from 'sharp';
+import { decodeImage } from '../src/gim/data/decode-image.js';
+import { loadFashionMnist } from '../src/gim/data/idx.js';
+import { poolGrid } from '../src/gim/encoders/pooling.js';
+import { InferenceClient } from '../src/inference/inference-client.js';
+import { FIXTURE_DIR, machine, printTable, writeResult } from './common.js';
+
+const { values } = parseArgs({
+  options: {
+    duration: { type: 'string', default: '10' },
+    warmup: { type: 'string', default: '5' },
+    clients: { type: 'string', default: '1,16,64' },
+    'no-batching-off': { type: 'boolean', default: false },
+    'batch-delay-ms': { type: 'string', default: '5' },
+    out: { type: 'string', default: 'bench/results/serve.json' },
+  },
+});
+const DURATION_S = positive('duration', values.duration);
+const WARMUP_S = positive('warmup', values.warmup);
+const CLIENTS = (values.clients as string).split(',').map((c) => positive('clients', c));
+const BATCH_DELAY_MS = Number(values['batch-delay-ms']);
+const MODEL = 'fashion-gim';
+const LAYER = 3; // `last` of the demo stack
+const ROUTE = `/v1/models/${MODEL}/embeddings?layer=last&pooling=mean`;
+const IMAGES = 64;
+const RAW_BATCH = 32;
+const ROOT = new URL('..', import.meta.url).pathname;
+const MODELS_DIR = join(ROOT, 'models');
+const SERVER_ENTRY = join(ROOT, 'dist/src/main.js');
+const TARGETS = { httpOverRaw: 0.85, eventLoopP99Ms: 20 };
+
+function positive(name: string, text: string | undefined): number {
+  const n = Number(text);
+  if (!(n > 0)) throw new Error(`--${name}: expected a positive number, got "${text}"`);
+  return n;
+}
+
+const log = (line: string) => process.stderr.write(`${line}\n`);
+const fmt = (v: number | null, digits = 2) => (v === null ? '-' : v.toFixed(digits));
+
+// ---------------------------------------------------------------- inputs
+
+/** The first IMAGES test images of the committed fixture as PNG bytes, and as the server decodes them. */
+async function prepareImages(): Promise<{ pngs: Buffer[]; pixels: Float32Array[] }> {
+  const ds = await loadFashionMnist(FIXTURE_DIR, 'test');
+  const { images } = await ds.read(Int32Array.from({ length: IMAGES }, (_, i) => i));
+  const size = 28 * 28;
+  const pngs = await Promise.all(
+    Array.from({ length: IMAGES }, (_, i) => {
+      const bytes = Uint8Array.from(images.subarray(i * size, (i + 1) * size), (v) =>
+        Math.round(v * 255),
+      );
+      return sharp(bytes, { raw: { width: 28, height: 28, channels: 1 } })
+        .png()
+        .toBuffer();
+    }),
+  );
+  const pixels = await Promise.all(
+    pngs.map((png) => decodeImage(png, { height: 28, width: 28, channels: 1 })),
+  );
+  return { pngs, pixels };
+}
+
+// ---------------------------------------------------------------- the server process
+
+/** True when dist/src/main.js is missing or older than some file under src/. */
+async function distIsStale(): Promise<boolean> {
+  const built = await stat(SERVER_ENTRY).catch(() => null);
+  if (built === null) return true;
+  const files = await readdir(join(ROOT, 'src'), { recursive: true });
+  for (const file of files) {
+    if (!file.endsWith('.ts')) continue;
+    if ((await stat(join(ROOT, 'src', file))).mtimeMs > built.mtimeMs) return true;
+  }
+  return false;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+const children = new Set<ChildProcess>();
+const killAll = () => children.forEach((c) => c.kill('SIGKILL'));
+process.once('exit', killAll);
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    log(`${signal}: stopping the server`);
+    killAll();
+    process.exit(130);
+  });
+}
+
+interface Server {
+  base: string;
+  pid: number;
+  env: Record<string, string>;
+  /** What /health/ready answered. */
+  ready: { backend: { name: string; devices: string[] }; models: string[] };
+  stop(): Promise<void>;
+}
+
+async function startServer(env: Record<string, string>): Promise<Server> {
+  const port = await freePort();
+  const fullEnv = { PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...env };
+  const child = spawn(process.execPath, [SERVER_ENTRY], {
+    cwd: ROOT,
+    env: { ...process.env, ...fullEnv },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.add(child);
+  let output = '';
+  const keep = (chunk: Buffer) => (output = (output + chunk.toString()).slice(-4000));
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.once('exit', () => children.delete(child));
+
+  const base = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`the server exited (${child.exitCode ?? child.signalCode}):\n${output}`);
+    }
+    const res = await fetch(`${base}/health/ready`).catch(() => null);
+    if (res?.ok) {
+      const ready = (await res.json()) as Server['ready'];
+      const stop = async () => {
+        if (child.exitCode === null && child.signalCode === null) {
+          child.kill('SIGTERM');
+          const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+          await exited;
+          clearTimeout(timer);
+        }
+      };
+      return { base, pid: child.pid as number, env: fullEnv, ready, stop };
+    }
+    await res?.body?.cancel();
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`the server was not ready within 60 s:\n${output}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+// ---------------------------------------------------------------- /metrics
+
+/** Sample values of a Prometheus text exposition, by `name{labels}` as written. */
+async function scrape(base: string): Promise<Map<string, number>> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const samples = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const cut = line.lastIndexOf(' ');
+    samples.set(line.slice(0, cut), Number(line.slice(cut + 1)));
+  }
+  return samples;
+}
+
+/** Sum of the samples of a metric (over all label sets) whose key contains `labelPart`. */
+function total(samples: Map<string, number>, name: string, labelPart = ''): number {
+  let sum = 0;
+  for (const [key, value] of samples) {
+    const bare = key.split('{')[0];
+    if (bare === name && key.includes(labelPart)) sum += value;
+  }
+  return sum;
+}
+
+interface ServerSide {
+  /** prom-client's monitorEventLoopDelay percentiles over the run (resolution 10 ms). */
+  eventLoopP50Ms: number | null;
+  eventLoopP99Ms: number | null;
+  eventLoopMaxMs: number | null;
+  meanBatchSize: number | null;
+  /** Mean time of one batch in the worker, messaging included. */
+  meanComputeMs: number | null;
+  /** Mean wait of an item in the batch queue. */
+  meanQueueMs: number | null;
+  /** Mean request time seen by the server (first byte to end of response). */
+  meanRequestMs: number | null;
+  statusCodes: Record<string, number>;
+  rejected: Record<string, number>;
+}
+
+function serverSide(before: Map<string, number>, after: Map<string, number>): ServerSide {
+  const delta = (name: string, label = '') =>
+    total(after, name, label) - total(before, name, label);
+  const ratio = (num: number, den: number) => (den > 0 ? num / den : null);
+  const gauge = (name: string) => (after.has(name) ? (after.get(name) as number) * 1000 : null);
+  const byLabel = (name: string, label: string) => {
+    const out: Record<string, number> = {};
+    for (const key of after.keys()) {
+      const m = key.match(new RegExp(`^${name}\\{.*${label}="([^"]+)"`));
+      if (m?.[1] && !key.includes('route="/metrics"')) {
+        const d = (after.get(key) as number) - (before.get(key) ?? 0);
+        if (d > 0) out[m[1]] = (out[m[1]] ?? 0) + d;
+      }
+    }
+    return out;
+  };
+  const routeLabel = 'embeddings';
+  return {
+    eventLoopP50Ms: gauge('nodejs_eventloop_lag_p50_seconds'),
+    eventLoopP99Ms: gauge('nodejs_eventloop_lag_p99_seconds'),
+    eventLoopMaxMs: gauge('nodejs_eventloop_lag_max_seconds'),
+    meanBatchSize: ratio(delta('gim_batch_size_sum'), delta('gim_batch_size_count')),
+    meanComputeMs: ratio(
+      delta('gim_compute_duration_seconds_sum') * 1000,
+      delta('gim_compute_duration_seconds_count'),
+    ),
+    meanQueueMs: ratio(
+      delta('gim_queue_duration_seconds_sum') * 1000,
+      delta('gim_queue_duration_seconds_count'),
+    ),
+    meanRequestMs: ratio(
+      delta('gim_request_duration_seconds_sum', routeLabel) * 1000,
+      delta('gim_request_duration_seconds_count', routeLabel),
+    ),
+    statusCodes: byLabel('gim_requests_total', 'code'),
+    rejected: byLabel('gim_rejected_total', 'reason'),
+  };
+}
+
+// ---------------------------------------------------------------- CPU (Linux /proc; null elsewhere)
+
+const TICKS_PER_SECOND = 100; // USER_HZ on Linux
+
+/** CPU ticks of each thread of a process, by thread id. */
+async function threadTicks(pid: number): Promise<Map<number, number> | null> {
+  try {
+    const ticks = new Map<number, number>();
+    for (const tid of await readdir(`/proc/${pid}/task`)) {
+      const text = await readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8').catch(() => null);
+      if (text === null) continue;
+      // Fields after the command name, which may hold spaces: state is field 3, utime 14, stime 15.
+      const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
+      ticks.set(Number(tid), Number(rest[11]) + Number(rest[12]));
+    }
+    return ticks;
+  } catch {
+    return null;
+  }
+}
+
+/** Busy ticks of the whole machine (every CPU), from /proc/stat. */
+async function machineBusyTicks(): Promise<number | null> {
+  const line = (await readFile('/proc/stat', 'utf8').catch(() => ''))
+    .split('\n')
+    .find((l) => l.startsWith('cpu '));
+  if (line === undefined) return null;
+  const [user, nice, system, , , irq, softirq, steal] = line.split(/\s+/).slice(1).map(Number);
+  return [user, nice, system, irq, softirq, steal].reduce<number>((s, v) => s + (v ?? 0), 0);
+}
+
+/** Busy cores of the whole machine over `seconds`, while this benchmark does nothing. */
+async function otherLoad(seconds: number): Promise<number | null> {
+  const a = await machineBusyTicks();
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  const b = await machineBusyTicks();
+  return a === null || b === null ? null : (b - a) / TICKS_PER_SECOND / seconds;
+}
+
+interface CpuSnapshot {
+  at: number;
+  server: Map<number, number> | null;
+  machine: number | null;
+  bench: NodeJS.CpuUsage;
+}
+
+async function cpuSnapshot(serverPid: number): Promise<CpuSnapshot> {
+  const [server, machine] = await Promise.all([threadTicks(serverPid), machineBusyTicks()]);
+  return { at: performance.now(), server, machine, bench: process.cpuUsage() };
+}
+
+/** Cores (CPU-seconds per second) used over a run, by whom. */
+interface CpuUse {
+  /** The server process: every thread. */
+  server: number | null;
+  /** Its main thread: HTTP, decoding calls, batching, pooling, JSON. */
+  serverMain: number | null;
+  /** Its busiest other thread: the inference worker under load. */
+  serverBusiestOther: number | null;
+  /** This process: autocannon. */
+  loadGenerator: number;
+  /** Everything else on the machine: should be ~0 for numbers worth comparing. */
+  otherProcesses: number | null;
+}
+
+function cpuUse(serverPid: number, a: CpuSnapshot, b: CpuSnapshot): CpuUse {
+  const seconds = (b.at - a.at) / 1000;
+  const cores = (ticks: number) => ticks / TICKS_PER_SECOND / seconds;
+  const bench = process.cpuUsage(a.bench);
+  const loadGenerator = (bench.user + bench.system) / 1e6 / seconds;
+  let server: number | null = null;
+  let serverMain: number | null = null;
+  let serverBusiestOther: number | null = null;
+  if (a.server && b.server) {
+    const delta = [...b.server].map(([tid, t]) => [tid, t - (a.server?.get(tid) ?? 0)] as const);
+    server = cores(delta.reduce((s, [, d]) => s + d, 0));
+    serverMain = cores(delta.find(([tid]) => tid === serverPid)?.[1] ?? 0);
+    serverBusiestOther = cores(
+      Math.max(0, ...delta.filter(([tid]) => tid !== serverPid).map(([, d]) => d)),
+    );
+  }
+  // When the "server" is this process (the raw run), its CPU is not counted twice.
+  const ours = (server ?? 0) + (serverPid === process.pid ? 0 : loadGenerator);
+  const otherProcesses =
+    a.machine !== null && b.machine !== null && server !== null
+      ? Math.max(0, cores(b.machine - a.machine) - ours)
+      : null;
+  return { server, serverMain, serverBusiestOther, loadGenerator, otherProcesses };
+}
+
+// ---------------------------------------------------------------- load
+
+interface Load {
+  requestsPerSecond: number;
+  latencyP50Ms: number;
+  latencyP99Ms: number;
+  latencyMeanMs: number;
+  requests: number;
+  non2xx: number;
+  /** Connection errors, timeouts included. */
+  errors: number;
+  timeouts: number;
+  statusCodes: Record<string, number>;
+  seconds: number;
+}
+
+async function drive(base: string, pngs: Buffer[], connections: number, seconds: number) {
+  let next = 0;
+  const result = await autocannon({
+    url: `${base}${ROUTE}`,
+    connections,
+    duration: seconds,
+    timeout: 30,
+    requests: [
+      {
+        method: 'POST',
+        headers: { 'content-type': 'image/png' },
+        // One shared counter: the connections rotate through the bodies together.
+        setupRequest: (req) => ({ ...req, body: pngs[next++ % pngs.length] }),
+      },
+    ],
+  });
+  const statusCodes: Record<string, number> = {};
+  for (const [code, { count = 0 }] of Object.entries(result.statusCodeStats ?? {})) {
+    statusCodes[code] = count;
+  }
+  const load: Load = {
+    requestsPerSecond: result['2xx'] / result.duration,
+    latencyP50Ms: result.latency.p50,
+    latencyP99Ms: result.latency.p99,
+    latencyMeanMs: result.latency.mean,
+    requests: result['2xx'] + result.non2xx,
+    non2xx: result.non2xx,
+    errors: result.errors,
+    timeouts: result.timeouts,
+    statusCodes,
+    seconds: result.duration,
+  };
+  return load;
+}
+
+/** One request checked by hand: status, shape, and the first image's embedding for comparison. */
+async function probeOnce(base: string, png: Buffer): Promise<{ dim: number; vector: number[] }> {
+  const res = await fetch(`${base}${ROUTE}`, {
+    method: 'POST',
+    headers: { 'content-type': 'image/png' },
+    body: png,
+  });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`POST ${ROUTE}: ${res.status} ${text}`);
+  const body = JSON.parse(text) as { results?: { dim: number; embeddings: number[][] }[] };
+  const first = body.results?.[0];
+  const vector = first?.embeddings[0];
+  if (first === undefined || vector === undefined || vector.length !== first.dim) {
+    throw new Error(`POST ${ROUTE}: unexpected body ${text.slice(0, 300)}`);
+  }
+  return { dim: first.dim, vector };
+}
+
+// ---------------------------------------------------------------- raw model throughput
+
+async function rawThroughput(
+  pixels: Float32Array[],
+  backend: string,
+  seconds: number,
+): Promise<{
+  itemsPerSecond: number;
+  batches: number;
+  meanBatchMs: number;
+  cpuCores: { benchProcess: number | null; otherProcesses: number | null };
+  first: Float32Array;
+}> {
+  const client = await InferenceClient.start({
+    modelsDir: MODELS_DIR,
+    backend: backend as Parameters<typeof InferenceClient.start>[0]['backend'],
+  });
+  try {
+    const { manifest } = await client.load(MODEL);
+    const item = 28 * 28;
+    const batchAt = (b: number) => {
+      const batch = new Float32Array(RAW_BATCH * item); // [32, 28, 28, 1]
+      for (let i = 0; i < RAW_BATCH; i++) {
+        batch.set(pixels[(b * RAW_BATCH + i) % pixels.length] as Float32Array, i * item);
+      }
+      return batch;
+    };
+    const embed = (b: number) =>
+      client.embed(manifest.name, manifest.version, batchAt(b), RAW_BATCH, [LAYER]);
+    const firstGrid = (await embed(0)).grids.get(LAYER);
+    if (firstGrid === undefined) throw new Error(`no grid for layer ${LAYER}`);
+    const first = poolGrid(
+      firstGrid.data.subarray(0, firstGrid.data.length / RAW_BATCH),
+      { ...firstGrid.shape, n: 1 },
+      'mean',
+    );
+    const warmUntil = performance.now() + Math.min(2, seconds / 4) * 1000;
+    for (let b = 1; performance.now() < warmUntil; b++) await embed(b);
+    let batches = 0;
+    const cpuBefore = await cpuSnapshot(process.pid);
+    const t0 = performance.now();
+    const until = t0 + seconds * 1000;
+    while (performance.now() < until) await embed(batches++);
+    const elapsed = (performance.now() - t0) / 1000;
+    const cpu = cpuUse(process.pid, cpuBefore, await cpuSnapshot(process.pid));
+    return {
+      itemsPerSecond: (batches * RAW_BATCH) / elapsed,
+      batches,
+      meanBatchMs: (elapsed * 1000) / batches,
+      cpuCores: { benchProcess: cpu.server, otherProcesses: cpu.otherProcesses },
+      first,
+    };
+  } finally {
+    await client.close();
+  }
+}
+
+// ---------------------------------------------------------------- the run
+
+interface Row extends Load {
+  mode: 'batching on' | 'batching off';
+  clients: number;
+  server: ServerSide;
+  cpuCores: CpuUse;
+}
+
+const modes = [
+  { mode: 'batching on' as const, maxBatchSize: 32 },
+  ...(values['no-batching-off'] ? [] : [{ mode: 'batching off' as const, maxBatchSize: 1 }]),
+];
+const plannedSeconds =
+  DURATION_S + modes.length * (5 + WARMUP_S + CLIENTS.length * (DURATION_S + 0.5));
+const started = performance.now();
+const progress = (what: string) => {
+  const elapsed = (performance.now() - started) / 1000;
+  log(
+    `${what} (elapsed ${elapsed.toFixed(0)} s, ETA ~${Math.max(0, plannedSeconds - elapsed).toFixed(0)} s)`,
+  );
+};
+
+if (await distIsStale()) {
+  log('dist is missing or older than src/: npm run build');
+  const build = spawnSync('npm', ['run', 'build'], { cwd: ROOT, stdio: ['ignore', 2, 2] });
+  if (build.status !== 0) throw new Error(`npm run build failed (exit ${build.status})`);
+}
+
+const quiet = await otherLoad(2);
+if (quiet !== null && quiet > 0.25) {
+  log(
+    `warning: other processes keep ${quiet.toFixed(2)} cores busy; the numbers will be low and noisy`,
+  );
+}
+const { pngs, pixels } = await prepareImages();
+log(`${pngs.length} PNGs, ${pngs.reduce((s, p) => s + p.length, 0)} bytes in all`);
+
+const rows: Row[] = [];
+const servers: { mode: string; env: Record<string, string>; backend: string; devices: string[] }[] =
+  [];
+let backend: string | undefined;
+let httpVector: number[] | undefined;
+for (const { mode, maxBatchSize } of modes) {
+  const server = await startServer({
+    MODELS_DIR,
+    PRELOAD: MODEL,
+    MAX_BATCH_SIZE: String(maxBatchSize),
+    MAX_BATCH_DELAY_MS: String(BATCH_DELAY_MS),
+    ...(backend ? { GIM_BACKEND: backend } : {}),
+  });
+  try {
+    backend = server.ready.backend.name;
+    servers.push({ mode, env: server.env, backend, devices: server.ready.backend.devices });
+    progress(`${mode}: server ready on ${server.base}, backend ${backend}`);
+    httpVector ??= (await probeOnce(server.base, pngs[0] as Buffer)).vector;
+    await drive(server.base, pngs, Math.max(...CLIENTS), WARMUP_S);
+    progress(`${mode}: warmed up`);
+    for (const clients of CLIENTS) {
+      const before = await scrape(server.base);
+      const cpuBefore = await cpuSnapshot(server.pid);
+      const load = await drive(server.base, pngs, clients, DURATION_S);
+      const cpu = cpuUse(server.pid, cpuBefore, await cpuSnapshot(server.pid));
+      const side = serverSide(before, await scrape(server.base));
+      rows.push({ mode, clients, ...load, server: side, cpuCores: cpu });
+      const failed = load.non2xx + load.errors;
+      progress(
+        `${mode}, ${clients} clients: ${load.requestsPerSecond.toFixed(0)} req/s, ` +
+          `p50 ${load.latencyP50Ms} ms, p99 ${load.latencyP99Ms} ms, ` +
+          `batch ${side.meanBatchSize?.toFixed(1) ?? '-'}, ` +
+          `event loop p99 ${side.eventLoopP99Ms?.toFixed(1) ?? '-'} ms, ` +
+          `cores: server ${fmt(cpu.server)} (main ${fmt(cpu.serverMain)}, ` +
+          `worker ${fmt(cpu.serverBusiestOther)}), autocannon ${fmt(cpu.loadGenerator)}, ` +
+          `other processes ${fmt(cpu.otherProcesses)}` +
+          (failed > 0 ? `, ${failed} FAILED (${JSON.stringify(side.statusCodes)})` : ''),
+      );
+    }
+  } finally {
+    await server.stop();
+  }
+}
+
+progress(`raw: InferenceClient, batches of ${RAW_BATCH}, backend ${backend}`);
+const raw = await rawThroughput(pixels, backend ?? 'wasm', DURATION_S);
+progress(
+  `raw: ${raw.itemsPerSecond.toFixed(0)} items/s (${raw.meanBatchMs.toFixed(1)} ms/batch), ` +
+    `cores: bench ${fmt(raw.cpuCores.benchProcess)}, other processes ${fmt(raw.cpuCores.otherProcesses)}`,
+);
+// HTTP and raw embed the same decoded image through the same stack: their vectors must agree.
+const maxAbsDiff = httpVector
+  ? Math.max(...httpVector.map((v, i) => Math.abs(v - (raw.first[i] as number))))
+  : null;
+
+printTable(
+  [
+    'mode',
+    'clients',
+    'req/s',
+    'p50 ms',
+    'p99 ms',
+    'errors',
+    'batch',
+    'queue ms',
+    'loop p99 ms',
+    'cores main/worker/all',
+    'other cores',
+  ],
+  rows.map((r) => [
+    r.mode,
+    r.clients,
+    r.requestsPerSecond.toFixed(0),
+    r.latencyP50Ms,
+    r.latencyP99Ms,
+    r.non2xx + r.errors,
+    r.server.meanBatchSize?.toFixed(1) ?? '-',
+    r.server.meanQueueMs?.toFixed(1) ?? '-',
+    r.server.eventLoopP99Ms?.toFixed(1) ?? '-',
+    `${fmt(r.cpuCores.serverMain)}/${fmt(r.cpuCores.serverBusiestOther)}/${fmt(r.cpuCores.server)}`,
+    fmt(r.cpuCores.otherProcesses),
+  ]),
+);
+process.stdout.write(
+  'errors: non-2xx responses + connection errors. batch/queue: mean items per forward pass and ' +
+    'mean queue wait, from the server. loop p99: the server event loop (monitorEventLoopDelay at ' +
+    '10 ms resolution, so an idle loop reads ~10 ms). cores: CPU-seconds per second of the ' +
+    "server's main thread, its busiest other thread (the inference worker) and all its threads; " +
+    'other cores: processes other than the server and this one (should be ~0).\n\n',
+);
+
+const topClients = Math.max(...CLIENTS);
+const top = rows.find((r) => r.mode === 'batching on' && r.clients === topClients);
+const topOff = rows.find((r) => r.mode === 'batching off' && r.clients === topClients);
+const checks = {
+  rawItemsPerSecond: raw.itemsPerSecond,
+  [`httpOverRaw (batching on, ${topClients} clients)`]: top
+    ? top.requestsPerSecond / raw.itemsPerSecond
+    : null,
+  [`eventLoopP99Ms (batching on, ${topClients} clients)`]: top?.server.eventLoopP99Ms ?? null,
+  [`batching on/off req/s (${topClients} clients)`]:
+    top && topOff ? top.requestsPerSecond / topOff.requestsPerSecond : null,
+  'max |HTTP - raw| of image 0': maxAbsDiff,
+  errors: rows.reduce((s, r) => s + r.non2xx + r.errors, 0),
+  // CPU taken by processes other than the server and this one: above ~0.2 the numbers are low.
+  'max other-process cores in a run': Math.max(
+    0,
+    ...[...rows.map((r) => r.cpuCores.otherProcesses), raw.cpuCores.otherProcesses].map(
+      (v) => v ?? 0,
+    ),
+  ),
+};
+printTable(
+  ['check', 'value', 'target'],
+  Object.entries(checks).map(([k, v]) => [
+    k,
+    v === null ? '-' : Math.abs(v) < 10 ? v.toPrecision(3) : v.toFixed(0),
+    k.startsWith('httpOverRaw')
+      ? `>= ${TARGETS.httpOverRaw}`
+      : k.startsWith('eventLoop')
+        ? `< ${TARGETS.eventLoopP99Ms}`
+        : k === 'errors'
+          ? '0'
+          : k.startsWith('max other')
+            ? '< 0.2'
+            : '',
+  ]),
+);
+
+await writeResult(values.out as string, {
+  machine: machine(),
+  data: `fashion-mnist-mini test fixture, first ${IMAGES} images as PNG`,
+  config: {
+    route: `POST ${ROUTE}`,
+    durationSeconds: DURATION_S,
+    warmupSeconds: WARMUP_S,
+    clients: CLIENTS,
+    rawBatchSize: RAW_BATCH,
+    layer: LAYER,
+    servers,
+  },
+  targets: TARGETS,
+  otherProcessCoresBeforeRun: quiet,
+  raw: {
+    itemsPerSecond: raw.itemsPerSecond,
+    batches: raw.batches,
+    meanBatchMs: raw.meanBatchMs,
+    cpuCores: raw.cpuCores,
+  },
+  rows,
+  checks,
+  notes: [
+    'autocannon runs in the bench process, on the same machine as the server: they share the CPUs.',
+    'Event-loop figures are prom-client default metrics (monitorEventLoopDelay, resolution 10 ms; ' +
+      'the histogram includes the 10 ms timer period and is reset on every scrape).',
+    "server.statusCodes counts a few 499s (and rejected 'cancelled') per run: the requests in " +
+      'flight when autocannon stops and closes its connections; they are not errors.',
+  ],
+});
+if (checks.errors > 0) process.exitCode = 1;
