@@ -13,7 +13,7 @@
  *
  * Writes bench/results/serve.json. Options: --duration S (per run, default 10), --warmup S (per
  * server, default 5), --clients 1,16,64, --no-batching-off, --batch-delay-ms N (server's
- * MAX_BATCH_DELAY_MS, default 5), --out PATH.
+ * MAX_BATCH_DELAY_MS, default 0 like the server), --out PATH.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFile, readdir, stat } from 'node:fs/promises';
@@ -34,7 +34,7 @@ const { values } = parseArgs({
     warmup: { type: 'string', default: '5' },
     clients: { type: 'string', default: '1,16,64' },
     'no-batching-off': { type: 'boolean', default: false },
-    'batch-delay-ms': { type: 'string', default: '5' },
+    'batch-delay-ms': { type: 'string', default: '0' },
     out: { type: 'string', default: 'bench/results/serve.json' },
   },
 });

@@ -21,7 +21,11 @@ export interface AppConfig {
   readonly preload?: readonly string[];
   /** Items per forward pass of the inference worker. */
   readonly maxBatchSize: number;
-  /** How long the oldest queued item waits for others before its batch starts. */
+  /**
+   * How long the oldest queued item waits for others before its batch starts. 0 (the default):
+   * an item that finds the worker idle runs at once, and items arriving during a forward pass form
+   * the next batch (bench:serve: 249 vs 113 req/s at 1 client, same throughput at 64).
+   */
   readonly maxBatchDelayMs: number;
   /** Items queued per (model, version) beyond which requests get 429. */
   readonly maxQueue: number;
@@ -95,7 +99,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
       parseRefList,
     ),
     maxBatchSize: setting('MAX_BATCH_SIZE', 'an integer from 1 to 1024', 32, int(1, 1024)),
-    maxBatchDelayMs: setting('MAX_BATCH_DELAY_MS', 'an integer from 0 to 60000', 5, int(0, 60_000)),
+    maxBatchDelayMs: setting('MAX_BATCH_DELAY_MS', 'an integer from 0 to 60000', 0, int(0, 60_000)),
     maxQueue: setting('MAX_QUEUE', 'an integer from 1 to 1000000', 256, int(1, 1_000_000)),
     requestTimeoutMs: setting(
       'REQUEST_TIMEOUT_MS',

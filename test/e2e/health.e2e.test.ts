@@ -106,7 +106,7 @@ describe('loadConfig', () => {
     assert.equal(config.logLevel, 'log');
     assert.equal(config.preload, undefined);
     assert.equal(config.maxBatchSize, 32);
-    assert.equal(config.maxBatchDelayMs, 5);
+    assert.equal(config.maxBatchDelayMs, 0);
     assert.equal(config.maxQueue, 256);
     assert.equal(config.requestTimeoutMs, 10_000);
     assert.equal(config.maxBodyBytes, 10 * 1024 * 1024);
