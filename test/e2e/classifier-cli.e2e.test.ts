@@ -1,5 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { untrainedDraft } from '../helpers/stack-draft.js';
 import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -50,35 +51,7 @@ describe('gim classifier / classify', () => {
     const store = new StackStore(models);
     for (const seed of [1, 2]) {
       const stack = EncoderStack.create(adapter, visionModuleConfigs(adapter, [4, 8, 8]), seed);
-      const { rows, cols } = stack.grid;
-      await store.publish('tiny', {
-        manifest: {
-          modality: 'image',
-          adapter,
-          modules: stack.modules.map((m, i) => ({
-            index: i + 1,
-            dir: `module-${i + 1}`,
-            config: m.config,
-            outputShape: m.outputShape,
-            gridShape: [rows, cols],
-            embeddingDim: m.config.channels,
-            finalLoss: null,
-          })),
-          training: {
-            schedule: 'parallel',
-            config: {},
-            seed,
-            epochs: 0,
-            steps: 0,
-            durationSeconds: 0,
-          },
-          data: { source: 'test', fingerprint: '0'.repeat(64), items: 0 },
-          backend: 'wasm',
-          createdAt: new Date().toISOString(),
-          parent: null,
-        },
-        modules: await stack.artifacts(),
-      });
+      await store.publish('tiny', await untrainedDraft(stack, { seed }));
       stack.dispose();
     }
     // A class folder to train on, and a CSV list of other images to test on.

@@ -12,7 +12,6 @@ import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import sharp from 'sharp';
 import request from 'supertest';
-import type * as tf from '@tensorflow/tfjs';
 import { AppModule } from '../../src/app/app.module.js';
 import { type AppConfig, loadConfig } from '../../src/app/config.js';
 import { configureApp } from '../../src/app/configure-app.js';
@@ -23,7 +22,8 @@ import { AudioEncoderStack } from '../../src/gim/encoders/audio-stack.js';
 import { EncoderStack, visionModuleConfigs } from '../../src/gim/encoders/encoder-stack.js';
 import { defaultAudioAdapter } from '../../src/gim/modality/audio.js';
 import { defaultImageAdapter } from '../../src/gim/modality/image.js';
-import { StackStore, type StackDraft } from '../../src/gim/store/stack-store.js';
+import { StackStore } from '../../src/gim/store/stack-store.js';
+import { untrainedDraft } from '../helpers/stack-draft.js';
 import { InferenceClient } from '../../src/inference/inference-client.js';
 
 export const ROOT = new URL('../..', import.meta.url).pathname;
@@ -51,63 +51,7 @@ export async function publishStack(
   stack: EncoderStack | AudioEncoderStack,
   labels: string[],
 ): Promise<void> {
-  const modules: tf.io.ModelArtifacts[] = await stack.artifacts();
-  const draft: StackDraft = {
-    manifest: {
-      ...(stack instanceof EncoderStack ? imageLayers(stack) : audioLayers(stack)),
-      training: {
-        schedule: 'parallel',
-        config: {},
-        seed: 1,
-        epochs: 0,
-        steps: 0,
-        durationSeconds: 0,
-      },
-      data: { source: 'test', fingerprint: '0'.repeat(64), items: 0 },
-      backend: 'wasm',
-      createdAt: new Date().toISOString(),
-      parent: null,
-    },
-    modules,
-  };
-  await new StackStore(modelsDir).publish(name, draft, { labels });
-}
-
-type ManifestLayers = Pick<StackDraft['manifest'], 'modality' | 'adapter' | 'modules'>;
-
-function imageLayers(stack: EncoderStack): ManifestLayers {
-  const { rows, cols } = stack.grid;
-  return {
-    modality: 'image',
-    adapter: stack.adapter,
-    modules: stack.modules.map((m, i) => ({
-      index: i + 1,
-      dir: `module-${i + 1}`,
-      config: m.config,
-      outputShape: m.outputShape,
-      gridShape: [rows, cols],
-      embeddingDim: m.config.channels,
-      finalLoss: null,
-    })),
-  };
-}
-
-/** As `gim train audio` writes them: per layer the frames of one training window. */
-function audioLayers(stack: AudioEncoderStack): ManifestLayers {
-  const frames = stack.frames(stack.adapter.windowSamples);
-  return {
-    modality: 'audio',
-    adapter: stack.adapter,
-    modules: stack.modules.map((m, i) => ({
-      index: i + 1,
-      dir: `module-${i + 1}`,
-      config: m.config,
-      outputShape: [frames[i] as number, m.channels],
-      gridShape: [],
-      embeddingDim: m.channels,
-      finalLoss: null,
-    })),
-  };
+  await new StackStore(modelsDir).publish(name, await untrainedDraft(stack), { labels });
 }
 
 /** PNGs of the first `count` test images of the fixture (28x28 grey). */

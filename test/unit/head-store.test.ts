@@ -1,5 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { untrainedDraft } from '../helpers/stack-draft.js';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,7 +10,7 @@ import { EncoderStack, visionModuleConfigs } from '../../src/gim/encoders/encode
 import { GimError, type GimErrorCode } from '../../src/gim/errors.js';
 import { defaultImageAdapter } from '../../src/gim/modality/image.js';
 import { embeddingSpaceId, layerDigests } from '../../src/gim/store/embedding-space.js';
-import { StackStore, type StackDraft } from '../../src/gim/store/stack-store.js';
+import { StackStore } from '../../src/gim/store/stack-store.js';
 import { HeadStore } from '../../src/gim/store/head-store.js';
 import { bindHead, HEAD_FORMAT, type HeadManifest } from '../../src/gim/store/head-manifest.js';
 import type { StackManifest } from '../../src/gim/store/manifest.js';
@@ -77,38 +78,6 @@ function stripesDataset(perClass: number, seed: number): ImageDataset {
   };
 }
 
-function stackDraft(stack: EncoderStack, modules: tf.io.ModelArtifacts[]): StackDraft {
-  const { rows, cols } = stack.grid;
-  return {
-    manifest: {
-      modality: 'image',
-      adapter: stack.adapter,
-      modules: stack.modules.map((m, i) => ({
-        index: i + 1,
-        dir: `module-${i + 1}`,
-        config: m.config,
-        outputShape: m.outputShape,
-        gridShape: [rows, cols],
-        embeddingDim: m.config.channels,
-        finalLoss: null,
-      })),
-      training: {
-        schedule: 'parallel',
-        config: {},
-        seed: 1,
-        epochs: 0,
-        steps: 0,
-        durationSeconds: 0,
-      },
-      data: { source: 'test', fingerprint: '0'.repeat(64), items: 0 },
-      backend: 'cpu',
-      createdAt: new Date().toISOString(),
-      parent: null,
-    },
-    modules,
-  };
-}
-
 async function rejectsWith(p: Promise<unknown>, code: GimErrorCode, message?: RegExp) {
   await assert.rejects(p, (e: unknown) => {
     assert.ok(e instanceof GimError, `expected a GimError, got ${String(e)}`);
@@ -128,7 +97,10 @@ before(async () => {
   const [a, b] = [await stackA.artifacts(), await stackB.artifacts()];
   // v1, v2 (other weights), v3 (modules 1-2 of v1, module 3 of v2: a retrain from module 3).
   for (const modules of [a, b, [a[0]!, a[1]!, b[2]!]]) {
-    const m = await stacks.publish('tiny', stackDraft(stackA, modules));
+    const m = await stacks.publish(
+      'tiny',
+      await untrainedDraft(stackA, { modules, backend: 'cpu' }),
+    );
     manifests.push(m);
     digests.push(layerDigests(m, modules));
   }

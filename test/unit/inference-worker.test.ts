@@ -1,5 +1,6 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { untrainedDraft } from '../helpers/stack-draft.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +14,7 @@ import { EncoderStack, visionModuleConfigs } from '../../src/gim/encoders/encode
 import { GimError, type GimErrorCode } from '../../src/gim/errors.js';
 import { defaultImageAdapter } from '../../src/gim/modality/image.js';
 import { embeddingSpaceId, layerDigests } from '../../src/gim/store/embedding-space.js';
-import { StackStore, type StackDraft } from '../../src/gim/store/stack-store.js';
+import { StackStore } from '../../src/gim/store/stack-store.js';
 import { InferenceClient } from '../../src/inference/inference-client.js';
 
 const adapter = defaultImageAdapter({ mean: [0.3], std: [0.3] });
@@ -37,10 +38,15 @@ before(async () => {
   stackA = EncoderStack.create(adapter, configs, 1);
   stackB = EncoderStack.create(adapter, configs, 2);
   const [a, b] = [await stackA.artifacts(), await stackB.artifacts()];
-  await store.publish('tiny', draft(stackA, a), { labels: ['latest', 'stable'] });
-  await store.publish('tiny', draft(stackB, b));
+  await store.publish('tiny', await untrainedDraft(stackA, { modules: a, backend: backend.name }), {
+    labels: ['latest', 'stable'],
+  });
+  await store.publish('tiny', await untrainedDraft(stackB, { modules: b, backend: backend.name }));
   // tiny@3: modules 1-2 of version 1, module 3 of version 2 (as a retrain from module 3 would).
-  await store.publish('tiny', draft(stackA, [a[0]!, a[1]!, b[2]!]));
+  await store.publish(
+    'tiny',
+    await untrainedDraft(stackA, { modules: [a[0]!, a[1]!, b[2]!], backend: backend.name }),
+  );
   client = await InferenceClient.start({
     modelsDir: dir,
     log: (l) => logLines.push(l),
@@ -54,38 +60,6 @@ after(async () => {
   stackB.dispose();
   await rm(dir, { recursive: true, force: true });
 });
-
-function draft(stack: EncoderStack, modules: tf.io.ModelArtifacts[]): StackDraft {
-  const { rows, cols } = stack.grid;
-  return {
-    manifest: {
-      modality: 'image',
-      adapter: stack.adapter,
-      modules: stack.modules.map((m, i) => ({
-        index: i + 1,
-        dir: `module-${i + 1}`,
-        config: m.config,
-        outputShape: m.outputShape,
-        gridShape: [rows, cols],
-        embeddingDim: m.config.channels,
-        finalLoss: null,
-      })),
-      training: {
-        schedule: 'parallel',
-        config: {},
-        seed: 1,
-        epochs: 0,
-        steps: 0,
-        durationSeconds: 0,
-      },
-      data: { source: 'test', fingerprint: '0'.repeat(64), items: 0 },
-      backend: backend.name,
-      createdAt: new Date().toISOString(),
-      parent: null,
-    },
-    modules,
-  };
-}
 
 /** n deterministic images in [0, 1]. */
 function images(n: number, seed = 1): Float32Array {
