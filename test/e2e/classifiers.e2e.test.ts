@@ -330,6 +330,35 @@ describe('classifier routes (e2e)', () => {
     );
   });
 
+  test('admin layer sweep: one probe per layer, the best one, behind the token', async () => {
+    const route = '/admin/v1/models/tiny/probe';
+    const body = {
+      data: join(dir, 'train'),
+      layers: 'all',
+      pooling: ['mean', 'grid2'],
+      epochs: 20,
+    };
+    const denied = await request(t.server).post(route).send(body);
+    assert.equal(denied.status, 401);
+    const res = await request(t.server)
+      .post(route)
+      .set('Authorization', `Bearer ${TOKEN}`)
+      .send(body);
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    assert.equal(res.body.model, 'tiny');
+    assert.deepEqual(
+      res.body.rows.map((r: { layer: number; pooling: string }) => `${r.layer}/${r.pooling}`),
+      ['1/mean', '1/grid2', '2/mean', '2/grid2', '3/mean', '3/grid2'],
+    );
+    const best = Math.max(...res.body.rows.map((r: { testAccuracy: number }) => r.testAccuracy));
+    assert.equal(res.body.best.testAccuracy, best);
+    const bad = await request(t.server)
+      .post(route)
+      .set('Authorization', `Bearer ${TOKEN}`)
+      .send({ ...body, layers: '9' });
+    assert.equal(bad.status, 404, JSON.stringify(bad.body));
+  });
+
   test('without ADMIN_TOKEN the admin routes answer 404', async () => {
     const off = await bootApp({ MODELS_DIR: models, PRELOAD: 'none' });
     try {

@@ -1,8 +1,9 @@
-import { Body, Controller, Param, Post, UseGuards } from '@nestjs/common';
+import { Body, Controller, HttpCode, Param, Post, UseGuards } from '@nestjs/common';
 import {
   ApiBearerAuth,
   ApiBody,
   ApiCreatedResponse,
+  ApiOkResponse,
   ApiOperation,
   ApiParam,
   ApiTags,
@@ -11,18 +12,23 @@ import type { HeadManifest } from '../../gim/store/head-manifest.js';
 import { AdminTokenGuard } from '../admin/admin-token.guard.js';
 import { ApiErrors } from '../errors/api-errors.decorator.js';
 import { ClientSignal } from '../http/client-signal.decorator.js';
-import { ClassifierTrainer } from './classifier-trainer.js';
-import { HeadManifestDto, TrainHeadBodyDto } from './classifiers.dto.js';
-import { trainHeadArgs } from './train-head-request.js';
+import { ClassifierTrainer, type ProbeReport } from './classifier-trainer.js';
+import {
+  HeadManifestDto,
+  ProbeBodyDto,
+  ProbeReportDto,
+  TrainHeadBodyDto,
+} from './classifiers.dto.js';
+import { commandArgs, PROBE_BODY, TRAIN_HEAD_BODY } from './train-head-request.js';
 
 @ApiTags('admin')
 @ApiBearerAuth()
-@Controller('admin/v1/models/:name/classifiers')
+@Controller('admin/v1/models/:name')
 @UseGuards(AdminTokenGuard)
 export class AdminClassifiersController {
   constructor(private readonly trainer: ClassifierTrainer) {}
 
-  @Post()
+  @Post('classifiers')
   @ApiOperation({
     summary: 'Train and publish a head (synchronous: small data only)',
     description:
@@ -42,6 +48,32 @@ export class AdminClassifiersController {
     @Body() body: unknown,
     @ClientSignal() signal: AbortSignal,
   ): Promise<HeadManifest> {
-    return this.trainer.train(trainHeadArgs(name, body), signal);
+    return this.trainer.train(commandArgs(TRAIN_HEAD_BODY, name, body), signal);
+  }
+
+  @Post('probe')
+  @HttpCode(200)
+  @ApiOperation({
+    summary: 'Layer sweep: a linear probe per layer and pooling (synchronous: small data only)',
+    description:
+      'Runs `gim probe ... --json` in a child process: fits one softmax probe per (layer, ' +
+      'pooling) on frozen embeddings of the labelled data on the server and scores it on ' +
+      '`test_data` (or a stratified split; audio: held-out utterances per speaker), answering ' +
+      'the accuracy per layer and the best layer. Synchronous like head training (at most 15 ' +
+      'minutes, one admin job at a time, 409 meanwhile); needs the admin bearer token.',
+  })
+  @ApiParam({ name: 'name', description: 'Stack name', example: 'fashion-gim' })
+  @ApiBody({ type: ProbeBodyDto })
+  @ApiOkResponse({
+    type: ProbeReportDto,
+    description: 'Accuracy per layer and pooling, and the best',
+  })
+  @ApiErrors(400, 401, 404, 409, 422, 499, 504)
+  probe(
+    @Param('name') name: string,
+    @Body() body: unknown,
+    @ClientSignal() signal: AbortSignal,
+  ): Promise<ProbeReport> {
+    return this.trainer.probe(commandArgs(PROBE_BODY, name, body), signal);
   }
 }

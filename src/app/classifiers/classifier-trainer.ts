@@ -4,7 +4,16 @@ import { fileURLToPath } from 'node:url';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { GimError, type GimErrorCode } from '../../gim/errors.js';
 import { checkHeadManifest, type HeadManifest } from '../../gim/store/head-manifest.js';
+import type { ProbeRow } from '../../gim/classify/probe-layers.js';
 import { APP_CONFIG, type AppConfig } from '../config.js';
+
+/** What `gim probe --json` prints. */
+export interface ProbeReport {
+  model: string;
+  version: number;
+  rows: ProbeRow[];
+  best: ProbeRow;
+}
 
 /** A synchronous admin training gets this long before the CLI process is killed (504). */
 export const TRAIN_TIMEOUT_MS = 15 * 60_000;
@@ -19,10 +28,10 @@ const CODES: readonly GimErrorCode[] = [
 ];
 
 /**
- * Trains heads by running `gim classifier train ... --json` as a child process: training never
- * runs inside the API process (its tfjs work would stall the event loop, and a crash would take
- * the service down). One training at a time; another request meanwhile is a 409. Until the
- * admin/jobs runner lands, the request waits for the process (small data only).
+ * Trains heads (`gim classifier train ... --json`) and sweeps layers (`gim probe ... --json`) in a
+ * child process: training never runs inside the API process (its tfjs work would stall the event
+ * loop, and a crash would take the service down). One job at a time; another request meanwhile is
+ * a 409. Until the admin/jobs runner lands, the request waits for the process (small data only).
  */
 @Injectable()
 export class ClassifierTrainer {
@@ -32,20 +41,35 @@ export class ClassifierTrainer {
   constructor(@Inject(APP_CONFIG) private readonly config: AppConfig) {}
 
   async train(args: readonly string[], signal: AbortSignal): Promise<HeadManifest> {
+    const stdout = await this.exclusive(['classifier', 'train', ...args, '--json'], signal);
+    const manifest = checkHeadManifest(JSON.parse(stdout), 'gim classifier train --json');
+    this.logger.log(
+      `trained head ${manifest.name}@${manifest.version} of ${manifest.encoder.name}`,
+    );
+    return manifest;
+  }
+
+  /** The layer sweep: one probe per (layer, pooling), rows and the best one, as `gim probe --json`. */
+  async probe(args: readonly string[], signal: AbortSignal): Promise<ProbeReport> {
+    const stdout = await this.exclusive(['probe', ...args, '--json'], signal);
+    const report = JSON.parse(stdout.slice(stdout.indexOf('{'))) as ProbeReport;
+    if (!Array.isArray(report.rows) || report.rows.length === 0)
+      throw new Error(`gim probe --json printed no rows: ${stdout.slice(0, 200)}`);
+    return report;
+  }
+
+  private async exclusive(args: string[], signal: AbortSignal): Promise<string> {
     if (this.running)
-      throw new GimError('conflict', 'a head is being trained already: retry when it is done');
+      throw new GimError('conflict', 'an admin job is running already: retry when it is done');
     this.running = true;
     const started = performance.now();
     try {
-      const stdout = await this.run(['classifier', 'train', ...args, '--json'], signal);
-      const manifest = checkHeadManifest(JSON.parse(stdout), 'gim classifier train --json');
-      this.logger.log(
-        `trained head ${manifest.name}@${manifest.version} of ${manifest.encoder.name} in ` +
-          `${Math.round(performance.now() - started)} ms`,
-      );
-      return manifest;
+      return await this.run(args, signal);
     } finally {
       this.running = false;
+      this.logger.log(
+        `gim ${args.slice(0, 2).join(' ')} took ${Math.round(performance.now() - started)} ms`,
+      );
     }
   }
 
@@ -94,5 +118,5 @@ function cliError(stderr: string, error: Error): Error {
     const usage = /^error: (.*)$/.exec(line);
     if (usage) return new GimError('invalid_argument', usage[1] as string);
   }
-  return new Error(`gim classifier train failed: ${error.message}\n${stderr}`, { cause: error });
+  return new Error(`gim failed: ${error.message}\n${stderr}`, { cause: error });
 }

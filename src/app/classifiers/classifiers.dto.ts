@@ -224,3 +224,49 @@ export class TrainHeadBodyDto {
   })
   labels?: string[];
 }
+
+export class ProbeBodyDto {
+  @ApiProperty({
+    description:
+      'Labelled data on the server (as for head training); audio: a speaker folder, split by utterance',
+    example: 'fashion-mnist',
+  })
+  data!: string;
+  @ApiPropertyOptional({ description: 'Labelled test data (default: a stratified split of data)' })
+  test_data?: string;
+  @ApiPropertyOptional({
+    description: 'all (default), last, or a list of layers',
+    oneOf: [{ type: 'string' }, { type: 'array', items: {} }],
+    example: 'all',
+  })
+  layers?: string | (number | string)[];
+  @ApiPropertyOptional({
+    description: 'Poolings to compare (images default mean,grid2,none; audio mean,max)',
+    oneOf: [{ type: 'string' }, { type: 'array', items: { type: 'string' } }],
+  })
+  pooling?: string | string[];
+  @ApiPropertyOptional({ example: 20 }) epochs?: number;
+  @ApiPropertyOptional({ description: 'At most this many training items (stratified)' })
+  limit?: number;
+  @ApiPropertyOptional({ description: 'Audio: held-out share of each speaker (default 0.2)' })
+  test_fraction?: number;
+  @ApiPropertyOptional() seed?: number;
+  @ApiPropertyOptional({ description: 'Stack version (default: its default)' }) version?: number;
+  @ApiPropertyOptional({ description: 'Stack label instead of a version' }) label?: string;
+}
+
+export class ProbeRowDto {
+  @ApiProperty() layer!: number;
+  @ApiProperty({ enum: POOLINGS }) pooling!: string;
+  @ApiProperty() dim!: number;
+  @ApiProperty() trainAccuracy!: number;
+  @ApiProperty() testAccuracy!: number;
+}
+
+export class ProbeReportDto {
+  @ApiProperty() model!: string;
+  @ApiProperty() version!: number;
+  @ApiProperty({ type: [ProbeRowDto] }) rows!: ProbeRowDto[];
+  @ApiProperty({ type: ProbeRowDto, description: 'The row with the best test accuracy' })
+  best!: ProbeRowDto;
+}

@@ -1,42 +1,73 @@
 import { GimError } from '../../gim/errors.js';
 
 /**
- * The body of `POST /admin/v1/models/{name}/classifiers`, checked for shape and turned into the
- * arguments of `gim classifier train`. Ranges and meanings (a layer the stack lacks, a data spec
- * that does not open) are the CLI's to check: it answers them as it does on a terminal.
+ * Bodies of the admin routes that run a `gim` command, checked for shape and turned into its
+ * arguments. Ranges and meanings (a layer the stack lacks, a data spec that does not open) are the
+ * CLI's to check: it answers them as it does on a terminal.
  */
-const FIELDS: Record<string, { flag: string; kind: Kind }> = {
-  name: { flag: '--name', kind: 'string' },
-  data: { flag: '--data', kind: 'string' },
-  test_data: { flag: '--test-data', kind: 'string' },
-  layer: { flag: '--layer', kind: 'list' },
-  pooling: { flag: '--pooling', kind: 'list' },
-  normalize: { flag: '--normalize', kind: 'flag' },
-  epochs: { flag: '--epochs', kind: 'number' },
-  batch_size: { flag: '--batch-size', kind: 'number' },
-  lr: { flag: '--lr', kind: 'number' },
-  l2: { flag: '--l2', kind: 'number' },
-  class_weights: { flag: '--class-weights', kind: 'list' },
-  val_fraction: { flag: '--val-fraction', kind: 'number' },
-  patience: { flag: '--patience', kind: 'number' },
-  seed: { flag: '--seed', kind: 'number' },
-};
 type Kind = 'string' | 'list' | 'number' | 'flag';
-const REQUIRED = ['name', 'data', 'layer'];
+interface CommandBody {
+  fields: Record<string, { flag: string; kind: Kind }>;
+  required: string[];
+  /** `labels`: publish labels (`--label ...`), for commands that publish. */
+  labels: boolean;
+}
+
+/** `POST /admin/v1/models/{name}/classifiers` → `gim classifier train`. */
+export const TRAIN_HEAD_BODY: CommandBody = {
+  required: ['name', 'data', 'layer'],
+  labels: true,
+  fields: {
+    name: { flag: '--name', kind: 'string' },
+    data: { flag: '--data', kind: 'string' },
+    test_data: { flag: '--test-data', kind: 'string' },
+    layer: { flag: '--layer', kind: 'list' },
+    pooling: { flag: '--pooling', kind: 'list' },
+    normalize: { flag: '--normalize', kind: 'flag' },
+    epochs: { flag: '--epochs', kind: 'number' },
+    batch_size: { flag: '--batch-size', kind: 'number' },
+    lr: { flag: '--lr', kind: 'number' },
+    l2: { flag: '--l2', kind: 'number' },
+    class_weights: { flag: '--class-weights', kind: 'list' },
+    val_fraction: { flag: '--val-fraction', kind: 'number' },
+    patience: { flag: '--patience', kind: 'number' },
+    seed: { flag: '--seed', kind: 'number' },
+  },
+};
+
+/** `POST /admin/v1/models/{name}/probe` → `gim probe` (the layer sweep). */
+export const PROBE_BODY: CommandBody = {
+  required: ['data'],
+  labels: false,
+  fields: {
+    data: { flag: '--data', kind: 'string' },
+    test_data: { flag: '--test-data', kind: 'string' },
+    layers: { flag: '--layers', kind: 'list' },
+    pooling: { flag: '--pooling', kind: 'list' },
+    epochs: { flag: '--epochs', kind: 'number' },
+    limit: { flag: '--limit', kind: 'number' },
+    test_fraction: { flag: '--test-fraction', kind: 'number' },
+    seed: { flag: '--seed', kind: 'number' },
+  },
+};
+
 const ENCODER = ['version', 'label'];
 const SELECTOR_RE = /^([1-9][0-9]{0,8}|[a-z][a-z0-9_-]{0,31})$/;
 const LABEL_RE = /^[a-z][a-z0-9_-]{0,31}$/;
 
-/** `gim classifier train` arguments (without --models-dir, --backend, --json) for a body. */
-export function trainHeadArgs(model: string, body: unknown): string[] {
+/** The command's arguments (without --models-dir, --backend, --json) for a body. */
+export function commandArgs(spec: CommandBody, model: string, body: unknown): string[] {
   if (typeof body !== 'object' || body === null || Array.isArray(body))
-    throw new GimError('invalid_argument', 'the body must be a JSON object {"name", "data", ...}');
+    throw new GimError(
+      'invalid_argument',
+      `the body must be a JSON object with ${spec.required.map((k) => `"${k}"`).join(', ')}, ...`,
+    );
   const fields = body as Record<string, unknown>;
-  const allowed = [...Object.keys(FIELDS), ...ENCODER, 'labels'];
+  const allowed = [...Object.keys(spec.fields), ...ENCODER, ...(spec.labels ? ['labels'] : [])];
   for (const key of Object.keys(fields))
     if (!allowed.includes(key))
       throw new GimError('invalid_argument', `unknown field "${key}": use ${allowed.join(', ')}`);
-  for (const key of REQUIRED)
+  for (const key of spec.required)
     if (fields[key] === undefined) throw new GimError('invalid_argument', `"${key}" is required`);
   if (fields.version !== undefined && fields.label !== undefined)
     throw new GimError('invalid_argument', 'give either version or label, not both');
@@ -46,7 +77,7 @@ export function trainHeadArgs(model: string, body: unknown): string[] {
 
   // `--flag=value`: a value starting with '-' stays a value.
   const args = [`--model=${encoder === undefined ? model : `${model}@${String(encoder)}`}`];
-  for (const [key, { flag, kind }] of Object.entries(FIELDS)) {
+  for (const [key, { flag, kind }] of Object.entries(spec.fields)) {
     const value = fields[key];
     if (value === undefined) continue;
     const bad = (what: string): never => {
