@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { gim } from '../helpers/cli.js';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { promisify } from 'node:util';
 import request from 'supertest';
 import { selectBackend } from '../../src/gim/backend/index.js';
 import { decodeAudio } from '../../src/gim/data/decode-audio.js';
@@ -22,7 +21,6 @@ import {
   waitReady,
 } from './serve-fixtures.js';
 
-const run = promisify(execFile);
 const AUDIO = join(ROOT, 'test/fixtures/audio');
 const EMBED = '/v1/models/voice/embeddings';
 /** Receptive field of one last-conv frame for kernels 10, 8, 4, 4, 4 and strides 5, 4, 2, 2, 2. */
@@ -98,13 +96,6 @@ describe('audio stacks over HTTP (e2e)', () => {
 
   const embedRaw = (body: Buffer, type: string, query = '', path = EMBED) =>
     request(t.server).post(`${path}${query}`).set('Content-Type', type).send(body);
-
-  const gim = (args: string[]) =>
-    run(
-      process.execPath,
-      ['--import', '@swc-node/register/esm-register', 'src/cli/main.ts', ...args],
-      { cwd: ROOT, env: { ...process.env, GIM_BACKEND: 'wasm' }, maxBuffer: 16 << 20 },
-    );
 
   test('GET /v1/models/{name} and KServe metadata describe the audio input and frame rates', async () => {
     const res = await request(t.server).get('/v1/models/voice');

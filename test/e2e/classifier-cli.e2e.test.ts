@@ -1,43 +1,16 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { gim, stripesPng } from '../helpers/cli.js';
 import { untrainedDraft } from '../helpers/stack-draft.js';
-import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import sharp from 'sharp';
 import { selectBackend } from '../../src/gim/backend/index.js';
 import { EncoderStack, visionModuleConfigs } from '../../src/gim/encoders/encoder-stack.js';
 import { defaultImageAdapter } from '../../src/gim/modality/image.js';
 import { StackStore } from '../../src/gim/store/stack-store.js';
 import { HeadStore } from '../../src/gim/store/head-store.js';
 import { Rng } from '../../src/gim/random.js';
-
-const run = promisify(execFile);
-const ROOT = new URL('../..', import.meta.url).pathname;
-
-function gim(args: string[]) {
-  return run(
-    process.execPath,
-    ['--import', '@swc-node/register/esm-register', 'src/cli/main.ts', ...args],
-    { cwd: ROOT, env: { ...process.env, GIM_BACKEND: 'wasm' }, maxBuffer: 16 * 1024 * 1024 },
-  );
-}
-
-/** A 28x28 grey PNG of horizontal (class 0) or vertical (class 1) stripes. */
-async function stripesPng(file: string, orientation: number, rng: Rng): Promise<void> {
-  const period = 4 + rng.int(3);
-  const phase = rng.int(period);
-  const pixels = Buffer.alloc(28 * 28);
-  for (let i = 0; i < pixels.length; i++) {
-    const at = orientation === 0 ? Math.floor(i / 28) : i % 28;
-    pixels[i] = ((at + phase) % period < period / 2 ? 210 : 40) + rng.int(20);
-  }
-  await sharp(pixels, { raw: { width: 28, height: 28, channels: 1 } })
-    .png()
-    .toFile(file);
-}
 
 describe('gim classifier / classify', () => {
   let dir = '';

@@ -1,16 +1,13 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { gim, stripesPng } from '../helpers/cli.js';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { promisify } from 'node:util';
-import sharp from 'sharp';
 import request from 'supertest';
 import { selectBackend } from '../../src/gim/backend/index.js';
 import { Rng } from '../../src/gim/random.js';
 import {
-  ROOT,
   type TestApp,
   bootApp,
   metric,
@@ -20,35 +17,12 @@ import {
   waitReady,
 } from './serve-fixtures.js';
 
-const run = promisify(execFile);
 const TOKEN = 'test-admin-token-0123456789';
 const CLASSIFY = '/v1/models/tiny/classifiers/stripes/classify';
 
 interface LabelScore {
   label: string;
   score: number;
-}
-
-function gim(args: string[]) {
-  return run(
-    process.execPath,
-    ['--import', '@swc-node/register/esm-register', 'src/cli/main.ts', ...args],
-    { cwd: ROOT, env: { ...process.env, GIM_BACKEND: 'wasm' }, maxBuffer: 16 * 1024 * 1024 },
-  );
-}
-
-/** A 28x28 grey PNG of horizontal (class 0) or vertical (class 1) stripes. */
-async function stripesPng(file: string, orientation: number, rng: Rng): Promise<void> {
-  const period = 4 + rng.int(3);
-  const phase = rng.int(period);
-  const pixels = Buffer.alloc(28 * 28);
-  for (let i = 0; i < pixels.length; i++) {
-    const at = orientation === 0 ? Math.floor(i / 28) : i % 28;
-    pixels[i] = ((at + phase) % period < period / 2 ? 210 : 40) + rng.int(20);
-  }
-  await sharp(pixels, { raw: { width: 28, height: 28, channels: 1 } })
-    .png()
-    .toFile(file);
 }
 
 function near(got: LabelScore[], want: LabelScore[], tolerance: number, what: string): void {

@@ -1,10 +1,9 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { gim } from '../helpers/cli.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import sharp from 'sharp';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../../src/gim/backend/index.js';
@@ -14,21 +13,8 @@ import { poolGrid } from '../../src/gim/encoders/pooling.js';
 import { StackStore } from '../../src/gim/store/stack-store.js';
 import { EncoderStack, gridShape } from '../../src/gim/encoders/encoder-stack.js';
 
-const run = promisify(execFile);
 const ROOT = new URL('../..', import.meta.url).pathname;
 const FIXTURE = join(ROOT, 'test/fixtures/fashion-mnist-mini');
-
-function gim(args: string[]) {
-  return run(
-    process.execPath,
-    ['--import', '@swc-node/register/esm-register', 'src/cli/main.ts', ...args],
-    {
-      cwd: ROOT,
-      env: { ...process.env, GIM_BACKEND: 'wasm' },
-      maxBuffer: 16 * 1024 * 1024,
-    },
-  );
-}
 
 describe('gim CLI', () => {
   let dir = '';

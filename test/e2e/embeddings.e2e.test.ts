@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { gim } from '../helpers/cli.js';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { promisify } from 'node:util';
 import sharp from 'sharp';
 import request from 'supertest';
 import * as tf from '@tensorflow/tfjs';
@@ -13,7 +12,6 @@ import { decodeImage } from '../../src/gim/data/decode-image.js';
 import { gridShape, type EncoderStack } from '../../src/gim/encoders/encoder-stack.js';
 import { type Pooling, poolGrid } from '../../src/gim/encoders/pooling.js';
 import {
-  ROOT,
   type TestApp,
   bootApp,
   fixturePngs,
@@ -25,7 +23,6 @@ import {
   waitReady,
 } from './serve-fixtures.js';
 
-const run = promisify(execFile);
 const EMBED = '/v1/models/tiny/embeddings';
 
 interface LayerResult {
@@ -122,25 +119,18 @@ describe('POST /v1/models/{name}/embeddings (e2e)', () => {
     // The CLI on the same file and stack.
     const file = join(dir, 'item.png');
     await writeFile(file, png);
-    const cli = await run(
-      process.execPath,
-      [
-        '--import',
-        '@swc-node/register/esm-register',
-        'src/cli/main.ts',
-        'embed',
-        file,
-        '--model',
-        'tiny@stable',
-        '--models-dir',
-        models,
-        '--layer',
-        '2,last',
-        '--pooling',
-        'grid2',
-      ],
-      { cwd: ROOT, env: { ...process.env, GIM_BACKEND: 'wasm' }, maxBuffer: 16 << 20 },
-    );
+    const cli = await gim([
+      'embed',
+      file,
+      '--model',
+      'tiny@stable',
+      '--models-dir',
+      models,
+      '--layer',
+      '2,last',
+      '--pooling',
+      'grid2',
+    ]);
     const out = JSON.parse(cli.stdout);
     for (const r of results) {
       const diff = maxAbsDiff(r.embeddings[0]!, out.items[0].layers[String(r.layer)]);

@@ -20,6 +20,7 @@ import {
   isDirectory,
   isHidden,
   listDir,
+  onceUnlessFailed,
   readItem,
   statItem,
 } from './folder-files.js';
@@ -176,7 +177,8 @@ export function splitByUtterance(
 }
 
 class AudioFolderDataset implements AudioDataset {
-  private hash: Promise<string> | undefined;
+  /** sha256 of the file list, computed on first use. */
+  readonly fingerprint = onceUnlessFailed(() => this.computeFingerprint());
   /** Decodes in flight, so an utterance requested twice at once is decoded once. */
   private readonly pending = new Map<number, Promise<Float32Array>>();
 
@@ -223,17 +225,6 @@ class AudioFolderDataset implements AudioDataset {
   async readFull(index: number): Promise<Float32Array> {
     checkIndices([index], this.info.count, this.info.source);
     return (await this.clip(index)).slice();
-  }
-
-  fingerprint(): Promise<string> {
-    if (!this.hash) {
-      this.hash = this.computeFingerprint();
-      // A failed attempt (e.g. a file removed meanwhile) is not cached.
-      this.hash.catch(() => {
-        this.hash = undefined;
-      });
-    }
-    return this.hash;
   }
 
   /** The decoded, normalised clip; shared with the cache, never handed out unprotected. */

@@ -74,3 +74,20 @@ export function fsError(e: unknown, path: string): GimError {
   const reason = e instanceof Error ? e.message : String(e);
   return new GimError('io_error', `cannot read ${path}: ${reason}`, { cause: e });
 }
+
+/**
+ * `fn` run once and its promise shared by every call; a failed attempt (e.g. a file removed
+ * meanwhile) is not kept, so the next call tries again.
+ */
+export function onceUnlessFailed<T>(fn: () => Promise<T>): () => Promise<T> {
+  let pending: Promise<T> | undefined;
+  return () => {
+    if (!pending) {
+      pending = fn();
+      pending.catch(() => {
+        pending = undefined;
+      });
+    }
+    return pending;
+  };
+}

@@ -18,6 +18,7 @@ import {
   isDirectory,
   isHidden,
   listDir,
+  onceUnlessFailed,
   readItem,
   statItem,
 } from './folder-files.js';
@@ -89,7 +90,8 @@ export async function openImageFolder(
 }
 
 class ImageFolderDataset implements ImageDataset {
-  private hash: Promise<string> | undefined;
+  /** sha256 of the file list, computed on first use. */
+  readonly fingerprint = onceUnlessFailed(() => this.computeFingerprint());
 
   constructor(
     readonly info: ImageDatasetInfo,
@@ -109,17 +111,6 @@ class ImageFolderDataset implements ImageDataset {
       labels[k] = item.label;
     });
     return { images, labels, n, indices: Int32Array.from(indices) };
-  }
-
-  fingerprint(): Promise<string> {
-    if (!this.hash) {
-      this.hash = this.computeFingerprint();
-      // A failed attempt (e.g. a file removed meanwhile) is not cached.
-      this.hash.catch(() => {
-        this.hash = undefined;
-      });
-    }
-    return this.hash;
   }
 
   private async decode(item: FolderItem): Promise<Float32Array> {

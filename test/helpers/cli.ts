@@ -1,0 +1,30 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import sharp from 'sharp';
+import type { Rng } from '../../src/gim/random.js';
+
+const run = promisify(execFile);
+const ROOT = new URL('../..', import.meta.url).pathname;
+
+/** Runs the `gim` CLI from source on the wasm backend, as a user would; rejects on a non-zero exit. */
+export function gim(args: string[]) {
+  return run(
+    process.execPath,
+    ['--import', '@swc-node/register/esm-register', 'src/cli/main.ts', ...args],
+    { cwd: ROOT, env: { ...process.env, GIM_BACKEND: 'wasm' }, maxBuffer: 16 << 20 },
+  );
+}
+
+/** A 28x28 grey PNG of horizontal (class 0) or vertical (class 1) stripes: a separable fixture. */
+export async function stripesPng(file: string, orientation: number, rng: Rng): Promise<void> {
+  const period = 4 + rng.int(3);
+  const phase = rng.int(period);
+  const pixels = Buffer.alloc(28 * 28);
+  for (let i = 0; i < pixels.length; i++) {
+    const at = orientation === 0 ? Math.floor(i / 28) : i % 28;
+    pixels[i] = ((at + phase) % period < period / 2 ? 210 : 40) + rng.int(20);
+  }
+  await sharp(pixels, { raw: { width: 28, height: 28, channels: 1 } })
+    .png()
+    .toFile(file);
+}
