@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import sharp from 'sharp';
-import { decodeImage } from '../src/gim/data/decode-image.js';
+import { decodeImage, pngDecodesInline } from '../src/gim/data/decode-image.js';
 import { loadFashionMnist } from '../src/gim/data/idx.js';
 import { poolGrid } from '../src/gim/encoders/pooling.js';
 import { InferenceClient } from '../src/inference/inference-client.js';
@@ -35,6 +35,7 @@ const { values } = parseArgs({
     clients: { type: 'string', default: '1,16,64' },
     'no-batching-off': { type: 'boolean', default: false },
     'batch-delay-ms': { type: 'string', default: '0' },
+    png: { type: 'string', default: 'grey' },
     out: { type: 'string', default: 'bench/results/serve.json' },
   },
 });
@@ -42,6 +43,10 @@ const DURATION_S = positive('duration', values.duration);
 const WARMUP_S = positive('warmup', values.warmup);
 const CLIENTS = (values.clients as string).split(',').map((c) => positive('clients', c));
 const BATCH_DELAY_MS = Number(values['batch-delay-ms']);
+const PNG_COLOUR = values.png as string;
+if (PNG_COLOUR !== 'grey' && PNG_COLOUR !== 'rgb') {
+  throw new Error(`--png: grey or rgb, got "${PNG_COLOUR}"`);
+}
 const MODEL = 'fashion-gim';
 const LAYER = 3; // `last` of the demo stack
 const ROUTE = `/v1/models/${MODEL}/embeddings?layer=last&pooling=mean`;
@@ -63,7 +68,11 @@ const fmt = (v: number | null, digits = 2) => (v === null ? '-' : v.toFixed(digi
 
 // ---------------------------------------------------------------- inputs
 
-/** The first IMAGES test images of the committed fixture as PNG bytes, and as the server decodes them. */
+/**
+ * The first IMAGES test images of the committed fixture as PNG bytes (8-bit grey, as the dataset
+ * is; `--png rgb`: the same pixels as RGB, which the server must convert), and as the server
+ * decodes them.
+ */
 async function prepareImages(): Promise<{ pngs: Buffer[]; pixels: Float32Array[] }> {
   const ds = await loadFashionMnist(FIXTURE_DIR, 'test');
   const { images } = await ds.read(Int32Array.from({ length: IMAGES }, (_, i) => i));
@@ -73,7 +82,8 @@ async function prepareImages(): Promise<{ pngs: Buffer[]; pixels: Float32Array[]
       const bytes = Uint8Array.from(images.subarray(i * size, (i + 1) * size), (v) =>
         Math.round(v * 255),
       );
-      return sharp(bytes, { raw: { width: 28, height: 28, channels: 1 } })
+      const image = sharp(bytes, { raw: { width: 28, height: 28, channels: 1 } });
+      return (PNG_COLOUR === 'grey' ? image.toColourspace('b-w') : image.toColourspace('srgb'))
         .png()
         .toBuffer();
     }),
@@ -82,6 +92,33 @@ async function prepareImages(): Promise<{ pngs: Buffer[]; pixels: Float32Array[]
     pngs.map((png) => decodeImage(png, { height: 28, width: 28, channels: 1 })),
   );
   return { pngs, pixels };
+}
+
+/**
+ * CPU (all threads of this process: sharp works on libuv's pool) and wall time per image of the
+ * server's decode, inline (pngjs, where `pngDecodesInline` allows) and through sharp.
+ */
+async function decodeCost(pngs: Buffer[]) {
+  const opts = { height: 28, width: 28, channels: 1 } as const;
+  const inlineShare = pngs.filter((png) => pngDecodesInline(png, opts)).length / pngs.length;
+  const rows = [];
+  for (const inlinePng of [true, false]) {
+    const round = () => Promise.all(pngs.map((png) => decodeImage(png, { ...opts, inlinePng })));
+    await round(); // warm-up
+    const rounds = 20;
+    const cpu0 = process.cpuUsage();
+    const t0 = performance.now();
+    for (let r = 0; r < rounds; r++) await round();
+    const wallMs = (performance.now() - t0) / (rounds * pngs.length);
+    const cpu = process.cpuUsage(cpu0);
+    const cpuMs = (cpu.user + cpu.system) / 1000 / (rounds * pngs.length);
+    rows.push({
+      path: inlinePng ? 'default' : 'sharp only',
+      cpuMsPerImage: cpuMs,
+      wallMsPerImage: wallMs,
+    });
+  }
+  return { inlineShare, rows };
 }
 
 // ---------------------------------------------------------------- the server process
@@ -505,7 +542,12 @@ if (quiet !== null && quiet > 0.25) {
   );
 }
 const { pngs, pixels } = await prepareImages();
-log(`${pngs.length} PNGs, ${pngs.reduce((s, p) => s + p.length, 0)} bytes in all`);
+log(`${pngs.length} ${PNG_COLOUR} PNGs, ${pngs.reduce((s, p) => s + p.length, 0)} bytes in all`);
+const decoding = await decodeCost(pngs);
+log(
+  `decode (${(decoding.inlineShare * 100).toFixed(0)}% of the PNGs inline): ` +
+    decoding.rows.map((r) => `${r.path} ${r.cpuMsPerImage.toFixed(3)} ms CPU/image`).join(', '),
+);
 
 const rows: Row[] = [];
 const servers: { mode: string; env: Record<string, string>; backend: string; devices: string[] }[] =
@@ -562,6 +604,15 @@ const maxAbsDiff = httpVector
   ? Math.max(...httpVector.map((v, i) => Math.abs(v - (raw.first[i] as number))))
   : null;
 
+printTable(
+  ['decode path', 'CPU ms/image', 'wall ms/image'],
+  decoding.rows.map((r) => [r.path, r.cpuMsPerImage.toFixed(3), r.wallMsPerImage.toFixed(3)]),
+);
+process.stdout.write(
+  `decode: the server's decodeImage of the ${pngs.length} bench PNGs, 64 at a time; CPU of all ` +
+    `threads (sharp decodes on libuv's pool). default decodes ` +
+    `${(decoding.inlineShare * 100).toFixed(0)}% of them inline (pngjs).\n\n`,
+);
 printTable(
   [
     'mode',
@@ -638,7 +689,8 @@ printTable(
 
 await writeResult(values.out as string, {
   machine: machine(),
-  data: `fashion-mnist-mini test fixture, first ${IMAGES} images as PNG`,
+  data: `fashion-mnist-mini test fixture, first ${IMAGES} images as 8-bit ${PNG_COLOUR} PNG`,
+  decoding,
   config: {
     route: `POST ${ROUTE}`,
     durationSeconds: DURATION_S,

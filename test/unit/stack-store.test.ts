@@ -178,6 +178,32 @@ describe('StackStore', () => {
     assert.deepEqual(await store.resolve('enc'), { name: 'enc', version: 4 });
   });
 
+  test('a resolve cache reuses resolutions for its time, and forgets them on its own writes', async () => {
+    const writer = await freshStore(); // another process: a deploy, `gim train --label`
+    await writer.publish('enc', draft());
+    await writer.publish('enc', draft());
+    const server = new StackStore(writer.root, { resolveCacheMs: 60_000 });
+    assert.deepEqual(await server.resolve('enc'), { name: 'enc', version: 2 });
+
+    await writer.setLabel('enc', 'stable', 1);
+    assert.deepEqual(await server.resolve('enc'), { name: 'enc', version: 2 }, 'cached');
+    assert.deepEqual(await server.resolve('enc@stable'), { name: 'enc', version: 1 }, 'new ref');
+    await server.setLabel('enc', 'stable', 1); // a write through the server's store
+    assert.deepEqual(await server.resolve('enc'), { name: 'enc', version: 1 });
+
+    // Failures are not cached: a stack published after a not_found resolves at once.
+    await rejectsWith(server.resolve('later'), 'not_found');
+    await writer.publish('later', draft());
+    assert.deepEqual(await server.resolve('later'), { name: 'later', version: 1 });
+
+    // Expiry: with a short cache, a label moved elsewhere is seen once the time has passed.
+    const short = new StackStore(writer.root, { resolveCacheMs: 20 });
+    assert.deepEqual(await short.resolve('enc@stable'), { name: 'enc', version: 1 });
+    await writer.setLabel('enc', 'stable', 2);
+    await new Promise((r) => setTimeout(r, 40));
+    assert.deepEqual(await short.resolve('enc@stable'), { name: 'enc', version: 2 });
+  });
+
   test('a plain name without labels means the highest version', async () => {
     const store = await freshStore();
     await store.publish('bare', draft(), { labels: [] });

@@ -11,7 +11,8 @@ import { APP_CONFIG, type AppConfig } from '../config.js';
   providers: [
     {
       provide: StackStore,
-      useFactory: (config: AppConfig) => new StackStore(config.modelsDir),
+      useFactory: (config: AppConfig) =>
+        new StackStore(config.modelsDir, { resolveCacheMs: config.refCacheMs }),
       inject: [APP_CONFIG],
     },
     {

@@ -61,11 +61,24 @@ const MANIFEST_JSON = 'manifest.json';
  * rewritten. Label updates are serialised by a lock file, so concurrent writers do not lose them
  * (see VersionedDir).
  */
+export interface StackStoreOptions {
+  /**
+   * How long (ms) a successful `resolve` is remembered. 0 (the default): every call reads the
+   * directory and `labels.json`. A server on the request path sets ~1 s: a label moved by another
+   * process is then seen within that time, and at once when moved through this store.
+   */
+  resolveCacheMs?: number;
+}
+
 export class StackStore {
   readonly root: string;
+  private readonly resolveCacheMs: number;
+  /** ref -> its resolution and when it started (only while `resolveCacheMs` > 0). */
+  private readonly resolved = new Map<string, { at: number; ref: Promise<StackRef> }>();
 
-  constructor(root: string) {
+  constructor(root: string, opts: StackStoreOptions = {}) {
     this.root = resolvePath(root);
+    this.resolveCacheMs = opts.resolveCacheMs ?? 0;
   }
 
   /** Writes `draft` as the next version of `name` and points `opts.labels` at it. */
@@ -85,19 +98,23 @@ export class StackStore {
     }
     // Checked now so that a bad draft fails before anything is written.
     let manifest = this.fullManifest(name, 1, draft);
-    await this.dir(name).publish(
-      async (temp) => {
-        for (const [i, artifacts] of draft.modules.entries()) {
-          await saveModelArtifacts(join(temp, `module-${i + 1}`), artifacts);
-        }
-      },
-      async (temp, version) => {
-        // The manifest goes last: a temp directory with a manifest is complete.
-        manifest = this.fullManifest(name, version, draft);
-        await io(`write ${temp}`, () => writeJsonAtomic(join(temp, MANIFEST_JSON), manifest));
-      },
-      labels,
-    );
+    try {
+      await this.dir(name).publish(
+        async (temp) => {
+          for (const [i, artifacts] of draft.modules.entries()) {
+            await saveModelArtifacts(join(temp, `module-${i + 1}`), artifacts);
+          }
+        },
+        async (temp, version) => {
+          // The manifest goes last: a temp directory with a manifest is complete.
+          manifest = this.fullManifest(name, version, draft);
+          await io(`write ${temp}`, () => writeJsonAtomic(join(temp, MANIFEST_JSON), manifest));
+        },
+        labels,
+      );
+    } finally {
+      this.resolved.clear(); // even a failed publish may have moved a label
+    }
     return manifest;
   }
 
@@ -106,6 +123,27 @@ export class StackStore {
    * set, else `latest`, else the highest version.
    */
   async resolve(ref: string): Promise<StackRef> {
+    if (this.resolveCacheMs <= 0) return this.resolveNow(ref);
+    const now = performance.now();
+    const hit = this.resolved.get(ref);
+    if (hit !== undefined && now - hit.at < this.resolveCacheMs) return hit.ref;
+    const entry = { at: now, ref: this.resolveNow(ref) };
+    this.resolved.set(ref, entry);
+    // Failures are not remembered: a stack published a moment later resolves at once.
+    entry.ref.catch(() => {
+      if (this.resolved.get(ref) === entry) this.resolved.delete(ref);
+    });
+    if (this.resolved.size > 1024) this.dropExpired(now);
+    return entry.ref;
+  }
+
+  private dropExpired(now: number): void {
+    for (const [ref, { at }] of this.resolved) {
+      if (now - at >= this.resolveCacheMs) this.resolved.delete(ref);
+    }
+  }
+
+  private async resolveNow(ref: string): Promise<StackRef> {
     const { name, selector } = parseRef(ref, 'stack');
     const dir = this.dir(name);
     if ((await dir.versions()).length === 0) {
@@ -174,14 +212,22 @@ export class StackStore {
       throw new GimError('invalid_argument', `version must be a positive integer, got ${version}`);
     }
     await this.listVersions(name);
-    await this.dir(name).setLabel(label, version);
+    try {
+      await this.dir(name).setLabel(label, version);
+    } finally {
+      this.resolved.clear();
+    }
   }
 
   async removeLabel(name: string, label: string): Promise<void> {
     checkName(name, 'stack');
     checkLabel(label);
     await this.listVersions(name);
-    await this.dir(name).removeLabel(label);
+    try {
+      await this.dir(name).removeLabel(label);
+    } finally {
+      this.resolved.clear();
+    }
   }
 
   /**

@@ -1,0 +1,136 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { crc32 } from 'node:zlib';
+import sharp from 'sharp';
+import { GimError } from '../../src/gim/errors.js';
+import {
+  decodeImage,
+  pngDecodesInline,
+  type DecodeImageOptions,
+} from '../../src/gim/data/decode-image.js';
+
+/** Deterministic noise: every byte value shows up, so a wrong conversion cannot hide. */
+function noise(n: number, seed: number): Uint8Array {
+  const out = new Uint8Array(n);
+  let s = seed;
+  for (let i = 0; i < n; i++) {
+    s = (s * 1103515245 + 12345) >>> 0;
+    out[i] = s >>> 24;
+  }
+  return out;
+}
+
+const raw = (w: number, h: number, channels: 1 | 2 | 3 | 4, seed = 7) =>
+  sharp(noise(w * h * channels, seed), { raw: { width: w, height: h, channels } });
+
+/** `png` with a chunk inserted after IHDR (CRC computed, as an encoder would write it). */
+function withChunk(png: Buffer, type: string, data: Buffer): Buffer {
+  const chunk = Buffer.alloc(12 + data.length);
+  chunk.writeUInt32BE(data.length, 0);
+  chunk.write(type, 4, 'latin1');
+  data.copy(chunk, 8);
+  chunk.writeUInt32BE(crc32(chunk.subarray(4, 8 + data.length)), 8 + data.length);
+  const afterHeader = 8 + 12 + 13;
+  return Buffer.concat([png.subarray(0, afterHeader), chunk, png.subarray(afterHeader)]);
+}
+
+/** The same bytes decoded inline and through sharp. */
+async function bothWays(png: Buffer, opts: DecodeImageOptions) {
+  const inline = await decodeImage(png, opts);
+  const viaSharp = await decodeImage(png, { ...opts, inlinePng: false });
+  return { inline, viaSharp };
+}
+
+const grey28 = { height: 28, width: 28, channels: 1 } as const;
+const rgb8x6 = { height: 6, width: 8, channels: 3 } as const;
+
+describe('PNGs decoded inline', () => {
+  test('give exactly what sharp gives, where the inline path applies', async () => {
+    const cases: [string, Buffer, DecodeImageOptions][] = [
+      [
+        '8-bit grey, grey model',
+        await raw(28, 28, 1).toColourspace('b-w').png().toBuffer(),
+        grey28,
+      ],
+      [
+        '8-bit grey with text and pHYs, grey model',
+        withChunk(
+          withChunk(
+            await raw(28, 28, 1, 3).toColourspace('b-w').png({ compressionLevel: 0 }).toBuffer(),
+            'tEXt',
+            Buffer.from('Software\0gim-serve test', 'latin1'),
+          ),
+          'pHYs',
+          Buffer.from([0, 0, 11, 19, 0, 0, 11, 19, 1]),
+        ),
+        grey28,
+      ],
+      ['8-bit RGB, RGB model', await raw(8, 6, 3).png().toBuffer(), rgb8x6],
+      [
+        '8-bit grey, RGB model',
+        await raw(8, 6, 1, 11).toColourspace('b-w').png().toBuffer(),
+        rgb8x6,
+      ],
+    ];
+    for (const [what, png, opts] of cases) {
+      assert.ok(pngDecodesInline(png, opts), `${what}: should decode inline`);
+      const { inline, viaSharp } = await bothWays(png, opts);
+      assert.equal(inline.length, opts.height * opts.width * opts.channels, what);
+      assert.deepEqual(inline, viaSharp, what);
+    }
+  });
+
+  test('leave to sharp every PNG that needs resizing, conversion, or is unusual', async () => {
+    const cases: [string, Buffer, DecodeImageOptions][] = [
+      ['another size', await raw(30, 28, 1).toColourspace('b-w').png().toBuffer(), grey28],
+      ['RGB to a grey model', await raw(28, 28, 3).png().toBuffer(), grey28],
+      ['grey + alpha', await raw(28, 28, 2).png().toBuffer(), grey28],
+      ['RGBA', await raw(8, 6, 4).png().toBuffer(), rgb8x6],
+      ['palette', await raw(8, 6, 3).png({ palette: true }).toBuffer(), rgb8x6],
+      ['16-bit', await raw(8, 6, 3).toColourspace('rgb16').png().toBuffer(), rgb8x6],
+      ['interlaced', await raw(8, 6, 3).png({ progressive: true }).toBuffer(), rgb8x6],
+      ['ICC profile', await raw(8, 6, 3).withIccProfile('p3').png().toBuffer(), rgb8x6],
+      [
+        'gamma',
+        withChunk(await raw(8, 6, 3).png().toBuffer(), 'gAMA', Buffer.from([0, 0, 0xb1, 0x8f])),
+        rgb8x6,
+      ],
+      [
+        'EXIF orientation',
+        await raw(8, 6, 3).withMetadata({ orientation: 6 }).png().toBuffer(),
+        { height: 8, width: 6, channels: 3 },
+      ],
+      [
+        'larger than the inline limit',
+        await raw(96, 96, 3).png().toBuffer(),
+        { height: 96, width: 96, channels: 3 },
+      ],
+      ['a JPEG', await raw(8, 6, 3).jpeg().toBuffer(), rgb8x6],
+    ];
+    for (const [what, png, opts] of cases) {
+      assert.equal(pngDecodesInline(png, opts), false, `${what}: should go to sharp`);
+      const pixels = await decodeImage(png, opts);
+      assert.equal(pixels.length, opts.height * opts.width * opts.channels, what);
+    }
+  });
+
+  test('broken inline candidates get the errors sharp gives', async () => {
+    const png = await raw(28, 28, 1).toColourspace('b-w').png().toBuffer();
+    const isError = (code: string) => (e: unknown) => e instanceof GimError && e.code === code;
+    // A flipped bit in the image data: the CRC no longer matches, pngjs refuses, sharp words it.
+    const idat = png.indexOf('IDAT');
+    const corrupt = Buffer.from(png);
+    corrupt[idat + 10] = (corrupt[idat + 10] as number) ^ 0xff;
+    assert.ok(pngDecodesInline(corrupt, grey28), 'the header walk still accepts it');
+    await assert.rejects(decodeImage(corrupt, grey28), isError('invalid_data'));
+    // Truncated: no IEND, so the header walk sends it to sharp.
+    const truncated = png.subarray(0, png.length - 20);
+    assert.equal(pngDecodesInline(truncated, grey28), false);
+    await assert.rejects(decodeImage(truncated, grey28), isError('invalid_data'));
+    // The pixel limit holds on the inline path too.
+    await assert.rejects(
+      decodeImage(png, { ...grey28, maxPixels: 100 }),
+      (e: unknown) => isError('too_large')(e) && /100 pixels/.test((e as Error).message),
+    );
+  });
+});
