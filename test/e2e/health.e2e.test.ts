@@ -107,6 +107,7 @@ describe('loadConfig', () => {
     assert.equal(config.preload, undefined);
     assert.equal(config.maxBatchSize, 32);
     assert.equal(config.maxBatchDelayMs, 0);
+    assert.equal(config.refCacheMs, 1000);
     assert.equal(config.maxQueue, 256);
     assert.equal(config.requestTimeoutMs, 10_000);
     assert.equal(config.maxBodyBytes, 10 * 1024 * 1024);
@@ -120,8 +121,10 @@ describe('loadConfig', () => {
       MAX_BATCH_SIZE: '8',
       MAX_BATCH_DELAY_MS: '0',
       MAX_QUEUE: '8',
+      REF_CACHE_MS: '0',
     });
     assert.deepEqual(config.preload, ['a', 'b@2', 'c@stable']);
+    assert.equal(config.refCacheMs, 0);
     assert.deepEqual([config.maxBatchSize, config.maxBatchDelayMs, config.maxQueue], [8, 0, 8]);
     assert.deepEqual(loadConfig({ PRELOAD: 'none' }).preload, []);
     assert.throws(
@@ -129,6 +132,7 @@ describe('loadConfig', () => {
         loadConfig({
           PRELOAD: 'Bad Name',
           MAX_BATCH_SIZE: '0',
+          REF_CACHE_MS: '-5',
           MAX_BODY_BYTES: '1e6',
           MAX_ITEMS: '-1',
           MAX_INPUT_PIXELS: 'lots',
@@ -141,6 +145,7 @@ describe('loadConfig', () => {
           [
             'PRELOAD',
             'MAX_BATCH_SIZE',
+            'REF_CACHE_MS',
             'REQUEST_TIMEOUT_MS',
             'MAX_BODY_BYTES',
             'MAX_ITEMS',
