@@ -19,6 +19,13 @@ const BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
  * `model` and `version` of their batcher (bounded by the stacks on disk); request metrics carry the
  * route pattern, never the raw URL.
  */
+/**
+ * Sampling period of the event-loop histogram behind `nodejs_eventloop_lag_*` (prom-client's
+ * default). Each sample is the time between two timer runs, so it includes this period: an idle
+ * loop reads ~10 ms, and the delay itself is a sample minus it.
+ */
+export const EVENT_LOOP_RESOLUTION_MS = 10;
+
 @Injectable()
 export class MetricsService {
   readonly registry = new Registry();
@@ -98,7 +105,10 @@ export class MetricsService {
   private tfjsSample?: Promise<TfjsMemory | undefined>;
 
   constructor() {
-    collectDefaultMetrics({ register: this.registry });
+    collectDefaultMetrics({
+      register: this.registry,
+      eventLoopMonitoringPrecision: EVENT_LOOP_RESOLUTION_MS,
+    });
     const sample = (): Promise<TfjsMemory | undefined> => {
       this.tfjsSample ??= (this.tfjsMemory?.() ?? Promise.resolve(undefined))
         .catch(() => undefined)
