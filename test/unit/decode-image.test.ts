@@ -34,6 +34,14 @@ function withChunk(png: Buffer, type: string, data: Buffer): Buffer {
   return Buffer.concat([png.subarray(0, afterHeader), chunk, png.subarray(afterHeader)]);
 }
 
+/** `png` with its IHDR height changed (CRC fixed): a header that disagrees with its data. */
+function withHeight(png: Buffer, height: number): Buffer {
+  const out = Buffer.from(png);
+  out.writeUInt32BE(height, 8 + 8 + 4);
+  out.writeUInt32BE(crc32(out.subarray(12, 12 + 4 + 13)), 12 + 4 + 13);
+  return out;
+}
+
 /** The same bytes decoded inline and through sharp. */
 async function bothWays(png: Buffer, opts: DecodeImageOptions) {
   const inline = await decodeImage(png, opts);
@@ -127,6 +135,32 @@ describe('PNGs decoded inline', () => {
     const truncated = png.subarray(0, png.length - 20);
     assert.equal(pngDecodesInline(truncated, grey28), false);
     await assert.rejects(decodeImage(truncated, grey28), isError('invalid_data'));
+    // Data for fewer rows than the header says: pngjs would pad it with zeros, sharp refuses it.
+    const short = withHeight(await raw(28, 27, 1).toColourspace('b-w').png().toBuffer(), 28);
+    assert.ok(pngDecodesInline(short, grey28));
+    await assert.rejects(decodeImage(short, grey28), isError('invalid_data'));
+    // Data for more rows than the header says, and a zlib bomb (4 MB of zeros in a few KB):
+    // inflating stops one byte past the image, and sharp has the last word.
+    for (const [what, rows] of [
+      ['one row too many', 29],
+      ['a zlib bomb', (4 * 1024 * 1024) / 29],
+    ] as const) {
+      const long = withHeight(
+        await sharp(new Uint8Array(28 * Math.floor(rows)), {
+          raw: { width: 28, height: Math.floor(rows), channels: 1 },
+        })
+          .toColourspace('b-w')
+          .png()
+          .toBuffer(),
+        28,
+      );
+      assert.ok(pngDecodesInline(long, grey28), what);
+      const inline = await decodeImage(long, grey28).catch((e: unknown) => e);
+      const viaSharp = await decodeImage(long, { ...grey28, inlinePng: false }).catch(
+        (e: unknown) => e,
+      );
+      assert.deepEqual(inline, viaSharp, `${what}: the same outcome as sharp's`);
+    }
     // The pixel limit holds on the inline path too.
     await assert.rejects(
       decodeImage(png, { ...grey28, maxPixels: 100 }),

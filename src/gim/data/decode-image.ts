@@ -3,6 +3,7 @@
  * The format is sniffed from magic bytes first, so "not an image we read" (unsupported_media) is
  * told apart from "an image we read, but broken" (invalid_data) without parsing sharp's messages.
  */
+import { inflateSync } from 'node:zlib';
 import pngjs from 'pngjs';
 import sharp, { type OutputInfo } from 'sharp';
 import { GimError } from '../errors.js';
@@ -62,58 +63,93 @@ export function checkDecodeOptions(opts: DecodeImageOptions): void {
  */
 export const INLINE_PNG_MAX_VALUES = 64 * 64 * 3;
 
-/** PNG chunks that change no pixel of the decode: a PNG with others (eXIf, iCCP, gAMA, tRNS, PLTE, ...) goes to sharp. */
+/** Encoded size beyond which a PNG goes to sharp (a small image's PNG is a few KB). */
+const INLINE_PNG_MAX_BYTES = 64 * 1024;
+
+/**
+ * PNG chunks that change no pixel of the decode: a PNG with any other (eXIf, iCCP, gAMA, tRNS,
+ * PLTE, ...) goes to sharp.
+ */
 const INLINE_PNG_CHUNKS = new Set(['IHDR', 'IDAT', 'IEND', 'tEXt', 'zTXt', 'iTXt', 'tIME', 'pHYs']);
+
+/** An inline-decodable PNG: its image data (the IDAT chunks' contents) and its channels. */
+interface InlinePng {
+  idat: Uint8Array[];
+  pngChannels: 1 | 3;
+}
 
 /**
  * True for a well-formed small PNG that is already what the model takes: exactly height x width,
- * 8-bit grey (for 1 or 3 channels) or 8-bit RGB (for 3), no alpha, no palette, no colour profile,
- * no EXIF. For those, sharp's resize, flatten and colour conversion are identities, and its
- * per-image pipeline (~1.4 ms of CPU at 28x28, all threads) costs ~20x
- * the decode itself; pngjs gives the same bytes (tested against sharp) in ~0.03 ms.
- * (Both costs: `npm run bench:serve`, its decode table.)
+ * 8-bit grey (for 1 or 3 channels) or 8-bit RGB (for 3), not interlaced, no alpha, no palette, no
+ * colour profile, no EXIF. For those, sharp's resize, flatten and colour conversion are
+ * identities, and its per-image pipeline (~1.4 ms of CPU at 28x28) costs ~15x the inline decode
+ * with pngjs (~0.09 ms, conversion to floats included), which gives the same values (tested
+ * against sharp). Both costs: `npm run bench:serve`, its decode table.
  */
 export function pngDecodesInline(bytes: Uint8Array, opts: DecodeImageOptions): boolean {
+  return inlinePng(bytes, opts) !== undefined;
+}
+
+function inlinePng(bytes: Uint8Array, opts: DecodeImageOptions): InlinePng | undefined {
   const { height, width, channels, maxPixels = DEFAULT_MAX_PIXELS } = opts;
-  if (sniffImageFormat(bytes) !== 'png') return false;
-  if (height * width * channels > INLINE_PNG_MAX_VALUES || height * width > maxPixels) return false;
+  if (bytes.length > INLINE_PNG_MAX_BYTES || sniffImageFormat(bytes) !== 'png') return undefined;
+  if (height * width * channels > INLINE_PNG_MAX_VALUES || height * width > maxPixels) {
+    return undefined;
+  }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  let header = false;
+  let pngChannels: 1 | 3 | undefined;
+  const idat: Uint8Array[] = [];
   for (let at = 8; at + 12 <= bytes.length;) {
     const length = view.getUint32(at);
     const type = String.fromCharCode(...bytes.subarray(at + 4, at + 8));
     const end = at + 12 + length;
-    if (end > bytes.length || !INLINE_PNG_CHUNKS.has(type)) return false;
+    if (end > bytes.length || !INLINE_PNG_CHUNKS.has(type)) return undefined;
+    if ((at === 8) !== (type === 'IHDR')) return undefined; // IHDR first, and only there
     if (type === 'IHDR') {
-      if (at !== 8 || length !== 13) return false;
       const [depth, colour, , , interlace] = bytes.subarray(at + 16, at + 21);
-      header =
+      const fits =
+        length === 13 &&
         view.getUint32(at + 8) === width &&
         view.getUint32(at + 12) === height &&
         depth === 8 &&
         (colour === 0 || (colour === 2 && channels === 3)) &&
         interlace === 0;
-      if (!header) return false;
+      if (!fits) return undefined;
+      pngChannels = colour === 0 ? 1 : 3;
     }
-    if (type === 'IEND') return header;
+    if (type === 'IDAT') idat.push(bytes.subarray(at + 8, end - 4));
+    if (type === 'IEND') return pngChannels && idat.length > 0 ? { idat, pngChannels } : undefined;
     at = end;
   }
-  return false; // truncated, or no IEND: sharp says what is wrong
+  return undefined; // truncated, or no IEND: sharp says what is wrong
 }
 
-/** A PNG that passed `pngDecodesInline` -> [h, w, c] in [0, 1]; undefined if pngjs refuses it. */
-function decodeInlinePng(bytes: Uint8Array, channels: 1 | 3): Float32Array | undefined {
-  let png;
+/**
+ * An inline PNG -> [h, w, c] in [0, 1]; undefined when its data is not exactly one image (sharp
+ * then decodes it and words the error).
+ */
+function decodeInlinePng(
+  bytes: Uint8Array,
+  png: InlinePng,
+  opts: DecodeImageOptions,
+): Float32Array | undefined {
+  const { height, width, channels } = opts;
+  // pngjs pads an image whose data stops early with zeros, where sharp refuses it: so the data
+  // must inflate to exactly one filter byte plus one row of pixels per row.
+  const expected = (width * png.pngChannels + 1) * height;
+  let decoded;
   try {
-    // zlib's native inflate, then pngjs's unfiltering; the output is always RGBA 8-bit.
-    png = pngjs.PNG.sync.read(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), {
+    const scanlines = inflateSync(Buffer.concat(png.idat), { maxOutputLength: expected + 1 });
+    if (scanlines.length !== expected) return undefined;
+    // pngjs: CRCs, unfiltering; its output is RGBA 8-bit whatever the input.
+    decoded = pngjs.PNG.sync.read(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), {
       checkCRC: true,
     });
   } catch {
-    return undefined; // corrupt data: sharp decodes it again and words the error
+    return undefined;
   }
-  const { data } = png; // [h, w, 4]
-  const pixels = new Float32Array(png.width * png.height * channels);
+  const { data } = decoded; // [h, w, 4]
+  const pixels = new Float32Array(width * height * channels);
   for (let i = 0, p = 0; i < pixels.length; p += 4) {
     for (let c = 0; c < channels; c++) pixels[i++] = (data[p + c] as number) / 255;
   }
@@ -140,8 +176,9 @@ export async function decodeImage(
       'not a supported image format (expected PNG, JPEG, WebP, GIF, TIFF or AVIF)',
     );
   }
-  if (opts.inlinePng !== false && pngDecodesInline(bytes, opts)) {
-    const pixels = decodeInlinePng(bytes, channels);
+  const inline = opts.inlinePng === false ? undefined : inlinePng(bytes, opts);
+  if (inline !== undefined) {
+    const pixels = decodeInlinePng(bytes, inline, opts);
     if (pixels !== undefined) return pixels;
   }
 
