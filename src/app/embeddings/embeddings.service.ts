@@ -170,17 +170,21 @@ export class EmbeddingsService {
     normalize: boolean,
     signal: AbortSignal,
   ): Promise<LayerEmbeddings[]> {
-    const failed = new AbortController();
-    const either = AbortSignal.any([signal, failed.signal]);
     const lengths = items.map((input) => input.length);
     let grids;
-    try {
-      grids = await Promise.all(
-        items.map((input) => model.batcher.submit({ input, layers }, { signal: either })),
-      );
-    } catch (error) {
-      failed.abort(error);
-      throw error;
+    if (items.length === 1) {
+      grids = [await model.batcher.submit({ input: items[0] as Float32Array, layers }, { signal })];
+    } else {
+      const failed = new AbortController();
+      const either = AbortSignal.any([signal, failed.signal]);
+      try {
+        grids = await Promise.all(
+          items.map((input) => model.batcher.submit({ input, layers }, { signal: either })),
+        );
+      } catch (error) {
+        failed.abort(error);
+        throw error;
+      }
     }
     const { adapter } = model.manifest;
     return layers.map((layer) => {
