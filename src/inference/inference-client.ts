@@ -68,6 +68,19 @@ function workerExecArgv(): string[] {
   return argv;
 }
 
+/** The flags an ERR_WORKER_INVALID_EXEC_ARGV error names, or undefined for any other error. */
+function refusedExecArgv(e: unknown): Set<string> | undefined {
+  if (
+    !(e instanceof Error) ||
+    (e as NodeJS.ErrnoException).code !== 'ERR_WORKER_INVALID_EXEC_ARGV'
+  ) {
+    return undefined;
+  }
+  const listed = e.message.slice(e.message.lastIndexOf(':') + 1).split(',');
+  const flags = new Set(listed.map((f) => f.trim().split('=')[0] as string).filter(Boolean));
+  return flags.size > 0 ? flags : undefined;
+}
+
 interface Pending {
   worker: Worker;
   resolve: (result: unknown) => void;
@@ -251,7 +264,19 @@ export class InferenceClient {
   }
 
   private spawn(): Worker {
-    const worker = new Worker(WORKER_URL, { execArgv: workerExecArgv(), name: 'gim-inference' });
+    let execArgv = workerExecArgv();
+    let worker: Worker;
+    try {
+      worker = new Worker(WORKER_URL, { execArgv, name: 'gim-inference' });
+    } catch (e) {
+      // A process-wide flag (`node --trace-gc ...`) makes Node refuse the whole list: the
+      // worker starts without the flags it names, rather than the service never getting ready.
+      const refused = refusedExecArgv(e);
+      if (refused === undefined) throw e;
+      execArgv = execArgv.filter((arg) => !refused.has(arg.split('=')[0] as string));
+      this.log(`inference worker: started without ${[...refused].join(' ')} (not for workers)`);
+      worker = new Worker(WORKER_URL, { execArgv, name: 'gim-inference' });
+    }
     this.workers.add(worker);
     let failure: string | null = null;
     worker.on('message', (m: WorkerMessage) => this.onMessage(m));
