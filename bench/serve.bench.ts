@@ -695,7 +695,13 @@ printTable(
   ['check', 'value', 'target'],
   Object.entries(checks).map(([k, v]) => [
     k,
-    v === null ? '-' : Math.abs(v) < 10 ? v.toPrecision(3) : v.toFixed(0),
+    v === null
+      ? '-'
+      : Math.abs(v) < 10
+        ? v.toPrecision(3)
+        : Math.abs(v) < 1000
+          ? v.toFixed(1)
+          : v.toFixed(0),
     k.startsWith('httpOverRaw')
       ? `>= ${TARGETS.httpOverRaw}`
       : k.startsWith('eventLoop')
