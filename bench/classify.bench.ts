@@ -189,6 +189,7 @@ async function requestBody(dataset: ImageDataset): Promise<string> {
         Uint8Array.from(images.subarray(i * size, (i + 1) * size), (v) => Math.round(v * 255)),
         { raw: { width: 28, height: 28, channels: 1 } },
       )
+        .toColourspace('b-w') // 8-bit grey, as the dataset is (sharp writes RGB by default)
         .png()
         .toBuffer(),
     ),
