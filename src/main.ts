@@ -1,10 +1,8 @@
 import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
-import { NestFactory } from '@nestjs/core';
-import type { NestExpressApplication } from '@nestjs/platform-express';
 import { AppModule } from './app/app.module.js';
 import { type AppConfig, ConfigError, loadConfig, nestLogLevels } from './app/config.js';
-import { configureApp } from './app/configure-app.js';
+import { createApp } from './app/configure-app.js';
 
 const SHUTDOWN_SIGNALS = ['SIGTERM', 'SIGINT'] as const;
 
@@ -20,7 +18,7 @@ async function bootstrap(): Promise<void> {
   }
 
   const logger = new Logger('Main');
-  const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(config), {
+  const app = await createApp(AppModule.forRoot(config), config, {
     logger: nestLogLevels(config.logLevel),
     // Without this Nest calls process.abort() on a startup error: no message, a core dump.
     abortOnError: false,
@@ -33,7 +31,6 @@ async function bootstrap(): Promise<void> {
     process.once(signal, () => logger.log(`${signal} received: draining and shutting down`));
   }
 
-  configureApp(app, config);
   await app.listen(config.port, config.host);
   logger.log(
     `listening on ${config.host}:${config.port} (${await app.getUrl()}), models in ${config.modelsDir}, ` +

@@ -37,7 +37,7 @@ export interface AppConfig {
   readonly maxQueue: number;
   /** From an item's entry into the queue to its result; past it the request gets 504. */
   readonly requestTimeoutMs: number;
-  /** Largest request body (and, in a multipart body, largest file). */
+  /** Largest request body (a multipart body: all its files together). */
   readonly maxBodyBytes: number;
   /** Items per request. */
   readonly maxItems: number;

@@ -1,7 +1,11 @@
-import type { NestExpressApplication } from '@nestjs/platform-express';
+import type { DynamicModule, NestApplicationOptions } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
+import multipart from '@fastify/multipart';
 import type { AppConfig } from './config.js';
 import { RAW_MEDIA_TYPES } from './embeddings/input-decoders.js';
+import { MULTIPART_LIMITS } from './embeddings/multipart.interceptor.js';
 import { requestMetrics } from './metrics/request-metrics.middleware.js';
 import { MetricsService } from './metrics/metrics.service.js';
 import { RouteTable } from './metrics/route-table.js';
@@ -9,13 +13,28 @@ import { RouteTable } from './metrics/route-table.js';
 export const DOCS_PATH = 'docs';
 
 /**
- * Everything the HTTP app needs besides its modules, for `main.ts` and the e2e tests alike: the
- * request metrics, the body parsers with their limits, and Swagger (UI at /docs, JSON at
- * /docs-json). Call it after `NestFactory.create`, before `init`/`listen`.
+ * The HTTP app as `main.ts` and the e2e tests run it: NestJS on Fastify, with the request
+ * metrics, the body parsers and their limits, and Swagger (UI at /docs, JSON at /docs-json).
+ * Call `init` or `listen` on the result. Fastify rather than Express: a minimal Nest app (raw PNG
+ * body in, 64 floats of JSON out, 64 connections) spent 43 vs 180 us of CPU per request, and the
+ * service's HTTP thread went from 0.40 to 0.24 ms per embedding request (bench:serve).
  */
-export function configureApp(app: NestExpressApplication, config: AppConfig): void {
-  app.disable('x-powered-by');
+export async function createApp(
+  module: DynamicModule,
+  config: AppConfig,
+  options: NestApplicationOptions,
+): Promise<NestFastifyApplication> {
+  const app = await NestFactory.create<NestFastifyApplication>(
+    module,
+    // bodyLimit: over MAX_BODY_BYTES is a 413 before a byte reaches a controller (JSON included).
+    new FastifyAdapter({ bodyLimit: config.maxBodyBytes }),
+    options,
+  );
+  await configureApp(app, config);
+  return app;
+}
 
+async function configureApp(app: NestFastifyApplication, config: AppConfig): Promise<void> {
   const document = SwaggerModule.createDocument(
     app,
     new DocumentBuilder()
@@ -34,11 +53,27 @@ export function configureApp(app: NestExpressApplication, config: AppConfig): vo
     [`/${DOCS_PATH}`]: { get: {} },
     [`/${DOCS_PATH}-json`]: { get: {} },
   });
-  app.use(requestMetrics(app.get(MetricsService), routes));
+  const fastify = app.getHttpAdapter().getInstance();
+  fastify.addHook('onRequest', requestMetrics(app.get(MetricsService), routes));
 
-  // Bodies of any route: over MAX_BODY_BYTES is a 413 before a byte reaches a controller.
-  app.useBodyParser('json', { limit: config.maxBodyBytes });
-  app.useBodyParser('raw', { type: [...RAW_MEDIA_TYPES], limit: config.maxBodyBytes });
+  // A raw body of a media type the service decodes is one item; multipart/form-data is parsed by
+  // the embeddings routes (MultipartInterceptor); any other type is read (within the body limit)
+  // so that the route can answer 415 with what it takes.
+  app.useBodyParser([...RAW_MEDIA_TYPES], { bodyLimit: config.maxBodyBytes });
+  fastify.addContentTypeParser(
+    '*',
+    { parseAs: 'buffer', bodyLimit: config.maxBodyBytes },
+    (_req, body, done) => done(null, body),
+  );
+  await app.register(multipart, {
+    limits: {
+      fileSize: config.maxBodyBytes,
+      files: config.maxItems,
+      fields: MULTIPART_LIMITS.fields,
+      fieldSize: MULTIPART_LIMITS.fieldBytes,
+      parts: config.maxItems + MULTIPART_LIMITS.fields,
+    },
+  });
 
   SwaggerModule.setup(DOCS_PATH, app, document, { jsonDocumentUrl: `${DOCS_PATH}-json` });
 }

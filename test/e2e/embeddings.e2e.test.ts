@@ -291,6 +291,17 @@ describe('POST /v1/models/{name}/embeddings (e2e)', () => {
         413,
         'too_large',
       ],
+      [
+        'multipart files adding up to over MAX_BODY_BYTES',
+        () =>
+          request(t.server)
+            .post(EMBED)
+            .attach('a', Buffer.alloc(40_000, 1), 'a.png')
+            .attach('b', Buffer.alloc(40_000, 1), 'b.png'),
+        413,
+        'too_large',
+        /add up/,
+      ],
       ['17 multipart files (MAX_ITEMS 16)', tooManyFiles, 413, 'too_large', /MAX_ITEMS/],
       [
         '17 JSON inputs (MAX_ITEMS 16)',

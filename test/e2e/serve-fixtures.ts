@@ -1,6 +1,6 @@
 /**
  * Shared by the service's e2e tests: tiny real stacks (image, audio) on disk, PNGs of fixture images, the app
- * booted as main.ts boots it (configureApp + AppModule) with a config from a test environment, an
+ * booted as main.ts boots it (createApp + AppModule) with a config from a test environment, an
  * inference client whose calls a test can hold, and a strict Prometheus text parser.
  */
 import 'reflect-metadata';
@@ -8,13 +8,12 @@ import assert from 'node:assert/strict';
 import type { Server } from 'node:http';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { NestFactory } from '@nestjs/core';
-import type { NestExpressApplication } from '@nestjs/platform-express';
+import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import sharp from 'sharp';
 import request from 'supertest';
 import { AppModule } from '../../src/app/app.module.js';
 import { type AppConfig, loadConfig } from '../../src/app/config.js';
-import { configureApp } from '../../src/app/configure-app.js';
+import { createApp } from '../../src/app/configure-app.js';
 import type { StartInferenceClient } from '../../src/app/inference/inference.service.js';
 import { loadFashionMnist } from '../../src/gim/data/idx.js';
 import { audioModuleConfigs } from '../../src/gim/encoders/audio-modules.js';
@@ -74,7 +73,9 @@ export async function fixturePngs(count: number): Promise<Buffer[]> {
 }
 
 export interface TestApp {
-  app: NestExpressApplication;
+  app: NestFastifyApplication;
+  /** Every route Fastify registered, as `get /v1/models/{name}` (HEAD and /docs* left out). */
+  routes: string[];
   server: Server;
   config: AppConfig;
 }
@@ -85,13 +86,24 @@ export async function bootApp(
   startInferenceClient?: StartInferenceClient,
 ): Promise<TestApp> {
   const config = loadConfig({ GIM_BACKEND: 'wasm', ...env });
-  const app = await NestFactory.create<NestExpressApplication>(
-    AppModule.forRoot(config, { startInferenceClient }),
-    { logger: ['fatal', 'error'], abortOnError: false },
-  );
-  configureApp(app, config);
+  const app = await createApp(AppModule.forRoot(config, { startInferenceClient }), config, {
+    logger: ['fatal', 'error'],
+    abortOnError: false,
+  });
+  const routes: string[] = [];
+  app
+    .getHttpAdapter()
+    .getInstance()
+    .addHook('onRoute', ({ method, url }) => {
+      for (const m of [method].flat()) {
+        if (m !== 'HEAD' && !url.startsWith('/docs')) {
+          routes.push(`${m.toLowerCase()} ${url.replace(/:(\w+)/g, '{$1}')}`);
+        }
+      }
+    });
   await app.init();
-  return { app, server: app.getHttpServer() as Server, config };
+  await app.getHttpAdapter().getInstance().ready();
+  return { app, routes, server: app.getHttpServer() as Server, config };
 }
 
 /** Polls /health/ready until 200 (and asserts it comes). */

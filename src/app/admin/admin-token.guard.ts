@@ -6,7 +6,7 @@ import {
   Injectable,
   UnauthorizedException,
 } from '@nestjs/common';
-import type { Request } from 'express';
+import type { FastifyRequest } from 'fastify';
 import { GimError } from '../../gim/errors.js';
 import { APP_CONFIG, type AppConfig } from '../config.js';
 
@@ -26,7 +26,7 @@ export class AdminTokenGuard implements CanActivate {
   canActivate(context: ExecutionContext): boolean {
     if (this.expected === undefined)
       throw new GimError('not_found', 'admin routes are off: ADMIN_TOKEN is not set');
-    const header = context.switchToHttp().getRequest<Request>().headers.authorization ?? '';
+    const header = context.switchToHttp().getRequest<FastifyRequest>().headers.authorization ?? '';
     const token = /^Bearer\s+(\S+)\s*$/i.exec(header)?.[1];
     // Compared as digests: equal lengths, and the time does not tell how much of it matched.
     if (token === undefined || !timingSafeEqual(digest(token), this.expected))

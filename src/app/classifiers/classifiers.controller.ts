@@ -17,7 +17,7 @@ import {
   ApiTags,
   getSchemaPath,
 } from '@nestjs/swagger';
-import type { Request } from 'express';
+import type { FastifyRequest } from 'fastify';
 import type { HeadManifest } from '../../gim/store/head-manifest.js';
 import { APP_CONFIG, type AppConfig } from '../config.js';
 import { readEncodedInputs } from '../embeddings/embedding-inputs.js';
@@ -121,7 +121,7 @@ export class ClassifiersController {
     @Param('name') name: string,
     @Param('head') head: string,
     @Query() query: ClassifyQueryDto,
-    @Req() req: Request,
+    @Req() req: FastifyRequest,
     @ClientSignal() signal: AbortSignal,
   ): Promise<ClassifyResponse> {
     const inputs = readEncodedInputs(req, this.config.maxItems);

@@ -1,6 +1,7 @@
-import type { Request } from 'express';
+import type { FastifyRequest } from 'fastify';
 import { GimError } from '../../gim/errors.js';
 import { RAW_MEDIA_TYPES } from './input-decoders.js';
+import { multipartBody } from './multipart.interceptor.js';
 
 /** The encoded items of an embedding request and the options its body carries. */
 export interface EncodedInputs {
@@ -14,28 +15,31 @@ export interface EncodedInputs {
 
 const ACCEPTED = `${RAW_MEDIA_TYPES.join(', ')} (one item), multipart/form-data or application/json`;
 
+/** The media type of a Content-Type header, lower-cased, without parameters; '' when absent. */
+export function mediaTypeOf(req: FastifyRequest): string {
+  const header = req.headers['content-type'] ?? '';
+  const semicolon = header.indexOf(';');
+  return (semicolon === -1 ? header : header.slice(0, semicolon)).trim().toLowerCase();
+}
+
 /**
- * Reads the items of a request whose body the parsers have seen: express.raw for the media types
- * of `RAW_MEDIA_TYPES`, multer (MultipartInterceptor) for multipart, express.json for JSON.
+ * Reads the items of a request whose body the parsers have seen: a raw Buffer for the media types
+ * of `RAW_MEDIA_TYPES`, MultipartInterceptor's files for multipart, Fastify's JSON parser for JSON.
  */
-export function readEncodedInputs(req: Request, maxItems: number): EncodedInputs {
-  if (req.is('multipart/form-data')) {
-    const files = Array.isArray(req.files) ? req.files : [];
-    if (files.length === 0) {
+export function readEncodedInputs(req: FastifyRequest, maxItems: number): EncodedInputs {
+  const mediaType = mediaTypeOf(req);
+  if (mediaType === 'multipart/form-data') {
+    const multipart = multipartBody(req) ?? { files: [], fields: {} };
+    if (multipart.files.length === 0) {
       throw new GimError(
         'invalid_argument',
         'the multipart body has no file: send one file per item',
       );
     }
-    return {
-      kind: 'multipart',
-      items: files.map((f) => f.buffer),
-      bodyOptions: { ...(req.body as Record<string, unknown> | undefined) },
-    };
+    return { kind: 'multipart', items: multipart.files, bodyOptions: { ...multipart.fields } };
   }
-  if (req.is('application/json')) return readJsonInputs(req.body, maxItems);
-  const mediaType = req.is([...RAW_MEDIA_TYPES]);
-  if (typeof mediaType === 'string') {
+  if (mediaType === 'application/json') return readJsonInputs(req.body, maxItems);
+  if (RAW_MEDIA_TYPES.includes(mediaType)) {
     const body: unknown = req.body;
     if (!Buffer.isBuffer(body) || body.length === 0) {
       throw new GimError(

@@ -16,7 +16,7 @@ import {
   ApiTags,
   getSchemaPath,
 } from '@nestjs/swagger';
-import type { Request } from 'express';
+import type { FastifyRequest } from 'fastify';
 import { APP_CONFIG, type AppConfig } from '../config.js';
 import { ApiErrors } from '../errors/api-errors.decorator.js';
 import { ClientSignal } from '../http/client-signal.decorator.js';
@@ -75,7 +75,7 @@ export class EmbeddingsController {
   embed(
     @Param('name') name: string,
     @Query() query: EmbedQueryDto,
-    @Req() req: Request,
+    @Req() req: FastifyRequest,
     @ClientSignal() signal: AbortSignal,
   ): Promise<EmbeddingsResponse> {
     const inputs = readEncodedInputs(req, this.config.maxItems);

@@ -6,7 +6,7 @@ import {
   HttpException,
   Logger,
 } from '@nestjs/common';
-import type { Request, Response } from 'express';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { type GimErrorCode, isGimError } from '../../gim/errors.js';
 
 /** The body of every error response. */
@@ -39,7 +39,7 @@ const GIM_ERROR_STATUS: Record<GimErrorCode, number> = {
 /**
  * error_type of an HttpException by status; a status not listed gets its snake_cased reason.
  * Statuses a GimError can also produce use the GimError's code, so that a 413 says `too_large`
- * whether the body parser, multer or the image decoder refused the input.
+ * whether the body parser, the multipart reader or the image decoder refused the input.
  */
 const HTTP_ERROR_TYPE: Record<number, string> = {
   400: 'bad_request',
@@ -59,8 +59,8 @@ const HTTP_ERROR_TYPE: Record<number, string> = {
 
 /**
  * The one place where errors become HTTP responses: `{"error": message, "error_type": code}`.
- * HttpExceptions (including Nest's 404 for unknown routes and body-parser errors, which the
- * express adapter turns into HttpExceptions) keep their status; a `GimError` from the core maps by
+ * HttpExceptions (including Nest's 404 for unknown routes and Fastify's errors, a body over
+ * the limit among them, which the Fastify adapter turns into HttpExceptions) keep their status; a `GimError` from the core maps by
  * its code; anything else is a 500 whose details go to the log, never to the client.
  */
 @Catch()
@@ -69,11 +69,11 @@ export class HttpErrorFilter implements ExceptionFilter {
 
   catch(exception: unknown, host: ArgumentsHost): void {
     const http = host.switchToHttp();
-    const req = http.getRequest<Request>();
-    const res = http.getResponse<Response>();
+    const req = http.getRequest<FastifyRequest>();
+    const res = http.getResponse<FastifyReply>();
     const { status, body, headers } = toHttpError(exception);
 
-    const summary = `${req.method} ${req.originalUrl} -> ${status} ${body.error_type}`;
+    const summary = `${req.method} ${req.url} -> ${status} ${body.error_type}`;
     if (exception instanceof HttpException) {
       // Thrown on purpose (a 503 answers every readiness probe while not ready): no stack.
       this.logger.debug(`${summary}: ${body.error}`);
@@ -84,13 +84,13 @@ export class HttpErrorFilter implements ExceptionFilter {
     } else if (status >= 500) {
       this.logger.error(summary, exception instanceof Error ? exception.stack : String(exception));
     }
-    if (res.headersSent) {
+    if (res.sent || res.raw.headersSent) {
       // Mid-stream: a status can no longer be sent; cut the response so the client sees a failure.
-      res.destroy();
+      res.raw.destroy();
       return;
     }
-    if (headers) res.set(headers);
-    res.status(status).json(body);
+    if (headers) void res.headers(headers);
+    void res.status(status).send(body);
   }
 }
 

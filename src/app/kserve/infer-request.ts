@@ -33,8 +33,9 @@ export function parseInferRequest(
   maxItems: number,
 ): InferRequest {
   const { itemShape } = spec;
-  // express.json left it alone (no body or not JSON) or express.raw took it (an image type).
-  if (body === undefined || Buffer.isBuffer(body)) {
+  // Not parsed as JSON: no body, a Buffer (media types and the catch-all parser), or a string
+  // (Fastify's text/plain parser).
+  if (body === undefined || Buffer.isBuffer(body) || typeof body === 'string') {
     throw new GimError('unsupported_media', 'send the inference request as application/json');
   }
   const request = object(body, 'the request body');

@@ -1,4 +1,4 @@
-import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
 import type { MetricsService } from './metrics.service.js';
 import type { RouteTable } from './route-table.js';
 
@@ -8,17 +8,21 @@ export const UNMATCHED_ROUTE = 'unmatched';
 const CLIENT_CLOSED = 499;
 
 /**
- * Counts and times every request, errors included: it runs before the body parsers, so a 413 from
- * a parser is counted under its route like any other response.
+ * A Fastify `onRequest` hook that counts and times every request, errors included: it runs before
+ * body parsing, so a 413 from a parser is counted under its route like any other response. It
+ * watches the Node response, which closes early only when the connection does.
  */
-export function requestMetrics(metrics: MetricsService, routes: RouteTable): RequestHandler {
-  return (req: Request, res: Response, next: NextFunction) => {
+export function requestMetrics(metrics: MetricsService, routes: RouteTable) {
+  return (req: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void => {
     const started = process.hrtime.bigint();
-    const route = routes.match(req.method, req.path) ?? UNMATCHED_ROUTE;
+    const query = req.url.indexOf('?');
+    const path = query === -1 ? req.url : req.url.slice(0, query);
+    const route = routes.match(req.method, path) ?? UNMATCHED_ROUTE;
+    const res = reply.raw;
     res.once('close', () => {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       metrics.observeRequest(route, res.writableFinished ? res.statusCode : CLIENT_CLOSED, seconds);
     });
-    next();
+    done();
   };
 }
