@@ -27,7 +27,11 @@ export async function createApp(
   const app = await NestFactory.create<NestFastifyApplication>(
     module,
     // bodyLimit: over MAX_BODY_BYTES is a 413 before a byte reaches a controller (JSON included).
-    new FastifyAdapter({ bodyLimit: config.maxBodyBytes }),
+    // ignoreTrailingSlash: `/v1/models/` is `/v1/models`, as it was under Express.
+    new FastifyAdapter({
+      bodyLimit: config.maxBodyBytes,
+      routerOptions: { ignoreTrailingSlash: true },
+    }),
     options,
   );
   await configureApp(app, config);

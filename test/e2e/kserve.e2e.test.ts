@@ -52,6 +52,8 @@ describe('model listing (v1) and the KServe v2 protocol (e2e)', () => {
   test('GET /v1/models, /v1/models/{name} and /v1/models/{name}/versions/{version}', async () => {
     const list = await get('/v1/models');
     assert.equal(list.status, 200);
+    // A trailing slash names the same route.
+    assert.deepEqual((await get('/v1/models/')).body, list.body);
     assert.deepEqual(list.body, {
       models: [
         {
