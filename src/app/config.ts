@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import type { LogLevel } from '@nestjs/common';
 import { BACKEND_NAMES, type BackendName } from '../gim/backend/index.js';
@@ -41,6 +42,11 @@ export interface AppConfig {
   readonly maxBodyBytes: number;
   /** Items per request. */
   readonly maxItems: number;
+  /**
+   * Threads that decode audio clips (started on the first clip). Default: one fewer than the CPU
+   * cores, between 1 and 4.
+   */
+  readonly audioDecodeThreads: number;
   /** Largest decoded image, in pixels (width x height), checked before decoding. */
   readonly maxInputPixels: number;
   /**
@@ -121,6 +127,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
       int(1024, 1024 ** 3),
     ),
     maxItems: setting('MAX_ITEMS', 'an integer from 1 to 4096', 64, int(1, 4096)),
+    audioDecodeThreads: setting(
+      'AUDIO_DECODE_THREADS',
+      'an integer from 1 to 64',
+      Math.min(4, Math.max(1, availableParallelism() - 1)),
+      int(1, 64),
+    ),
     maxInputPixels: setting(
       'MAX_INPUT_PIXELS',
       'an integer from 1 to 1000000000',

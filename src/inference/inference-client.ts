@@ -15,6 +15,7 @@ import type {
   SuccessResponse,
   WorkerMessage,
 } from './protocol.js';
+import { OWN_EXTENSION, workerExecArgv } from './worker-argv.js';
 
 export interface InferenceClientOptions {
   modelsDir: string;
@@ -40,46 +41,8 @@ const DEFAULT_CALL_TIMEOUT_MS = 120_000;
 const RESTART_WINDOW_MS = 60_000;
 const MAX_RESTART_DELAY_MS = 5_000;
 
-/**
- * Run from TypeScript (swc-node: tests, `npm run gim`) this file is `inference-client.ts` and the
- * worker `inference-worker.ts`; compiled, both are `.js` in `dist/`.
- */
-const OWN_EXTENSION = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
+/** Compiled, the worker is `inference-worker.js` beside this file; run by swc-node, `.ts`. */
 const WORKER_URL = new URL(`./inference-worker${OWN_EXTENSION}`, import.meta.url);
-const SWC_REGISTER = '@swc-node/register/esm-register';
-
-/**
- * The worker gets the parent's `process.execArgv` (Node's default too), so under
- * `node --import @swc-node/register/esm-register` it runs that `--import` again and can load `.ts`.
- * Loader hooks registered with `module.register()` are not inherited by workers in Node 20: a `.ts`
- * worker of a process without the flag gets it added. Code given to `-e`/`-p` and `--input-type`
- * are dropped (a worker refuses `--input-type` without `-e`).
- */
-function workerExecArgv(): string[] {
-  const argv: string[] = [];
-  for (let i = 0; i < process.execArgv.length; i++) {
-    const arg = process.execArgv[i] as string;
-    if (['-e', '--eval', '-p', '--print', '--input-type'].includes(arg)) i++;
-    else if (!/^--(eval|print|input-type)=/.test(arg)) argv.push(arg);
-  }
-  if (OWN_EXTENSION === '.ts' && !argv.some((a) => a.includes('@swc-node/register'))) {
-    argv.push('--import', import.meta.resolve(SWC_REGISTER));
-  }
-  return argv;
-}
-
-/** The flags an ERR_WORKER_INVALID_EXEC_ARGV error names, or undefined for any other error. */
-function refusedExecArgv(e: unknown): Set<string> | undefined {
-  if (
-    !(e instanceof Error) ||
-    (e as NodeJS.ErrnoException).code !== 'ERR_WORKER_INVALID_EXEC_ARGV'
-  ) {
-    return undefined;
-  }
-  const listed = e.message.slice(e.message.lastIndexOf(':') + 1).split(',');
-  const flags = new Set(listed.map((f) => f.trim().split('=')[0] as string).filter(Boolean));
-  return flags.size > 0 ? flags : undefined;
-}
 
 interface Pending {
   worker: Worker;
@@ -264,19 +227,11 @@ export class InferenceClient {
   }
 
   private spawn(): Worker {
-    let execArgv = workerExecArgv();
-    let worker: Worker;
-    try {
-      worker = new Worker(WORKER_URL, { execArgv, name: 'gim-inference' });
-    } catch (e) {
-      // A process-wide flag (`node --trace-gc ...`) makes Node refuse the whole list: the
-      // worker starts without the flags it names, rather than the service never getting ready.
-      const refused = refusedExecArgv(e);
-      if (refused === undefined) throw e;
-      execArgv = execArgv.filter((arg) => !refused.has(arg.split('=')[0] as string));
-      this.log(`inference worker: started without ${[...refused].join(' ')} (not for workers)`);
-      worker = new Worker(WORKER_URL, { execArgv, name: 'gim-inference' });
+    const { execArgv, dropped } = workerExecArgv();
+    if (dropped.length > 0) {
+      this.log(`inference worker: started without ${dropped.join(' ')} (not for workers)`);
     }
+    const worker = new Worker(WORKER_URL, { execArgv, name: 'gim-inference' });
     this.workers.add(worker);
     let failure: string | null = null;
     worker.on('message', (m: WorkerMessage) => this.onMessage(m));

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import request from 'supertest';
+import { EmbeddingsService } from '../../src/app/embeddings/embeddings.service.js';
 import { selectBackend } from '../../src/gim/backend/index.js';
 import { decodeAudio } from '../../src/gim/data/decode-audio.js';
 import {
@@ -157,7 +158,10 @@ describe('audio stacks over HTTP (e2e)', () => {
     ];
     // The two CLI runs start first and overlap the HTTP requests (each boots tfjs).
     const cli = Promise.all([gim(cliArgs('mean')), gim(cliArgs('none'))]);
+    const decodedBefore = t.app.get(EmbeddingsService).audioDecoding.completed;
     const mean = await embedRaw(flac, 'audio/flac', '?layer=2,last');
+    // The clip was decoded in the audio decode pool, off the HTTP thread.
+    assert.equal(t.app.get(EmbeddingsService).audioDecoding.completed, decodedBefore + 1);
     const none = await embedRaw(flac, 'audio/x-flac', '?layer=2,last&pooling=none');
     assert.equal(mean.status, 200, JSON.stringify(mean.body));
     assert.equal(none.status, 200, JSON.stringify(none.body));

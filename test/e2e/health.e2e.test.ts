@@ -113,6 +113,7 @@ describe('loadConfig', () => {
     assert.equal(config.maxBodyBytes, 10 * 1024 * 1024);
     assert.equal(config.maxItems, 64);
     assert.equal(config.maxInputPixels, 25_000_000);
+    assert.ok(config.audioDecodeThreads >= 1 && config.audioDecodeThreads <= 4);
   });
 
   test('PRELOAD and the serving limits', () => {
@@ -135,6 +136,7 @@ describe('loadConfig', () => {
           REF_CACHE_MS: '-5',
           MAX_BODY_BYTES: '1e6',
           MAX_ITEMS: '-1',
+          AUDIO_DECODE_THREADS: '0',
           MAX_INPUT_PIXELS: 'lots',
           REQUEST_TIMEOUT_MS: '0',
         }),
@@ -149,6 +151,7 @@ describe('loadConfig', () => {
             'REQUEST_TIMEOUT_MS',
             'MAX_BODY_BYTES',
             'MAX_ITEMS',
+            'AUDIO_DECODE_THREADS',
             'MAX_INPUT_PIXELS',
           ],
         );

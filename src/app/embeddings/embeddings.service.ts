@@ -1,4 +1,4 @@
-import { Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable, type OnModuleDestroy } from '@nestjs/common';
 import { type Pooling, l2Normalize, poolGrid, pooledDim } from '../../gim/encoders/pooling.js';
 import { GimError } from '../../gim/errors.js';
 import { embeddingSpaceId as spaceId } from '../../gim/store/embedding-space.js';
@@ -6,6 +6,7 @@ import { StackStore } from '../../gim/store/stack-store.js';
 import { APP_CONFIG, type AppConfig } from '../config.js';
 import type { ItemGrid } from '../inference/embedding-batch.js';
 import { InferenceService, type LoadedModel } from '../inference/inference.service.js';
+import { AudioDecodePool } from './audio-decode-pool.js';
 import { parseEmbedOptions, resolveLayers } from './embedding-options.js';
 import type { EncodedInputs } from './embedding-inputs.js';
 import { decodeItems, decoderFor, whatItTakes } from './input-decoders.js';
@@ -53,17 +54,27 @@ export interface EmbeddingsResponse {
 
 /**
  * The embedding pipeline shared by the v1 API and the KServe v2 protocol, for image and audio
- * stacks alike: resolve the stack, decode items on the main thread with the decoder of its
- * modality (sharp runs on libuv's pool), queue each item on the Batcher of its (model, version),
+ * stacks alike: resolve the stack, decode items with the decoder of its modality (sharp on
+ * libuv's pool, small PNGs inline, audio in AudioDecodePool's threads), queue each item on the
+ * Batcher of its (model, version),
  * pool and normalise each item's grids (audio: frame sequences) on the main thread.
  */
 @Injectable()
-export class EmbeddingsService {
+export class EmbeddingsService implements OnModuleDestroy {
+  /** Audio clips are decoded off the HTTP thread. */
+  readonly audioDecoding: AudioDecodePool;
+
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
     private readonly store: StackStore,
     private readonly inference: InferenceService,
-  ) {}
+  ) {
+    this.audioDecoding = new AudioDecodePool(config.audioDecodeThreads);
+  }
+
+  async onModuleDestroy(): Promise<void> {
+    await this.audioDecoding.close();
+  }
 
   /** `POST /v1/models/{name}/embeddings` */
   async embedEncoded(
@@ -123,6 +134,7 @@ export class EmbeddingsService {
     }
     return decodeItems(decoder, inputs.items, model.manifest, {
       maxInputPixels: this.config.maxInputPixels,
+      decodeAudio: (bytes, spec) => this.audioDecoding.decode(bytes, spec),
     });
   }
 

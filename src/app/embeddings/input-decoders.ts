@@ -4,10 +4,15 @@ import { GimError } from '../../gim/errors.js';
 import { normalizeAudio } from '../../gim/modality/audio.js';
 import type { ImageAdapterConfig } from '../../gim/modality/image.js';
 import type { Modality, StackManifest } from '../../gim/store/manifest.js';
-import { audioInputSpec } from './audio-geometry.js';
+import { audioInputSpec, type AudioInputSpec } from './audio-geometry.js';
 
 export interface DecodeLimits {
   maxInputPixels: number;
+  /**
+   * Decodes, mixes down, resamples and normalises one clip for an audio stack (the HTTP server
+   * passes its AudioDecodePool). Default: on the calling thread.
+   */
+  decodeAudio?: (bytes: Uint8Array, spec: AudioInputSpec) => Promise<Float32Array>;
 }
 
 /** One item as a KServe v2 FP32 tensor: its shape (-1: any length) and the range of its values. */
@@ -71,8 +76,9 @@ const audioDecoder: InputDecoder = {
   formats: 'WAV, FLAC, MP3 or Ogg (Vorbis, Opus) audio',
   tensorInput: () => ({ itemShape: [-1], min: -1, max: 1, describe: 'samples' }),
   // Decoded, mixed to mono and resampled to the adapter's rate; each clip keeps its own length.
-  decode: async (bytes, manifest) => {
+  decode: async (bytes, manifest, limits) => {
     const spec = audioInputSpec(manifest);
+    if (limits.decodeAudio) return limits.decodeAudio(bytes, spec);
     const { samples } = await decodeAudio(bytes, {
       sampleRate: spec.sampleRate,
       maxSeconds: spec.maxSeconds,
