@@ -122,7 +122,7 @@ export class ClassifiersService {
     );
     // A conflict (409) unless this version gives the head's embedding space at its layer.
     const binding = bindHead(manifest, model.manifest, model.spaceDigests);
-    const decoded = await this.embeddings.decodeInputs(model, inputs);
+    const decoded = await this.embeddings.decodeInputs(model, inputs, signal);
     const [pooled] = await this.embeddings.embedItems(
       model,
       decoded,

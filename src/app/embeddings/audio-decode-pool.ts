@@ -21,7 +21,12 @@ export class AudioDecodePool {
     return this.pool?.completed ?? 0;
   }
 
-  async decode(bytes: Uint8Array, spec: AudioInputSpec): Promise<Float32Array> {
+  /** `signal` (the client gone): a queued clip is dropped, a running one's thread stopped. */
+  async decode(
+    bytes: Uint8Array,
+    spec: AudioInputSpec,
+    signal?: AbortSignal,
+  ): Promise<Float32Array> {
     this.pool ??= new Piscina({
       filename: WORKER_URL.href,
       name: 'default',
@@ -31,7 +36,13 @@ export class AudioDecodePool {
       execArgv: workerExecArgv().execArgv,
     });
     // The bytes are copied, not transferred: a request body may share its memory with others.
-    const result = await this.pool.run({ bytes, spec });
+    let result;
+    try {
+      result = await this.pool.run({ bytes, spec }, { signal: signal ?? null });
+    } catch (e) {
+      if (signal?.aborted) throw signal.reason;
+      throw e;
+    }
     if (result instanceof Float32Array) return result;
     const { code, message, details } = result.error;
     throw new GimError(code, message, { details });

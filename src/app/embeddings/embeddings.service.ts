@@ -93,7 +93,7 @@ export class EmbeddingsService implements OnModuleDestroy {
       resolveLayers(options.layers, model.manifest.modules.length),
       options.pooling,
     );
-    const decoded = await this.decodeInputs(model, inputs);
+    const decoded = await this.decodeInputs(model, inputs, signal);
     const results = await this.embedItems(
       model,
       decoded,
@@ -117,7 +117,11 @@ export class EmbeddingsService implements OnModuleDestroy {
    * the stack's modality: a raw body of another modality's media type is a 415, too many items a
    * 413, an undecodable item a 422 naming it. Shared by every route that takes encoded items.
    */
-  async decodeInputs(model: LoadedModel, inputs: EncodedInputs): Promise<Float32Array[]> {
+  async decodeInputs(
+    model: LoadedModel,
+    inputs: EncodedInputs,
+    signal?: AbortSignal,
+  ): Promise<Float32Array[]> {
     const decoder = decoderFor(model.manifest);
     if (inputs.mediaType !== undefined && !decoder.mediaTypes.includes(inputs.mediaType)) {
       throw new GimError(
@@ -134,7 +138,7 @@ export class EmbeddingsService implements OnModuleDestroy {
     }
     return decodeItems(decoder, inputs.items, model.manifest, {
       maxInputPixels: this.config.maxInputPixels,
-      decodeAudio: (bytes, spec) => this.audioDecoding.decode(bytes, spec),
+      decodeAudio: (bytes, spec) => this.audioDecoding.decode(bytes, spec, signal),
     });
   }
 
