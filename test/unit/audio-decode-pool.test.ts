@@ -7,6 +7,7 @@ import type { AudioInputSpec } from '../../src/app/embeddings/audio-geometry.js'
 import { decodeAudio } from '../../src/gim/data/decode-audio.js';
 import { GimError } from '../../src/gim/errors.js';
 import { normalizeAudio } from '../../src/gim/modality/audio.js';
+import { gimError } from '../helpers/gim-error.js';
 
 const AUDIO = fileURLToPath(new URL('../fixtures/audio/', import.meta.url));
 const spec: AudioInputSpec = {
@@ -18,8 +19,6 @@ const spec: AudioInputSpec = {
 };
 const pool = new AudioDecodePool(2);
 after(() => pool.close());
-
-const isCode = (code: string) => (e: unknown) => e instanceof GimError && e.code === code;
 
 describe('AudioDecodePool', () => {
   test('decodes in its threads exactly what the calling thread would', async () => {
@@ -36,14 +35,14 @@ describe('AudioDecodePool', () => {
   test('gives back GimErrors with their codes', async () => {
     await assert.rejects(
       pool.decode(await readFile(AUDIO + 'truncated.flac'), spec),
-      isCode('invalid_data'),
+      gimError('invalid_data'),
     );
     await assert.rejects(
       pool.decode(await readFile(AUDIO + 'too-short.wav'), spec),
-      isCode('invalid_data'),
+      gimError('invalid_data'),
     );
     const long = await readFile(AUDIO + 'tone-16k-s16.wav');
-    await assert.rejects(pool.decode(long, { ...spec, maxSeconds: 0.1 }), isCode('too_large'));
+    await assert.rejects(pool.decode(long, { ...spec, maxSeconds: 0.1 }), gimError('too_large'));
   });
 
   test('a clip whose client has gone is not decoded: the signal reason comes back', async () => {

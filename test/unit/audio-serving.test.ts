@@ -12,12 +12,12 @@ import {
   receptiveField,
 } from '../../src/gim/encoders/audio-modules.js';
 import type { AudioEncoderStack } from '../../src/gim/encoders/audio-stack.js';
-import { GimError, type GimErrorCode } from '../../src/gim/errors.js';
 import { layerDigests } from '../../src/gim/store/embedding-space.js';
 import { audioManifest } from '../../src/gim/store/manifest.js';
 import { StackStore } from '../../src/gim/store/stack-store.js';
 import { InferenceClient } from '../../src/inference/inference-client.js';
 import { publishStack, tinyAudioStack, tinyStack } from '../e2e/serve-fixtures.js';
+import { rejectsWith } from '../helpers/gim-error.js';
 
 let dir = '';
 let stack: AudioEncoderStack;
@@ -46,15 +46,6 @@ function clips(n: number, T: number, seed = 1): Float32Array {
   return Float32Array.from({ length: n * T }, () => {
     s = (s * 1103515245 + 12345) % 2147483648;
     return (2 * s) / 2147483648 - 1;
-  });
-}
-
-async function rejectsWith(p: Promise<unknown>, code: GimErrorCode, message?: RegExp) {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof GimError, `expected a GimError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    if (message) assert.match(e.message, message);
-    return true;
   });
 }
 

@@ -20,6 +20,7 @@ import {
   validateAudioAdapter,
   type AudioAdapterConfig,
 } from '../../src/gim/modality/audio.js';
+import { gimError } from '../helpers/gim-error.js';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/audio', import.meta.url));
 const SPEAKERS = join(FIXTURES, 'speakers');
@@ -32,15 +33,6 @@ before(async () => {
 after(async () => {
   await rm(tmp, { recursive: true, force: true });
 });
-
-function gimError(code: string, pattern?: RegExp) {
-  return (e: unknown): boolean => {
-    assert.ok(e instanceof GimError, `expected a GimError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    if (pattern) assert.match(e.message, pattern);
-    return true;
-  };
-}
 
 const fixture = (name: string): Promise<Buffer> => readFile(join(FIXTURES, name));
 

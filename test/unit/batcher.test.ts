@@ -9,18 +9,10 @@ import {
   type BatchStats,
   type RejectReason,
 } from '../../src/gim/batching/batcher.js';
+import { gimError } from '../helpers/gim-error.js';
 
 /** Batching driven by hand: no batch starts by time within a test. */
 const MANUAL: BatcherOptions = { maxBatchSize: 4, maxDelayMs: 1e9, maxQueue: 100, timeoutMs: 1e6 };
-
-function gimError(code: string, pattern?: RegExp) {
-  return (e: unknown): boolean => {
-    assert.ok(e instanceof GimError, `expected a GimError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    if (pattern) assert.match(e.message, pattern);
-    return true;
-  };
-}
 
 const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 

@@ -5,7 +5,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
-import { GimError } from '../../src/gim/errors.js';
 import {
   batches,
   stratifiedSplit,
@@ -22,6 +21,7 @@ import {
 } from '../../src/gim/data/idx.js';
 import { decodeImage, openImageFolder } from '../../src/gim/data/image-folder.js';
 import { openImageDataset } from '../../src/gim/data/open-dataset.js';
+import { gimError } from '../helpers/gim-error.js';
 
 const FIXTURE = fileURLToPath(new URL('../fixtures/fashion-mnist-mini', import.meta.url));
 
@@ -32,15 +32,6 @@ before(async () => {
 after(async () => {
   await rm(tmp, { recursive: true, force: true });
 });
-
-function gimError(code: string, pattern?: RegExp) {
-  return (e: unknown): boolean => {
-    assert.ok(e instanceof GimError, `expected a GimError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    if (pattern) assert.match(e.message, pattern);
-    return true;
-  };
-}
 
 async function collect(ds: ImageDataset, opts: Parameters<typeof batches>[1]) {
   const out: ImageBatch[] = [];

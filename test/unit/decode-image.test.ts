@@ -2,12 +2,12 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { crc32 } from 'node:zlib';
 import sharp from 'sharp';
-import { GimError } from '../../src/gim/errors.js';
 import {
   decodeImage,
   pngDecodesInline,
   type DecodeImageOptions,
 } from '../../src/gim/data/decode-image.js';
+import { gimError } from '../helpers/gim-error.js';
 
 /** Deterministic noise: every byte value shows up, so a wrong conversion cannot hide. */
 function noise(n: number, seed: number): Uint8Array {
@@ -124,21 +124,20 @@ describe('PNGs decoded inline', () => {
 
   test('broken inline candidates get the errors sharp gives', async () => {
     const png = await raw(28, 28, 1).toColourspace('b-w').png().toBuffer();
-    const isError = (code: string) => (e: unknown) => e instanceof GimError && e.code === code;
     // A flipped bit in the image data: the CRC no longer matches, pngjs refuses, sharp words it.
     const idat = png.indexOf('IDAT');
     const corrupt = Buffer.from(png);
     corrupt[idat + 10] = (corrupt[idat + 10] as number) ^ 0xff;
     assert.ok(pngDecodesInline(corrupt, grey28), 'the header walk still accepts it');
-    await assert.rejects(decodeImage(corrupt, grey28), isError('invalid_data'));
+    await assert.rejects(decodeImage(corrupt, grey28), gimError('invalid_data'));
     // Truncated: no IEND, so the header walk sends it to sharp.
     const truncated = png.subarray(0, png.length - 20);
     assert.equal(pngDecodesInline(truncated, grey28), false);
-    await assert.rejects(decodeImage(truncated, grey28), isError('invalid_data'));
+    await assert.rejects(decodeImage(truncated, grey28), gimError('invalid_data'));
     // Data for fewer rows than the header says: pngjs would pad it with zeros, sharp refuses it.
     const short = withHeight(await raw(28, 27, 1).toColourspace('b-w').png().toBuffer(), 28);
     assert.ok(pngDecodesInline(short, grey28));
-    await assert.rejects(decodeImage(short, grey28), isError('invalid_data'));
+    await assert.rejects(decodeImage(short, grey28), gimError('invalid_data'));
     // Data for more rows than the header says, and a zlib bomb (4 MB of zeros in a few KB):
     // inflating stops one byte past the image, and sharp has the last word.
     for (const [what, rows] of [
@@ -164,7 +163,7 @@ describe('PNGs decoded inline', () => {
     // The pixel limit holds on the inline path too.
     await assert.rejects(
       decodeImage(png, { ...grey28, maxPixels: 100 }),
-      (e: unknown) => isError('too_large')(e) && /100 pixels/.test((e as Error).message),
+      gimError('too_large', /100 pixels/),
     );
   });
 });

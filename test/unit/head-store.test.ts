@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import * as tf from '@tensorflow/tfjs';
 import { EncoderStack, visionModuleConfigs } from '../../src/gim/encoders/encoder-stack.js';
-import { GimError, type GimErrorCode } from '../../src/gim/errors.js';
+import { GimError } from '../../src/gim/errors.js';
 import { defaultImageAdapter } from '../../src/gim/modality/image.js';
 import { embeddingSpaceId, layerDigests } from '../../src/gim/store/embedding-space.js';
 import { StackStore } from '../../src/gim/store/stack-store.js';
@@ -22,6 +22,7 @@ import { AudioEncoderStack } from '../../src/gim/encoders/audio-stack.js';
 import { audioModuleConfigs } from '../../src/gim/encoders/audio-modules.js';
 import { defaultAudioAdapter } from '../../src/gim/modality/audio.js';
 import { openAudioFolder } from '../../src/gim/data/audio-folder.js';
+import { rejectsWith } from '../helpers/gim-error.js';
 
 const SPEAKERS = new URL('../fixtures/audio/speakers', import.meta.url).pathname;
 
@@ -76,15 +77,6 @@ function stripesDataset(perClass: number, seed: number): ImageDataset {
     },
     fingerprint: () => Promise.resolve(`${seed}`.padStart(64, '0')),
   };
-}
-
-async function rejectsWith(p: Promise<unknown>, code: GimErrorCode, message?: RegExp) {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof GimError, `expected a GimError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    if (message) assert.match(e.message, message);
-    return true;
-  });
 }
 
 before(async () => {

@@ -11,11 +11,12 @@ import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend, type BackendInfo, type BackendName } from '../../src/gim/backend/index.js';
 import { EncoderStack, visionModuleConfigs } from '../../src/gim/encoders/encoder-stack.js';
-import { GimError, type GimErrorCode } from '../../src/gim/errors.js';
+import { GimError } from '../../src/gim/errors.js';
 import { defaultImageAdapter } from '../../src/gim/modality/image.js';
 import { embeddingSpaceId, layerDigests } from '../../src/gim/store/embedding-space.js';
 import { StackStore } from '../../src/gim/store/stack-store.js';
 import { InferenceClient } from '../../src/inference/inference-client.js';
+import { rejectsWith } from '../helpers/gim-error.js';
 
 const adapter = defaultImageAdapter({ mean: [0.3], std: [0.3] });
 const configs = visionModuleConfigs(adapter, [4, 8, 8]);
@@ -78,15 +79,6 @@ function localGrids(stack: EncoderStack, pixels: Float32Array, n: number, layers
   const out = new Map([...grids].map(([l, t]) => [l, { data: t.dataSync(), shape: t.shape }]));
   tf.dispose([...grids.values()]);
   return out;
-}
-
-async function rejectsWith(p: Promise<unknown>, code: GimErrorCode, message?: RegExp) {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof GimError, `expected a GimError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    if (message) assert.match(e.message, message);
-    return true;
-  });
 }
 
 test('the worker runs on the same backend and gives the in-process grids exactly, several layers per call', async () => {

@@ -4,7 +4,6 @@ import { mkdir, mkdtemp, readFile, readdir, rm, truncate, writeFile } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { GimError, type GimErrorCode } from '../../src/gim/errors.js';
 import { STACK_FORMAT, type StackManifest } from '../../src/gim/store/manifest.js';
 import { StackStore, type StackDraft } from '../../src/gim/store/stack-store.js';
 import {
@@ -12,6 +11,7 @@ import {
   loadModelArtifacts,
   saveModelArtifacts,
 } from '../../src/gim/store/tfjs-files.js';
+import { rejectsWith } from '../helpers/gim-error.js';
 
 let tmp: string;
 let models: tf.Sequential[];
@@ -116,15 +116,6 @@ async function predict(moduleArtifacts: tf.io.ModelArtifacts[]): Promise<Float32
   });
   loaded.forEach((m) => m.dispose());
   return out;
-}
-
-async function rejectsWith(p: Promise<unknown>, code: GimErrorCode, message?: RegExp) {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof GimError, `expected a GimError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    if (message) assert.match(e.message, message);
-    return true;
-  });
 }
 
 describe('StackStore', () => {
