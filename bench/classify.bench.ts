@@ -13,9 +13,7 @@
  * items at once. Options: --duration S (default 10), --warmup S
  * (default 3), --epochs N (head training, default 40), --out PATH.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { cp, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { cp, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -28,6 +26,7 @@ import { HeadStore } from '../src/gim/store/head-store.js';
 import { loadAnyStack } from '../src/cli/shared.js';
 import { loadFashionMnist } from '../src/gim/data/idx.js';
 import { FIXTURE_DIR, fashionMnist, machine, printTable, writeResult } from './common.js';
+import { buildIfStale, startServer, type Server } from './server.js';
 
 const { values } = parseArgs({
   options: {
@@ -54,7 +53,6 @@ const MODEL = 'fashion-gim';
 const HEAD = 'bench-clothes';
 const POOLING = 'grid2';
 const ROOT = new URL('..', import.meta.url).pathname;
-const SERVER_ENTRY = join(ROOT, 'dist/src/main.js');
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
 /** The fixture split, or with --full the Debian set (an error saying how to install it). */
@@ -113,73 +111,6 @@ async function sweepAndPublish(models: string): Promise<SweepRow[]> {
   return rows;
 }
 
-// ---------------------------------------------------------------- the server process
-
-async function buildIfStale(): Promise<void> {
-  const built = await stat(SERVER_ENTRY).catch(() => null);
-  let stale = built === null;
-  if (built !== null) {
-    for (const file of await readdir(join(ROOT, 'src'), { recursive: true })) {
-      if (file.endsWith('.ts') && (await stat(join(ROOT, 'src', file))).mtimeMs > built.mtimeMs)
-        stale = true;
-    }
-  }
-  if (!stale) return;
-  log('building dist (npm run build)');
-  const res = spawnSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'inherit' });
-  if (res.status !== 0) throw new Error('npm run build failed');
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-let child: ChildProcess | undefined;
-process.once('exit', () => child?.kill('SIGKILL'));
-
-async function startServer(models: string): Promise<{ base: string; backend: string }> {
-  const port = await freePort();
-  child = spawn(process.execPath, [SERVER_ENTRY], {
-    cwd: ROOT,
-    env: {
-      ...process.env,
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      LOG_LEVEL: 'warn',
-      MODELS_DIR: models,
-      MAX_ITEMS: String(Math.max(64, ITEMS)),
-      // Every client's items fit in the queue at once (the default 256 would answer 429s).
-      MAX_QUEUE: String(Math.max(256, 2 * CLIENTS * ITEMS)),
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  const keep = (chunk: Buffer) => (output = (output + chunk.toString()).slice(-4000));
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
-  const base = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`the server exited:\n${output}`);
-    const res = await fetch(`${base}/health/ready`).catch(() => null);
-    if (res?.ok) {
-      const ready = (await res.json()) as { backend: { name: string } };
-      return { base, backend: ready.backend.name };
-    }
-    await res?.body?.cancel();
-    if (Date.now() > deadline) throw new Error(`the server was not ready within 60 s:\n${output}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
 async function requestBody(dataset: ImageDataset): Promise<string> {
   const { images } = await dataset.read(Int32Array.from({ length: ITEMS }, (_, i) => i));
   const size = 28 * 28;
@@ -226,6 +157,7 @@ async function load(url: string, body: string, seconds: number) {
 // ---------------------------------------------------------------- main
 
 const models = await mkdtemp(join(tmpdir(), 'gim-classify-bench-'));
+let server: Server | undefined;
 try {
   await cp(join(ROOT, 'models', MODEL), join(models, MODEL), { recursive: true });
   const sweep = await sweepAndPublish(models);
@@ -245,7 +177,13 @@ try {
   );
 
   await buildIfStale();
-  const server = await startServer(models);
+  server = await startServer({
+    MODELS_DIR: models,
+    MAX_ITEMS: String(Math.max(64, ITEMS)),
+    // Every client's items fit in the queue at once (the default 256 would answer 429s).
+    MAX_QUEUE: String(Math.max(256, 2 * CLIENTS * ITEMS)),
+  });
+  const backend = server.ready.backend.name;
   const url = `${server.base}/v1/models/${MODEL}/classifiers/${HEAD}/classify`;
   const body = await requestBody(await dataset('test'));
   const check = await fetch(url, {
@@ -257,14 +195,14 @@ try {
   log(`warm-up ${WARMUP_S} s, then ${DURATION_S} s at ${CLIENTS} clients x ${ITEMS} items`);
   await load(url, body, WARMUP_S);
   const run = await load(url, body, DURATION_S);
-  child?.kill('SIGTERM');
+  await server.stop();
 
   process.stdout.write(`\nclassify: ${CLIENTS} clients, ${ITEMS} items per request (JSON b64)\n`);
   printTable(
     ['backend', 'items/s', 'requests/s', 'p50 ms', 'p99 ms', 'non-2xx', 'errors'],
     [
       [
-        server.backend,
+        backend,
         run.itemsPerSecond.toFixed(0),
         run.requestsPerSecond.toFixed(1),
         run.latencyP50Ms.toFixed(1),
@@ -276,13 +214,13 @@ try {
   );
   await writeResult(values.out as string, {
     machine: machine(),
-    backend: server.backend,
+    backend,
     data: values.full ? 'fashion-mnist (full, Debian)' : 'fashion-mnist-mini fixture',
     head: { model: MODEL, name: HEAD, layer: 3, pooling: POOLING },
     layerSweep: sweep,
     load: { clients: CLIENTS, itemsPerRequest: ITEMS, durationSeconds: DURATION_S, ...run },
   });
 } finally {
-  child?.kill('SIGTERM');
+  await server?.stop();
   await rm(models, { recursive: true, force: true });
 }

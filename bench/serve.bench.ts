@@ -16,11 +16,10 @@
  *
  * Writes bench/results/serve.json. Options: --duration S (per run, default 10), --warmup S (per
  * server, default 5), --clients 1,16,64, --no-batching-off, --batch-delay-ms N (server's
- * MAX_BATCH_DELAY_MS, default 0 like the server), --out PATH.
+ * MAX_BATCH_DELAY_MS, default 0 like the server), --max-batch-size N (default 32), --png grey|rgb
+ * (default grey), --out PATH.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readFile, readdir, stat } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
@@ -31,6 +30,7 @@ import { poolGrid } from '../src/gim/encoders/pooling.js';
 import { EVENT_LOOP_RESOLUTION_MS } from '../src/app/metrics/metrics.service.js';
 import { InferenceClient } from '../src/inference/inference-client.js';
 import { FIXTURE_DIR, machine, printTable, writeResult } from './common.js';
+import { buildIfStale, startServer } from './server.js';
 
 const { values } = parseArgs({
   options: {
@@ -59,7 +59,6 @@ const IMAGES = 64;
 const RAW_BATCH = 32;
 const ROOT = new URL('..', import.meta.url).pathname;
 const MODELS_DIR = join(ROOT, 'models');
-const SERVER_ENTRY = join(ROOT, 'dist/src/main.js');
 const TARGETS = { httpOverRaw: 0.85, eventLoopP99Ms: 20 };
 
 function positive(name: string, text: string | undefined): number {
@@ -124,96 +123,6 @@ async function decodeCost(pngs: Buffer[]) {
     });
   }
   return { inlineShare, rows };
-}
-
-// ---------------------------------------------------------------- the server process
-
-/** True when dist/src/main.js is missing or older than some file under src/. */
-async function distIsStale(): Promise<boolean> {
-  const built = await stat(SERVER_ENTRY).catch(() => null);
-  if (built === null) return true;
-  const files = await readdir(join(ROOT, 'src'), { recursive: true });
-  for (const file of files) {
-    if (!file.endsWith('.ts')) continue;
-    if ((await stat(join(ROOT, 'src', file))).mtimeMs > built.mtimeMs) return true;
-  }
-  return false;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-const children = new Set<ChildProcess>();
-const killAll = () => children.forEach((c) => c.kill('SIGKILL'));
-process.once('exit', killAll);
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => {
-    log(`${signal}: stopping the server`);
-    killAll();
-    process.exit(130);
-  });
-}
-
-interface Server {
-  base: string;
-  pid: number;
-  env: Record<string, string>;
-  /** What /health/ready answered. */
-  ready: { backend: { name: string; devices: string[] }; models: string[] };
-  stop(): Promise<void>;
-}
-
-async function startServer(env: Record<string, string>): Promise<Server> {
-  const port = await freePort();
-  const fullEnv = { PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...env };
-  const child = spawn(process.execPath, [SERVER_ENTRY], {
-    cwd: ROOT,
-    env: { ...process.env, ...fullEnv },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.add(child);
-  let output = '';
-  const keep = (chunk: Buffer) => (output = (output + chunk.toString()).slice(-4000));
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.once('exit', () => children.delete(child));
-
-  const base = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(`the server exited (${child.exitCode ?? child.signalCode}):\n${output}`);
-    }
-    const res = await fetch(`${base}/health/ready`).catch(() => null);
-    if (res?.ok) {
-      const ready = (await res.json()) as Server['ready'];
-      const stop = async () => {
-        if (child.exitCode === null && child.signalCode === null) {
-          child.kill('SIGTERM');
-          const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-          await exited;
-          clearTimeout(timer);
-        }
-      };
-      return { base, pid: child.pid as number, env: fullEnv, ready, stop };
-    }
-    await res?.body?.cancel();
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`the server was not ready within 60 s:\n${output}`);
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 // ---------------------------------------------------------------- /metrics
@@ -544,11 +453,7 @@ const progress = (what: string) => {
   );
 };
 
-if (await distIsStale()) {
-  log('dist is missing or older than src/: npm run build');
-  const build = spawnSync('npm', ['run', 'build'], { cwd: ROOT, stdio: ['ignore', 2, 2] });
-  if (build.status !== 0) throw new Error(`npm run build failed (exit ${build.status})`);
-}
+await buildIfStale();
 
 const quiet = await otherLoad(2);
 if (quiet !== null && quiet > 0.25) {

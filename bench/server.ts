@@ -1,0 +1,110 @@
+/**
+ * The built service (`node dist/src/main.js`) in a child process, for the benchmarks that load it
+ * over HTTP: rebuilt first when dist is stale, on a free port, killed when the benchmark exits.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { readdir, stat } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+
+const ROOT = new URL('..', import.meta.url).pathname;
+const SERVER_ENTRY = join(ROOT, 'dist/src/main.js');
+
+const log = (line: string) => process.stderr.write(`${line}\n`);
+
+/** Runs `npm run build` when dist/src/main.js is missing or older than some file under src/. */
+export async function buildIfStale(): Promise<void> {
+  const built = await stat(SERVER_ENTRY).catch(() => null);
+  let stale = built === null;
+  if (built !== null) {
+    for (const file of await readdir(join(ROOT, 'src'), { recursive: true })) {
+      if (file.endsWith('.ts') && (await stat(join(ROOT, 'src', file))).mtimeMs > built.mtimeMs) {
+        stale = true;
+        break;
+      }
+    }
+  }
+  if (!stale) return;
+  log('dist is missing or older than src/: npm run build');
+  const build = spawnSync('npm', ['run', 'build'], { cwd: ROOT, stdio: ['ignore', 2, 2] });
+  if (build.status !== 0) throw new Error(`npm run build failed (exit ${build.status})`);
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+const children = new Set<ChildProcess>();
+const killAll = () => children.forEach((c) => c.kill('SIGKILL'));
+process.once('exit', killAll);
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    log(`${signal}: stopping the server`);
+    killAll();
+    process.exit(130);
+  });
+}
+
+export interface Server {
+  base: string;
+  pid: number;
+  /** The variables the server got on top of this process's environment. */
+  env: Record<string, string>;
+  /** What /health/ready answered. */
+  ready: { backend: { name: string; devices: string[] }; models: string[] };
+  /** SIGTERM (SIGKILL after 5 s), resolved once the process has exited. */
+  stop(): Promise<void>;
+}
+
+/** Starts the server with `env` on top of this process's and waits until /health/ready is 200. */
+export async function startServer(env: Record<string, string>): Promise<Server> {
+  const port = await freePort();
+  const fullEnv = { PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...env };
+  const child = spawn(process.execPath, [SERVER_ENTRY], {
+    cwd: ROOT,
+    env: { ...process.env, ...fullEnv },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.add(child);
+  let output = '';
+  const keep = (chunk: Buffer) => (output = (output + chunk.toString()).slice(-4000));
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.once('exit', () => children.delete(child));
+
+  const base = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`the server exited (${child.exitCode ?? child.signalCode}):\n${output}`);
+    }
+    const res = await fetch(`${base}/health/ready`).catch(() => null);
+    if (res?.ok) {
+      const ready = (await res.json()) as Server['ready'];
+      const stop = async () => {
+        if (child.exitCode === null && child.signalCode === null) {
+          child.kill('SIGTERM');
+          const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+          await exited;
+          clearTimeout(timer);
+        }
+      };
+      return { base, pid: child.pid as number, env: fullEnv, ready, stop };
+    }
+    await res?.body?.cancel();
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`the server was not ready within 60 s:\n${output}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
