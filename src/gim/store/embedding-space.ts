@@ -52,19 +52,9 @@ export function layerDigests(manifest: StackManifest, modules: tf.io.ModelArtifa
   });
 }
 
-/** Ids already computed: the serving path asks for the same few on every request. */
-const spaceIds = new Map<string, string>();
-
 /** A short id for vectors of one layer under one pooling: 32 hex chars of sha256. */
 export function embeddingSpaceId(layerDigest: string, pooling: string): string {
-  const key = `${layerDigest}:${pooling}`;
-  let id = spaceIds.get(key);
-  if (id === undefined) {
-    id = createHash('sha256').update(key).digest('hex').slice(0, 32);
-    if (spaceIds.size >= 4096) spaceIds.clear(); // bounded: digests come from loaded stacks
-    spaceIds.set(key, id);
-  }
-  return id;
+  return createHash('sha256').update(`${layerDigest}:${pooling}`).digest('hex').slice(0, 32);
 }
 
 /** Each part is framed by its tag and byte length, so no two sequences of parts hash alike. */
