@@ -6,7 +6,7 @@ import multipart from '@fastify/multipart';
 import type { AppConfig } from './config.js';
 import { RAW_MEDIA_TYPES } from './embeddings/input-decoders.js';
 import { MULTIPART_LIMITS } from './embeddings/multipart.interceptor.js';
-import { requestMetrics } from './metrics/request-metrics.middleware.js';
+import { requestMetrics } from './metrics/request-metrics.hook.js';
 import { MetricsService } from './metrics/metrics.service.js';
 import { RouteTable } from './metrics/route-table.js';
 

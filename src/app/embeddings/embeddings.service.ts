@@ -187,20 +187,17 @@ export class EmbeddingsService implements OnModuleDestroy {
     signal: AbortSignal,
   ): Promise<LayerEmbeddings[]> {
     const lengths = items.map((input) => input.length);
+    // One failing item cancels its siblings still queued (a single item has none).
+    const failed = items.length > 1 ? new AbortController() : undefined;
+    const either = failed ? AbortSignal.any([signal, failed.signal]) : signal;
     let grids;
-    if (items.length === 1) {
-      grids = [await model.batcher.submit({ input: items[0] as Float32Array, layers }, { signal })];
-    } else {
-      const failed = new AbortController();
-      const either = AbortSignal.any([signal, failed.signal]);
-      try {
-        grids = await Promise.all(
-          items.map((input) => model.batcher.submit({ input, layers }, { signal: either })),
-        );
-      } catch (error) {
-        failed.abort(error);
-        throw error;
-      }
+    try {
+      grids = await Promise.all(
+        items.map((input) => model.batcher.submit({ input, layers }, { signal: either })),
+      );
+    } catch (error) {
+      failed?.abort(error);
+      throw error;
     }
     const { adapter } = model.manifest;
     return layers.map((layer) => {
