@@ -8,7 +8,7 @@ import sharp from 'sharp';
 import request from 'supertest';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../../src/gim/backend/index.js';
-import { decodeImage } from '../../src/gim/data/decode-image.js';
+import { decodeImage, pngDecodesInline } from '../../src/gim/data/decode-image.js';
 import { gridShape, type EncoderStack } from '../../src/gim/encoders/encoder-stack.js';
 import { type Pooling, poolGrid } from '../../src/gim/encoders/pooling.js';
 import {
@@ -209,6 +209,14 @@ describe('POST /v1/models/{name}/embeddings (e2e)', () => {
     const r1 = (stable.body.results as LayerResult[])[0]!;
     assert.ok(maxAbsDiff(r2.embeddings[0]!, await inProcess(v2, png, 3, 'mean')) <= 1e-5);
     assert.ok(maxAbsDiff(r1.embeddings[0]!, r2.embeddings[0]!) > 1e-3, 'other weights');
+    // An image that needs sharp (RGB, to a grey stack) is served like the inline grey ones.
+    const rgb = await sharp(png).toColourspace('srgb').png().toBuffer();
+    const grey28 = { height: 28, width: 28, channels: 1 } as const;
+    assert.ok(pngDecodesInline(png, grey28) && !pngDecodesInline(rgb, grey28));
+    const viaSharp = await embedOne(rgb, '?version=2');
+    assert.equal(viaSharp.status, 200);
+    const rgbVector = (viaSharp.body.results as LayerResult[])[0]!.embeddings[0]!;
+    assert.ok(maxAbsDiff(rgbVector, await inProcess(v2, rgb, 3, 'mean')) <= 1e-5);
     assert.notEqual(r1.embedding_space_id, r2.embedding_space_id);
 
     const all = await embedOne(png, '?layer=all&pooling=none');

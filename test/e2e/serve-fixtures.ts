@@ -53,7 +53,10 @@ export async function publishStack(
   await new StackStore(modelsDir).publish(name, await untrainedDraft(stack), { labels });
 }
 
-/** PNGs of the first `count` test images of the fixture (28x28 grey). */
+/**
+ * PNGs of the first `count` test images of the fixture, 28x28 8-bit grey as the dataset is: the
+ * server decodes them inline (`pngDecodesInline`); other tests' images go through sharp.
+ */
 export async function fixturePngs(count: number): Promise<Buffer[]> {
   const ds = await loadFashionMnist(FIXTURE, 'test');
   const batch = await ds.read(Int32Array.from({ length: count }, (_, i) => i));
@@ -66,6 +69,7 @@ export async function fixturePngs(count: number): Promise<Buffer[]> {
         ),
         { raw: { width: 28, height: 28, channels: 1 } },
       )
+        .toColourspace('b-w') // sharp writes RGB from 1-channel raw unless told
         .png()
         .toBuffer(),
     ),
