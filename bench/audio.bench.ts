@@ -18,7 +18,7 @@ import { audioModuleConfigs } from '../src/gim/encoders/audio-modules.js';
 import { trainAudioStack } from '../src/gim/training/train-audio-stack.js';
 import { extractAudioFeatures, type TimePooling } from '../src/gim/classify/audio-features.js';
 import { probeFeatureSets, type ProbeRow } from '../src/gim/classify/probe-layers.js';
-import { Progress, duration } from '../src/cli/progress.js';
+import { Progress, duration, progressCallbacks } from '../src/cli/progress.js';
 import { machine, printTable, writeResult } from './common.js';
 
 const { values } = parseArgs({
@@ -65,32 +65,19 @@ process.stderr.write(
   `${dataset.info.source}: ${speakers} speakers, ${split.train.length} training / ${split.test.length} held-out utterances\n`,
 );
 const progress = new Progress('audio-bench', 15_000);
-let startedBar = false;
 let clipsPerSecond = 0;
+const callbacks = progressCallbacks(progress);
 const outcome = await trainAudioStack({
   dataset,
   subset: split.train,
   train: { epochs: Number(values.epochs), seed },
   backend: backend.name,
   callbacks: {
+    ...callbacks,
     onStep: (p) => {
-      if (!startedBar) {
-        progress.start(p.totalSteps);
-        startedBar = true;
-      }
       clipsPerSecond = p.itemsPerSecond;
-      const losses = p.losses.map((l) => (l === null ? '-' : l.toFixed(2))).join('/');
-      progress.update(
-        p.globalStep,
-        p.totalSteps,
-        `loss ${losses} ${p.itemsPerSecond.toFixed(1)} clips/s`,
-        p.etaSeconds,
-      );
+      callbacks.onStep?.(p);
     },
-    onEpochEnd: (e) =>
-      progress.log(
-        `epoch ${e.epoch}: ${e.losses.map((l) => l?.toFixed(3)).join(' / ')} in ${duration(e.seconds)}`,
-      ),
   },
 });
 progress.stop();

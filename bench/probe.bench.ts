@@ -16,7 +16,7 @@ import { trainImageStack } from '../src/gim/training/train-image-stack.js';
 import { pixelFeatures } from '../src/gim/classify/features.js';
 import { probeFeatures, probeLayers, type ProbeRow } from '../src/gim/classify/probe-layers.js';
 import { StackStore } from '../src/gim/store/stack-store.js';
-import { Progress, duration } from '../src/cli/progress.js';
+import { Progress, duration, progressCallbacks } from '../src/cli/progress.js';
 import { fashionMnist, machine, printTable, writeResult } from './common.js';
 
 const { values } = parseArgs({
@@ -47,31 +47,12 @@ if (values.model) {
   stack = await EncoderStack.fromManifest(manifest, modules);
   trainedWith = { model: `${manifest.name}@${manifest.version}`, training: manifest.training };
 } else {
-  let startedBar = false;
   const outcome = await trainImageStack({
     dataset: train,
     channels: [16, 32, 64],
     train: { epochs: Number(values.epochs), schedule: 'parallel', seed: 1 },
     backend: backend.name,
-    callbacks: {
-      onStep: (p) => {
-        if (!startedBar) {
-          progress.start(p.totalSteps);
-          startedBar = true;
-        }
-        const losses = p.losses.map((l) => (l === null ? '-' : l.toFixed(3))).join('/');
-        progress.update(
-          p.globalStep,
-          p.totalSteps,
-          `train loss ${losses} ${p.unitsPerSecond.toFixed(0)} ${p.unitName}/s`,
-          p.etaSeconds,
-        );
-      },
-      onEpochEnd: (e) =>
-        progress.log(
-          `epoch ${e.epoch}: ${e.losses.map((l) => l?.toFixed(4)).join(' / ')} in ${duration(e.seconds)}`,
-        ),
-    },
+    callbacks: progressCallbacks(progress),
   });
   progress.stop();
   stack = outcome.stack;

@@ -1,4 +1,5 @@
 import cliProgress from 'cli-progress';
+import type { TrainJobOptions } from '../gim/training/train-stack.js';
 
 /** Formats seconds as h:mm:ss or m:ss. */
 export function duration(seconds: number): string {
@@ -64,4 +65,33 @@ export class Progress {
     this.bar?.stop();
     this.bar = null;
   }
+}
+
+/** Progress bar/log lines of a training run. */
+export function progressCallbacks(progress: Progress): NonNullable<TrainJobOptions['callbacks']> {
+  let started = false;
+  return {
+    onLog: (line) => progress.log(line),
+    onStep: (p) => {
+      if (!started) {
+        progress.start(p.totalSteps);
+        started = true;
+      }
+      const losses = p.losses
+        .map((l, i) => `m${i + 1} ${l === null ? '-' : l.toFixed(3)}`)
+        .join(' ');
+      const phase = p.module === null ? '' : `module ${p.module} `;
+      progress.update(
+        p.globalStep,
+        p.totalSteps,
+        `${phase}epoch ${p.epoch}/${p.epochs} | ${losses} | ${Math.round(p.unitsPerSecond)} ${p.unitName}/s`,
+        p.etaSeconds,
+      );
+    },
+    onEpochEnd: (e) =>
+      progress.log(
+        `epoch ${e.epoch}${e.module === null ? '' : ` (module ${e.module})`} done in ${duration(e.seconds)}: ` +
+          e.losses.map((l, i) => `m${i + 1} ${l === null ? '-' : l.toFixed(4)}`).join(' '),
+      ),
+  };
 }

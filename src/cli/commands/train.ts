@@ -12,7 +12,7 @@ import {
 } from '../../gim/training/config.js';
 import { trainImageStack } from '../../gim/training/train-image-stack.js';
 import { trainAudioStack } from '../../gim/training/train-audio-stack.js';
-import type { TrainJobOptions, TrainOutcome } from '../../gim/training/train-stack.js';
+import type { TrainOutcome } from '../../gim/training/train-stack.js';
 import type { TrainableStack } from '../../gim/training/modality.js';
 import { StackStore } from '../../gim/store/stack-store.js';
 import { audioManifest, imageManifest } from '../../gim/store/manifest.js';
@@ -24,7 +24,7 @@ import {
   positiveNumber,
   startBackend,
 } from '../shared.js';
-import { duration, Progress } from '../progress.js';
+import { duration, Progress, progressCallbacks } from '../progress.js';
 
 /** Options every `gim train <modality>` takes. */
 interface CommonTrainOptions {
@@ -106,35 +106,6 @@ function trainConfig(o: CommonTrainOptions): Partial<TrainConfig> {
     negatives: o.negatives,
     maxStepsPerEpoch: o.maxStepsPerEpoch,
     fromModule: o.fromModule ?? 1,
-  };
-}
-
-/** Progress bar/log lines of a training run. */
-function progressCallbacks(progress: Progress): TrainJobOptions['callbacks'] {
-  let started = false;
-  return {
-    onLog: (line) => progress.log(line),
-    onStep: (p) => {
-      if (!started) {
-        progress.start(p.totalSteps);
-        started = true;
-      }
-      const losses = p.losses
-        .map((l, i) => `m${i + 1} ${l === null ? '-' : l.toFixed(3)}`)
-        .join(' ');
-      const phase = p.module === null ? '' : `module ${p.module} `;
-      progress.update(
-        p.globalStep,
-        p.totalSteps,
-        `${phase}epoch ${p.epoch}/${p.epochs} | ${losses} | ${Math.round(p.unitsPerSecond)} ${p.unitName}/s`,
-        p.etaSeconds,
-      );
-    },
-    onEpochEnd: (e) =>
-      progress.log(
-        `epoch ${e.epoch}${e.module === null ? '' : ` (module ${e.module})`} done in ${duration(e.seconds)}: ` +
-          e.losses.map((l, i) => `m${i + 1} ${l === null ? '-' : l.toFixed(4)}`).join(' '),
-      ),
   };
 }
 
