@@ -26,7 +26,7 @@ import { HeadStore } from '../src/gim/store/head-store.js';
 import { loadAnyStack } from '../src/cli/shared.js';
 import { loadFashionMnist } from '../src/gim/data/idx.js';
 import { FIXTURE_DIR, fashionMnist, machine, printTable, writeResult } from './common.js';
-import { buildIfStale, startServer, type Server } from './server.js';
+import { buildIfStale, loadOf, startServer, type Server } from './server.js';
 
 const { values } = parseArgs({
   options: {
@@ -138,20 +138,8 @@ async function load(url: string, body: string, seconds: number) {
     headers: { 'content-type': 'application/json' },
     body,
   });
-  const statusCodes: Record<string, number> = {};
-  for (const [code, { count = 0 }] of Object.entries(result.statusCodeStats ?? {}))
-    statusCodes[code] = count;
-  return {
-    statusCodes,
-    requestsPerSecond: result['2xx'] / result.duration,
-    itemsPerSecond: (result['2xx'] * ITEMS) / result.duration,
-    latencyP50Ms: result.latency.p50,
-    latencyP99Ms: result.latency.p99,
-    latencyMeanMs: result.latency.mean,
-    requests: result['2xx'] + result.non2xx,
-    non2xx: result.non2xx,
-    errors: result.errors,
-  };
+  const run = loadOf(result);
+  return { ...run, itemsPerSecond: run.requestsPerSecond * ITEMS };
 }
 
 // ---------------------------------------------------------------- main

@@ -30,7 +30,7 @@ import { poolGrid } from '../src/gim/encoders/pooling.js';
 import { EVENT_LOOP_RESOLUTION_MS } from '../src/app/metrics/metrics.service.js';
 import { InferenceClient } from '../src/inference/inference-client.js';
 import { FIXTURE_DIR, machine, printTable, writeResult } from './common.js';
-import { buildIfStale, startServer } from './server.js';
+import { buildIfStale, loadOf, startServer, type Load } from './server.js';
 
 const { values } = parseArgs({
   options: {
@@ -303,20 +303,6 @@ function cpuUse(serverPid: number, a: CpuSnapshot, b: CpuSnapshot): CpuUse {
 
 // ---------------------------------------------------------------- load
 
-interface Load {
-  requestsPerSecond: number;
-  latencyP50Ms: number;
-  latencyP99Ms: number;
-  latencyMeanMs: number;
-  requests: number;
-  non2xx: number;
-  /** Connection errors, timeouts included. */
-  errors: number;
-  timeouts: number;
-  statusCodes: Record<string, number>;
-  seconds: number;
-}
-
 async function drive(base: string, pngs: Buffer[], connections: number, seconds: number) {
   let next = 0;
   const result = await autocannon({
@@ -333,23 +319,7 @@ async function drive(base: string, pngs: Buffer[], connections: number, seconds:
       },
     ],
   });
-  const statusCodes: Record<string, number> = {};
-  for (const [code, { count = 0 }] of Object.entries(result.statusCodeStats ?? {})) {
-    statusCodes[code] = count;
-  }
-  const load: Load = {
-    requestsPerSecond: result['2xx'] / result.duration,
-    latencyP50Ms: result.latency.p50,
-    latencyP99Ms: result.latency.p99,
-    latencyMeanMs: result.latency.mean,
-    requests: result['2xx'] + result.non2xx,
-    non2xx: result.non2xx,
-    errors: result.errors,
-    timeouts: result.timeouts,
-    statusCodes,
-    seconds: result.duration,
-  };
-  return load;
+  return loadOf(result);
 }
 
 /** One request checked by hand: status, shape, and the first image's embedding for comparison. */

@@ -6,6 +6,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readdir, stat } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import type autocannon from 'autocannon';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 const SERVER_ENTRY = join(ROOT, 'dist/src/main.js');
@@ -107,4 +108,39 @@ export async function startServer(env: Record<string, string>): Promise<Server> 
     }
     await new Promise((r) => setTimeout(r, 200));
   }
+}
+
+/** What an autocannon run measured, in the benchmarks' JSON. */
+export interface Load {
+  /** Successful (2xx) requests per second. */
+  requestsPerSecond: number;
+  latencyP50Ms: number;
+  latencyP99Ms: number;
+  latencyMeanMs: number;
+  requests: number;
+  non2xx: number;
+  /** Connection errors, timeouts included. */
+  errors: number;
+  timeouts: number;
+  statusCodes: Record<string, number>;
+  seconds: number;
+}
+
+export function loadOf(result: autocannon.Result): Load {
+  const statusCodes: Record<string, number> = {};
+  for (const [code, { count = 0 }] of Object.entries(result.statusCodeStats ?? {})) {
+    statusCodes[code] = count;
+  }
+  return {
+    requestsPerSecond: result['2xx'] / result.duration,
+    latencyP50Ms: result.latency.p50,
+    latencyP99Ms: result.latency.p99,
+    latencyMeanMs: result.latency.mean,
+    requests: result['2xx'] + result.non2xx,
+    non2xx: result.non2xx,
+    errors: result.errors,
+    timeouts: result.timeouts,
+    statusCodes,
+    seconds: result.duration,
+  };
 }
