@@ -64,6 +64,8 @@ async function configureApp(app: NestFastifyApplication, config: AppConfig): Pro
   // the embeddings routes (MultipartInterceptor); any other type is read (within the body limit)
   // so that the route can answer 415 with what it takes.
   app.useBodyParser([...RAW_MEDIA_TYPES], { bodyLimit: config.maxBodyBytes });
+  // So a body reaches a route as parsed JSON, a Buffer, or nothing: text/plain is no exception.
+  fastify.removeContentTypeParser('text/plain');
   fastify.addContentTypeParser(
     '*',
     { parseAs: 'buffer', bodyLimit: config.maxBodyBytes },

@@ -33,9 +33,8 @@ export function parseInferRequest(
   maxItems: number,
 ): InferRequest {
   const { itemShape } = spec;
-  // Not parsed as JSON: no body, a Buffer (media types and the catch-all parser), or a string
-  // (Fastify's text/plain parser).
-  if (body === undefined || Buffer.isBuffer(body) || typeof body === 'string') {
+  // Not parsed as JSON: no body, or the Buffer of any other media type (see createApp).
+  if (body === undefined || Buffer.isBuffer(body)) {
     throw new GimError('unsupported_media', 'send the inference request as application/json');
   }
   const request = object(body, 'the request body');
