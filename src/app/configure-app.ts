@@ -4,7 +4,6 @@ import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fa
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import multipart from '@fastify/multipart';
 import type { AppConfig } from './config.js';
-import { RAW_MEDIA_TYPES } from './embeddings/input-decoders.js';
 import { MULTIPART_LIMITS } from './embeddings/multipart.interceptor.js';
 import { requestMetrics } from './metrics/request-metrics.hook.js';
 import { MetricsService } from './metrics/metrics.service.js';
@@ -60,11 +59,10 @@ async function configureApp(app: NestFastifyApplication, config: AppConfig): Pro
   const fastify = app.getHttpAdapter().getInstance();
   fastify.addHook('onRequest', requestMetrics(app.get(MetricsService), routes));
 
-  // A raw body of a media type the service decodes is one item; multipart/form-data is parsed by
-  // the embeddings routes (MultipartInterceptor); any other type is read (within the body limit)
-  // so that the route can answer 415 with what it takes.
-  app.useBodyParser([...RAW_MEDIA_TYPES], { bodyLimit: config.maxBodyBytes });
-  // So a body reaches a route as parsed JSON, a Buffer, or nothing: text/plain is no exception.
+  // A body reaches a route as parsed JSON, or as a Buffer read within the body limit: a raw item
+  // of a media type the service decodes (RAW_MEDIA_TYPES), or any other type, which the route
+  // answers with a 415 saying what it takes (text/plain included: its default parser is removed).
+  // multipart/form-data is streamed by the embeddings routes (MultipartInterceptor).
   fastify.removeContentTypeParser('text/plain');
   fastify.addContentTypeParser(
     '*',
