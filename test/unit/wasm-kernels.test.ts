@@ -337,7 +337,7 @@ describe('registration and backend selection', () => {
     const info = await selectBackend({ force: 'wasm', log: (l) => lines.push(l) });
     assert.equal(info.tfjsBackend, 'wasm');
     assert.match(info.devices[0] ?? '', /^wasm \(simd: (yes|no), threads: \d+\)$/);
-    assert.deepEqual(info.wasmKernels, [...WASM_TRAINING_KERNELS]);
+    assert.deepEqual(info.kernels, [...WASM_TRAINING_KERNELS]);
     assert.deepEqual(lines, [
       `tfjs backend: wasm (${info.devices[0]?.includes('yes') ? 'wasm simd' : 'wasm'})`,
     ]);

@@ -16,7 +16,7 @@ export class BackendInfoDto {
   devices!: string[];
 
   @ApiProperty({ type: [String], description: 'Kernels this project registered on the backend' })
-  wasmKernels!: string[];
+  kernels!: string[];
 
   @ApiProperty({ type: [String], description: 'Why each better backend was skipped' })
   fallbackReasons!: string[];

@@ -12,3 +12,4 @@ export {
   originalWasmKernel,
   registerWasmTrainingKernels,
 } from './wasm-kernels.js';
+export { NATIVE_TRAINING_KERNELS, registerNativeTrainingKernels } from './native-kernels.js';

@@ -6,6 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { GimError } from '../errors.js';
+import { registerNativeTrainingKernels } from './native-kernels.js';
 import { registerWasmTrainingKernels } from './wasm-kernels.js';
 
 /** User-facing backend names, best first. */
@@ -23,8 +24,8 @@ export interface BackendInfo {
   /** `tf.getBackend()` after selection. */
   tfjsBackend: string;
   devices: string[];
-  /** Kernels this project registered on the backend (wasm training kernels). */
-  wasmKernels: string[];
+  /** Kernels this project registered on the backend (its training kernels for wasm or tensorflow). */
+  kernels: string[];
   /** Why each better backend was skipped, as `name: reason`. */
   fallbackReasons: string[];
 }
@@ -36,7 +37,7 @@ export interface SelectBackendOptions {
 }
 
 type Attempt =
-  | { ok: true; tfjsBackend: string; devices: string[]; wasmKernels: string[]; label: string }
+  | { ok: true; tfjsBackend: string; devices: string[]; kernels: string[]; label: string }
   | { ok: false; reason: string; cause?: unknown };
 
 let selected: BackendInfo | null = null;
@@ -63,8 +64,8 @@ export async function selectBackend(opts: SelectBackendOptions = {}): Promise<Ba
       fallbackReasons.push(`${name}: ${attempt.reason}`);
       continue;
     }
-    const { tfjsBackend, devices, wasmKernels, label } = attempt;
-    selected = { name, tfjsBackend, devices, wasmKernels, fallbackReasons };
+    const { tfjsBackend, devices, kernels, label } = attempt;
+    selected = { name, tfjsBackend, devices, kernels, fallbackReasons };
     const skipped = fallbackReasons.length > 0 ? ` — skipped ${fallbackReasons.join('; ')}` : '';
     opts.log?.(`tfjs backend: ${name} (${label})${skipped}`);
     return selected;
@@ -119,7 +120,7 @@ async function tryNative(pkg: string, device: 'GPU' | 'CPU'): Promise<Attempt> {
     ok: true,
     tfjsBackend: tf.getBackend(),
     devices,
-    wasmKernels: [],
+    kernels: registerNativeTrainingKernels(),
     label: `libtensorflow${version}, ${device}`,
   };
 }
@@ -130,14 +131,14 @@ async function tryWasm(): Promise<Attempt> {
   if (!(await tf.setBackend('wasm'))) {
     return { ok: false, reason: 'wasm backend failed to initialize (see the warning above)' };
   }
-  const wasmKernels = registerWasmTrainingKernels();
+  const kernels = registerWasmTrainingKernels();
   const simd = (await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT')) === true;
   const threads = wasm.getThreadsCount();
   return {
     ok: true,
     tfjsBackend: tf.getBackend(),
     devices: [`wasm (simd: ${simd ? 'yes' : 'no'}, threads: ${threads})`],
-    wasmKernels,
+    kernels,
     label: simd ? 'wasm simd' : 'wasm',
   };
 }
@@ -150,7 +151,7 @@ async function tryCpu(): Promise<Attempt> {
     ok: true,
     tfjsBackend: tf.getBackend(),
     devices: ['cpu (pure JS)'],
-    wasmKernels: [],
+    kernels: [],
     label: 'pure JS',
   };
 }
