@@ -5,6 +5,7 @@ import { EncoderStack } from '../encoders/encoder-stack.js';
 import { Predictor } from '../losses/predictor.js';
 import { infoNce, sampleNegatives } from '../losses/info-nce.js';
 import { resolveConvRoute, type ConvRoute, type TrainConfig } from './config.js';
+import { HostAdam } from './host-adam.js';
 import { imageTraining } from './image-training.js';
 import { audioTraining } from './audio-training.js';
 import { AudioEncoderStack } from '../encoders/audio-stack.js';
@@ -57,7 +58,7 @@ export class GreedyTrainer {
     // One optimiser per module: Adam keys its moments by position in the gradient list (GIM.md).
     // end-to-end uses a single optimiser over all variables instead.
     const count = config.schedule === 'end-to-end' ? 1 : stack.depth;
-    this.optimizers = Array.from({ length: count }, () => tf.train.adam(config.learningRate));
+    this.optimizers = Array.from({ length: count }, () => new HostAdam(config.learningRate));
   }
 
   /** The variables module m (1-based) is trained on: its own weights and its predictor. */
@@ -200,13 +201,11 @@ export async function exportTrainerState(trainer: GreedyTrainer): Promise<Traine
 }
 
 /**
- * Frees what `exportTrainerState` created: tfjs optimisers export their step count as a new
- * scalar named `iter`; every other tensor in the state is a live variable of the trainer.
+ * Frees what `exportTrainerState` created: the optimisers' state (HostAdam exports new tensors);
+ * the predictors are the trainer's live variables.
  */
 export function releaseTrainerState(state: TrainerState): void {
-  state.optimizers.flat().forEach((w) => {
-    if (w.name === 'iter') w.tensor.dispose();
-  });
+  state.optimizers.flat().forEach((w) => w.tensor.dispose());
 }
 
 /** Restores predictors and optimiser moments saved by `exportTrainerState` (takes ownership). */
@@ -231,7 +230,7 @@ export async function importTrainerState(
   });
   for (let i = 0; i < state.optimizers.length; i++) {
     const weights = state.optimizers[i] as NamedTensor[];
-    // Adam copies the moments into new variables and keeps no reference to these tensors.
+    // HostAdam copies the moments and keeps no reference to these tensors.
     await (trainer.optimizers[i] as tf.Optimizer).setWeights(weights);
     weights.forEach((w) => w.tensor.dispose());
   }
