@@ -5,6 +5,9 @@
  * dynamically and a failure is a reason to fall back, not a crash.
  */
 import * as tf from '@tensorflow/tfjs';
+import { existsSync, readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { GimError } from '../errors.js';
 import { registerNativeTrainingKernels } from './native-kernels.js';
 import { registerWasmTrainingKernels } from './wasm-kernels.js';
@@ -98,6 +101,16 @@ async function tryBackend(name: BackendName): Promise<Attempt> {
 
 /** tfjs-node(-gpu) registers the backend 'tensorflow' into @tensorflow/tfjs-core on import. */
 async function tryNative(pkg: string, device: 'GPU' | 'CPU'): Promise<Attempt> {
+  const installed = nativeBinding(pkg);
+  if (installed === 'absent') return { ok: false, reason: 'not installed' };
+  if (installed === 'unbuilt')
+    // Importing it anyway would register its kernels and then throw, half-loaded.
+    return {
+      ok: false,
+      reason:
+        'installed without its native binding (its install script could not download ' +
+        'libtensorflow): build it offline with `npm run native:install`',
+    };
   // A variable specifier keeps TypeScript from resolving an optional, usually absent, package.
   const specifier: string = pkg;
   try {
@@ -123,6 +136,20 @@ async function tryNative(pkg: string, device: 'GPU' | 'CPU'): Promise<Attempt> {
     kernels: registerNativeTrainingKernels(),
     label: `libtensorflow${version}, ${device}`,
   };
+}
+
+/** Whether a native package and its compiled binding (lib/napi-v<N>/tfjs_binding.node) exist. */
+function nativeBinding(pkg: string): 'absent' | 'unbuilt' | 'built' {
+  let root: string;
+  try {
+    root = dirname(createRequire(import.meta.url).resolve(`${pkg}/package.json`));
+  } catch {
+    return 'absent';
+  }
+  const lib = join(root, 'lib');
+  const built =
+    existsSync(lib) && readdirSync(lib).some((d) => existsSync(join(lib, d, 'tfjs_binding.node')));
+  return built ? 'built' : 'unbuilt';
 }
 
 async function tryWasm(): Promise<Attempt> {
