@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { GimError } from '../errors.js';
 import type { Rng } from '../random.js';
+import { infoNceSimd } from './info-nce-simd.js';
 
 /**
  * Positive pairs of one batch, per prediction step k: encoding `context[i]` predicts encoding
@@ -69,8 +70,9 @@ export function sampleNegatives(pairs: PositivePairs, negatives: number, rng: Rn
  * Returns mean over k of (mean over pairs of step k).
  *
  * The gradient is dL/ds_0 = w (p_0 - 1), dL/ds_j = w p_j (w = 1 / (K * pairs_k)), scattered back
- * to preds and targets in typed arrays: gathering negatives with tf.gather has no usable gradient
- * on the JS/wasm backends (GIM.md, traps).
+ * to preds and targets in typed arrays (by a WebAssembly SIMD kernel, info-nce-simd.ts, or by
+ * the JavaScript loop below where that cannot load): gathering negatives with tf.gather has no
+ * usable gradient on the JS/wasm backends (GIM.md, traps).
  */
 export function infoNce(
   preds: tf.Tensor2D,
@@ -95,7 +97,9 @@ export function infoNce(
     const Z = (z as tf.Tensor).dataSync() as Float32Array;
     const dP = new Float32Array(P.length);
     const dZ = new Float32Array(Z.length);
-    const loss = infoNceArrays(P, Z, C, K, pairs, negatives, dP, dZ);
+    const loss =
+      infoNceSimd(P, Z, C, K, pairs, negatives, dP, dZ) ??
+      infoNceArrays(P, Z, C, K, pairs, negatives, dP, dZ);
     return {
       value: tf.scalar(loss),
       gradFunc: (dy: tf.Tensor) => {
