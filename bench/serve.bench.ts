@@ -14,12 +14,18 @@
  * both are reported: the sample as read, and the delay (sample minus the period, as
  * @fastify/under-pressure computes it from the same histogram).
  *
- * Writes bench/results/serve.json. Options: --duration S (per run, default 10), --warmup S (per
+ * Every backend that loads here is served in turn (the native one at 1 intra-op thread and at
+ * all cores: TF_NUM_INTRAOP_THREADS in the server's environment), each with its own raw ceiling.
+ *
+ * Writes bench/results/serve.json. Options: --backends a,b (default: every one that loads),
+ * --native-threads 1,2 (default 1 and the core count), --duration S (per run, default 10), --warmup S (per
  * server, default 5), --clients 1,16,64, --no-batching-off, --batch-delay-ms N (server's
  * MAX_BATCH_DELAY_MS, default 0 like the server), --max-batch-size N (default 32), --png grey|rgb
  * (default grey), --out PATH.
  */
+import { spawnSync } from 'node:child_process';
 import { readFile, readdir } from 'node:fs/promises';
+import os from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
@@ -41,6 +47,8 @@ const { values } = parseArgs({
     'batch-delay-ms': { type: 'string', default: '0' },
     png: { type: 'string', default: 'grey' },
     'max-batch-size': { type: 'string', default: '32' },
+    backends: { type: 'string' },
+    'native-threads': { type: 'string' },
     out: { type: 'string', default: 'bench/results/serve.json' },
   },
 });
@@ -400,6 +408,8 @@ async function rawThroughput(
 // ---------------------------------------------------------------- the run
 
 interface Row extends Load {
+  /** The server's backend, with its TensorFlow intra-op threads (tensorflow x1). */
+  backend: string;
   mode: 'batching on' | 'batching off';
   clients: number;
   server: ServerSide;
@@ -413,7 +423,7 @@ const modes = [
   },
   ...(values['no-batching-off'] ? [] : [{ mode: 'batching off' as const, maxBatchSize: 1 }]),
 ];
-const plannedSeconds =
+let plannedSeconds =
   DURATION_S + modes.length * (5 + WARMUP_S + CLIENTS.length * (DURATION_S + 0.5));
 const started = performance.now();
 const progress = (what: string) => {
@@ -440,60 +450,113 @@ log(
 );
 
 const rows: Row[] = [];
-const servers: { mode: string; env: Record<string, string>; backend: string; devices: string[] }[] =
-  [];
-let backend: string | undefined;
-let httpVector: number[] | undefined;
-for (const { mode, maxBatchSize } of modes) {
-  const server = await startServer({
-    MODELS_DIR,
-    PRELOAD: MODEL,
-    MAX_BATCH_SIZE: String(maxBatchSize),
-    MAX_BATCH_DELAY_MS: String(BATCH_DELAY_MS),
-    ...(backend ? { GIM_BACKEND: backend } : {}),
-  });
-  try {
-    backend = server.ready.backend.name;
-    servers.push({ mode, env: server.env, backend, devices: server.ready.backend.devices });
-    progress(`${mode}: server ready on ${server.base}, backend ${backend}`);
-    httpVector ??= (await probeOnce(server.base, pngs[0] as Buffer)).vector;
-    await drive(server.base, pngs, Math.max(...CLIENTS), WARMUP_S);
-    progress(`${mode}: warmed up`);
-    for (const clients of CLIENTS) {
-      const before = await scrape(server.base);
-      const cpuBefore = await cpuSnapshot(server.pid);
-      const load = await drive(server.base, pngs, clients, DURATION_S);
-      const cpu = cpuUse(server.pid, cpuBefore, await cpuSnapshot(server.pid));
-      const side = serverSide(before, await scrape(server.base));
-      rows.push({ mode, clients, ...load, server: side, cpuCores: cpu });
-      const failed = load.non2xx + load.errors;
-      progress(
-        `${mode}, ${clients} clients: ${load.requestsPerSecond.toFixed(0)} req/s, ` +
-          `p50 ${load.latencyP50Ms} ms, p99 ${load.latencyP99Ms} ms, ` +
-          `batch ${side.meanBatchSize?.toFixed(1) ?? '-'}, ` +
-          `event loop p99 sample ${side.eventLoopP99Ms?.toFixed(1) ?? '-'} ms ` +
-          `(delay ${side.eventLoopDelayP99Ms?.toFixed(1) ?? '-'} ms), ` +
-          `cores: server ${fmt(cpu.server)} (main ${fmt(cpu.serverMain)}, ` +
-          `worker ${fmt(cpu.serverBusiestOther)}), autocannon ${fmt(cpu.loadGenerator)}, ` +
-          `other processes ${fmt(cpu.otherProcesses)}` +
-          (failed > 0 ? `, ${failed} FAILED (${JSON.stringify(side.statusCodes)})` : ''),
-      );
-    }
-  } finally {
-    await server.stop();
+const servers: {
+  mode: string;
+  label: string;
+  env: Record<string, string>;
+  backend: string;
+  devices: string[];
+}[] = [];
+const raws: ({ backend: string; label: string } & Awaited<ReturnType<typeof rawThroughput>>)[] = [];
+const maxAbsDiff = new Map<string, number | null>();
+/** The backends to serve on: every one that loads here (a child process asks), or --backends. */
+async function availableBackends(): Promise<string[]> {
+  if (values.backends) return values.backends.split(',');
+  const found: string[] = [];
+  for (const b of ['tensorflow-gpu', 'tensorflow', 'wasm']) {
+    const probe = spawnSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `const { selectBackend } = await import('./dist/src/gim/backend/index.js'); await selectBackend({ force: '${b}' });`,
+      ],
+      { cwd: ROOT, stdio: 'ignore', env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '2' } },
+    );
+    if (probe.status === 0) found.push(b);
+    else log(`backend ${b}: unavailable here, not served`);
   }
+  return found;
 }
-
-progress(`raw: InferenceClient, batches of ${RAW_BATCH}, backend ${backend}`);
-const raw = await rawThroughput(pixels, backend ?? 'wasm', DURATION_S);
-progress(
-  `raw: ${raw.itemsPerSecond.toFixed(0)} items/s (${raw.meanBatchMs.toFixed(1)} ms/batch), ` +
-    `cores: bench ${fmt(raw.cpuCores.benchProcess)}, other processes ${fmt(raw.cpuCores.otherProcesses)}`,
+const cores = os.cpus().length;
+const nativeThreads = values['native-threads']
+  ? values['native-threads'].split(',').map(Number)
+  : [...new Set([1, cores])];
+const configs = (await availableBackends()).flatMap((backend) =>
+  backend.startsWith('tensorflow')
+    ? nativeThreads.map((threads) => ({ backend, threads }))
+    : [{ backend, threads: null as number | null }],
 );
-// HTTP and raw embed the same decoded image through the same stack: their vectors must agree.
-const maxAbsDiff = httpVector
-  ? Math.max(...httpVector.map((v, i) => Math.abs(v - (raw.first[i] as number))))
-  : null;
+plannedSeconds *= configs.length;
+for (const config of configs) await serveOn(config);
+
+async function serveOn(config: { backend: string; threads: number | null }): Promise<void> {
+  const label = config.threads ? `${config.backend} x${config.threads}` : config.backend;
+  let httpVector: number[] | undefined;
+  for (const { mode, maxBatchSize } of modes) {
+    const server = await startServer({
+      MODELS_DIR,
+      PRELOAD: MODEL,
+      MAX_BATCH_SIZE: String(maxBatchSize),
+      MAX_BATCH_DELAY_MS: String(BATCH_DELAY_MS),
+      GIM_BACKEND: config.backend,
+      ...(config.threads ? { TF_NUM_INTRAOP_THREADS: String(config.threads) } : {}),
+    });
+    try {
+      servers.push({
+        mode,
+        label,
+        env: server.env,
+        backend: server.ready.backend.name,
+        devices: server.ready.backend.devices,
+      });
+      progress(`${label} ${mode}: server ready on ${server.base}`);
+      httpVector ??= (await probeOnce(server.base, pngs[0] as Buffer)).vector;
+      await drive(server.base, pngs, Math.max(...CLIENTS), WARMUP_S);
+      progress(`${label} ${mode}: warmed up`);
+      for (const clients of CLIENTS) {
+        const before = await scrape(server.base);
+        const cpuBefore = await cpuSnapshot(server.pid);
+        const load = await drive(server.base, pngs, clients, DURATION_S);
+        const cpu = cpuUse(server.pid, cpuBefore, await cpuSnapshot(server.pid));
+        const side = serverSide(before, await scrape(server.base));
+        rows.push({ backend: label, mode, clients, ...load, server: side, cpuCores: cpu });
+        const failed = load.non2xx + load.errors;
+        progress(
+          `${label} ${mode}, ${clients} clients: ${load.requestsPerSecond.toFixed(0)} req/s, ` +
+            `p50 ${load.latencyP50Ms} ms, p99 ${load.latencyP99Ms} ms, ` +
+            `batch ${side.meanBatchSize?.toFixed(1) ?? '-'}, ` +
+            `event loop p99 sample ${side.eventLoopP99Ms?.toFixed(1) ?? '-'} ms ` +
+            `(delay ${side.eventLoopDelayP99Ms?.toFixed(1) ?? '-'} ms), ` +
+            `cores: server ${fmt(cpu.server)} (main ${fmt(cpu.serverMain)}, ` +
+            `worker ${fmt(cpu.serverBusiestOther)}), autocannon ${fmt(cpu.loadGenerator)}, ` +
+            `other processes ${fmt(cpu.otherProcesses)}` +
+            (failed > 0 ? `, ${failed} FAILED (${JSON.stringify(side.statusCodes)})` : ''),
+        );
+      }
+    } finally {
+      await server.stop();
+    }
+  }
+
+  if (raws.some((r) => r.backend === config.backend)) return; // one raw run per backend
+  // TensorFlow reads TF_NUM_INTRAOP_THREADS once per process, when it first loads.
+  if (config.threads) process.env.TF_NUM_INTRAOP_THREADS ??= String(config.threads);
+  progress(`raw: InferenceClient, batches of ${RAW_BATCH}, backend ${config.backend}`);
+  const raw = await rawThroughput(pixels, config.backend, DURATION_S);
+  raws.push({ backend: config.backend, label, ...raw });
+  progress(
+    `raw: ${raw.itemsPerSecond.toFixed(0)} items/s (${raw.meanBatchMs.toFixed(1)} ms/batch), ` +
+      `cores: bench ${fmt(raw.cpuCores.benchProcess)}, other processes ${fmt(raw.cpuCores.otherProcesses)}`,
+  );
+  // HTTP and raw embed the same decoded image through the same stack: their vectors must agree.
+  maxAbsDiff.set(
+    config.backend,
+    httpVector
+      ? Math.max(...httpVector.map((v, i) => Math.abs(v - (raw.first[i] as number))))
+      : null,
+  );
+}
 
 printTable(
   ['decode path', 'CPU ms/image', 'wall ms/image'],
@@ -506,6 +569,7 @@ process.stdout.write(
 );
 printTable(
   [
+    'backend',
     'mode',
     'clients',
     'req/s',
@@ -519,6 +583,7 @@ printTable(
     'other cores',
   ],
   rows.map((r) => [
+    r.backend,
     r.mode,
     r.clients,
     r.requestsPerSecond.toFixed(0),
@@ -543,29 +608,44 @@ process.stdout.write(
 );
 
 const topClients = Math.max(...CLIENTS);
-const top = rows.find((r) => r.mode === 'batching on' && r.clients === topClients);
-const topOff = rows.find((r) => r.mode === 'batching off' && r.clients === topClients);
-const checks = {
-  rawItemsPerSecond: raw.itemsPerSecond,
-  [`httpOverRaw (batching on, ${topClients} clients)`]: top
-    ? top.requestsPerSecond / raw.itemsPerSecond
-    : null,
-  [`eventLoopDelayP99Ms (batching on, ${topClients} clients)`]:
-    top?.server.eventLoopDelayP99Ms ?? null,
-  [`eventLoopSampleP99Ms, period included (batching on, ${topClients} clients)`]:
-    top?.server.eventLoopP99Ms ?? null,
-  [`batching on/off req/s (${topClients} clients)`]:
-    top && topOff ? top.requestsPerSecond / topOff.requestsPerSecond : null,
-  'max |HTTP - raw| of image 0': maxAbsDiff,
-  errors: rows.reduce((s, r) => s + r.non2xx + r.errors, 0),
-  // CPU taken by processes other than the server and this one: above ~0.2 the numbers are low.
-  'max other-process cores in a run': Math.max(
-    0,
-    ...[...rows.map((r) => r.cpuCores.otherProcesses), raw.cpuCores.otherProcesses].map(
-      (v) => v ?? 0,
-    ),
-  ),
-};
+const checks: Record<string, number | null> = {};
+for (const { backend, threads } of configs) {
+  const label = threads ? `${backend} x${threads}` : backend;
+  const raw = raws.find((r) => r.backend === backend);
+  const top = rows.find(
+    (r) => r.backend === label && r.mode === 'batching on' && r.clients === topClients,
+  );
+  const topOff = rows.find(
+    (r) => r.backend === label && r.mode === 'batching off' && r.clients === topClients,
+  );
+  if (raw?.label === label) checks[`${backend}: rawItemsPerSecond`] = raw.itemsPerSecond;
+  checks[`${label}: httpOverRaw (batching on, ${topClients} clients)`] =
+    top && raw ? top.requestsPerSecond / raw.itemsPerSecond : null;
+  checks[`${label}: eventLoopDelayP99Ms (batching on, ${topClients} clients)`] =
+    top?.server.eventLoopDelayP99Ms ?? null;
+  checks[`${label}: eventLoopSampleP99Ms, period included (batching on, ${topClients} clients)`] =
+    top?.server.eventLoopP99Ms ?? null;
+  checks[`${label}: batching on/off req/s (${topClients} clients)`] =
+    top && topOff ? top.requestsPerSecond / topOff.requestsPerSecond : null;
+  if (raw?.label === label)
+    checks[`${backend}: max |HTTP - raw| of image 0`] = maxAbsDiff.get(backend) ?? null;
+}
+const wasmTop = rows.find(
+  (r) => r.backend === 'wasm' && r.mode === 'batching on' && r.clients === topClients,
+);
+for (const r of rows.filter((x) => x.mode === 'batching on' && x.clients === topClients))
+  if (wasmTop && r.backend !== 'wasm')
+    checks[`${r.backend} / wasm req/s (batching on, ${topClients} clients)`] =
+      r.requestsPerSecond / wasmTop.requestsPerSecond;
+checks.errors = rows.reduce((s, r) => s + r.non2xx + r.errors, 0);
+// CPU taken by processes other than the server and this one: above ~0.2 the numbers are low.
+checks['max other-process cores in a run'] = Math.max(
+  0,
+  ...[
+    ...rows.map((r) => r.cpuCores.otherProcesses),
+    ...raws.map((r) => r.cpuCores.otherProcesses),
+  ].map((v) => v ?? 0),
+);
 printTable(
   ['check', 'value', 'target'],
   Object.entries(checks).map(([k, v]) => [
@@ -577,9 +657,9 @@ printTable(
         : Math.abs(v) < 1000
           ? v.toFixed(1)
           : v.toFixed(0),
-    k.startsWith('httpOverRaw')
+    k.includes('httpOverRaw')
       ? `>= ${TARGETS.httpOverRaw}`
-      : k.startsWith('eventLoop')
+      : k.includes('eventLoop')
         ? `< ${TARGETS.eventLoopP99Ms}`
         : k === 'errors'
           ? '0'
@@ -604,12 +684,13 @@ await writeResult(values.out as string, {
   },
   targets: TARGETS,
   otherProcessCoresBeforeRun: quiet,
-  raw: {
-    itemsPerSecond: raw.itemsPerSecond,
-    batches: raw.batches,
-    meanBatchMs: raw.meanBatchMs,
-    cpuCores: raw.cpuCores,
-  },
+  raw: raws.map((r) => ({
+    backend: r.label,
+    itemsPerSecond: r.itemsPerSecond,
+    batches: r.batches,
+    meanBatchMs: r.meanBatchMs,
+    cpuCores: r.cpuCores,
+  })),
   rows,
   checks,
   notes: [
@@ -620,4 +701,4 @@ await writeResult(values.out as string, {
       'flight when autocannon stops and closes its connections; they are not errors.',
   ],
 });
-if (checks.errors > 0) process.exitCode = 1;
+if ((checks.errors ?? 0) > 0) process.exitCode = 1;
