@@ -1,9 +1,9 @@
-import { before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
-import { selectBackend } from '../../src/gim/backend/index.js';
 import {
   AudioModule,
+  type AudioConvModuleConfig,
   audioFrameCounts,
   audioModuleConfigs,
   convOutputLength,
@@ -12,10 +12,10 @@ import {
 import { infoNce, sampleNegatives, timePairs } from '../../src/gim/losses/info-nce.js';
 import { Predictor } from '../../src/gim/losses/predictor.js';
 import { Rng } from '../../src/gim/random.js';
+import { describeEachBackend, testBackends } from '../helpers/backends.js';
 
-before(async () => {
-  await selectBackend();
-});
+const plan = await testBackends();
+const configs = audioModuleConfigs(8, 8);
 
 function clips(b: number, samples: number, seed: number): tf.Tensor4D {
   const rng = new Rng(seed);
@@ -30,9 +30,78 @@ function clips(b: number, samples: number, seed: number): tf.Tensor4D {
   return tf.tensor4d(data, [b, 1, samples, 1]);
 }
 
-describe('audio encoder modules', () => {
-  const configs = audioModuleConfigs(8, 8);
+function uniform(rng: Rng, n: number): Float32Array {
+  return Float32Array.from({ length: n }, () => 2 * rng.next() - 1);
+}
 
+function maxAbs(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] as number));
+  return m;
+}
+
+/** max |actual - expected| ≤ tol · max |expected|. */
+function assertRelClose(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  tol: number,
+  what: string,
+) {
+  assert.equal(actual.length, expected.length, `${what}: length`);
+  const scale = maxAbs(expected);
+  assert.ok(scale > 0, `${what}: all zero`);
+  let worst = 0;
+  for (let i = 0; i < actual.length; i++)
+    worst = Math.max(worst, Math.abs((actual[i] as number) - (expected[i] as number)));
+  assert.ok(worst <= tol * scale, `${what}: max diff ${worst} vs max ${scale}`);
+}
+
+/**
+ * A conv module in float64, as GIM.md defines it: y = relu(conv1d(pad(x), kernel, stride) + b),
+ * x [B, T, Cin] and kernel [K, Cin, C] row-major; and the gradients of sum(y * r).
+ */
+function convReference(
+  x: Float32Array,
+  B: number,
+  T: number,
+  kernel: Float32Array,
+  bias: Float32Array,
+  c: AudioConvModuleConfig,
+  r: Float32Array,
+) {
+  const { kernel: K, stride: S, padding: P, inChannels: Ci, channels: Co } = c;
+  const frames = convOutputLength(T, c);
+  const y = new Float64Array(B * frames * Co);
+  const dKernel = new Float64Array(K * Ci * Co);
+  const dBias = new Float64Array(Co);
+  for (let b = 0; b < B; b++)
+    for (let t = 0; t < frames; t++)
+      for (let o = 0; o < Co; o++) {
+        let pre = bias[o] as number;
+        for (let k = 0; k < K; k++) {
+          const at = t * S + k - P;
+          if (at < 0 || at >= T) continue;
+          for (let i = 0; i < Ci; i++)
+            pre += (x[(b * T + at) * Ci + i] as number) * (kernel[(k * Ci + i) * Co + o] as number);
+        }
+        const out = (b * frames + t) * Co + o;
+        y[out] = Math.max(pre, 0);
+        if (pre <= 0) continue;
+        const g = r[out] as number;
+        dBias[o] = (dBias[o] as number) + g;
+        for (let k = 0; k < K; k++) {
+          const at = t * S + k - P;
+          if (at < 0 || at >= T) continue;
+          for (let i = 0; i < Ci; i++) {
+            const w = (k * Ci + i) * Co + o;
+            dKernel[w] = (dKernel[w] as number) + (x[(b * T + at) * Ci + i] as number) * g;
+          }
+        }
+      }
+  return { y, dKernel, dBias };
+}
+
+describe('audio encoder geometry', () => {
   test('GIM.md geometry: 160x downsampling, 64 frames for a 10,240-sample window', () => {
     assert.deepEqual(audioFrameCounts(10240, configs), [2047, 511, 256, 129, 64, 64]);
     assert.equal(convOutputLength(20480, { kernel: 10, stride: 5, padding: 2 }), 4095);
@@ -42,6 +111,20 @@ describe('audio encoder modules', () => {
     assert.ok(audioFrameCounts(min, configs).every((f) => f >= 1));
   });
 
+  test('time pairs: frame t predicts t + k inside one clip and one window', () => {
+    const p = timePairs(3, 100, 12, new Rng(1), 64);
+    assert.equal(p.poolSize, 300);
+    p.steps.forEach(({ context, target }, s) => {
+      assert.equal(context.length, 3 * (64 - (s + 1)));
+      for (let i = 0; i < context.length; i++) {
+        assert.equal(target[i]! - context[i]!, s + 1);
+        assert.equal(Math.floor(context[i]! / 100), Math.floor(target[i]! / 100), 'same clip');
+      }
+    });
+  });
+});
+
+describeEachBackend(plan, 'audio encoder modules', () => {
   test('each module output length matches the conv arithmetic for several input lengths', () => {
     const modules = configs.map((c, i) => AudioModule.create(c, 10 + i, `a${i + 1}`));
     for (const samples of [1600, 3201, 10240, 10555]) {
@@ -88,16 +171,66 @@ describe('audio encoder modules', () => {
     modules.forEach((m) => m.dispose());
   });
 
-  test('time pairs: frame t predicts t + k inside one clip and one window', () => {
-    const p = timePairs(3, 100, 12, new Rng(1), 64);
-    assert.equal(p.poolSize, 300);
-    p.steps.forEach(({ context, target }, s) => {
-      assert.equal(context.length, 3 * (64 - (s + 1)));
-      for (let i = 0; i < context.length; i++) {
-        assert.equal(target[i]! - context[i]!, s + 1);
-        assert.equal(Math.floor(context[i]! / 100), Math.floor(target[i]! / 100), 'same clip');
+  test('a strided conv module: output and weight gradients equal a float64 reference', () => {
+    // conv2 of GIM.md (kernel 8, stride 4, padding 2), on 8 channels; loss = sum(y * r).
+    const c = configs[1] as AudioConvModuleConfig;
+    const m = AudioModule.create(c, 41);
+    const rng = new Rng(8);
+    const [B, T] = [2, 64];
+    const X = uniform(rng, B * T * c.inChannels);
+    const x = tf.tensor4d(X, [B, 1, T, c.inChannels]);
+    const frames = convOutputLength(T, c);
+    const R = uniform(rng, B * frames * c.channels);
+    const r = tf.tensor4d(R, [B, 1, frames, c.channels]);
+    const [kernel, bias] = m.variables.map((v) => v.dataSync()) as [Float32Array, Float32Array];
+    const ref = convReference(X, B, T, kernel, bias, c, R);
+    const y = m.apply(x);
+    const { value, grads } = tf.variableGrads(() => tf.sum(tf.mul(m.apply(x), r)), m.variables);
+    const [dKernel, dBias] = m.variables.map((v) => grads[v.name]!.dataSync());
+    assert.deepEqual(y.shape, [B, 1, frames, c.channels]);
+    assertRelClose(y.dataSync(), ref.y, 1e-5, 'output');
+    assertRelClose(dKernel!, ref.dKernel, 1e-5, 'kernel gradient');
+    assertRelClose(dBias!, ref.dBias, 1e-5, 'bias gradient');
+    tf.dispose([x, r, y, value, ...Object.values(grads)]);
+    m.dispose();
+  });
+
+  test('the GRU module: weight gradients match finite differences', () => {
+    // loss = sum(y * r) for a fixed random r (the GRU is smooth: central differences work).
+    const c = configs[5]!;
+    const m = AudioModule.create(c, 43);
+    const rng = new Rng(9);
+    const frames = 12;
+    const x = tf.tensor4d(uniform(rng, 2 * frames * c.inChannels), [2, 1, frames, c.inChannels]);
+    const r = tf.tensor4d(uniform(rng, 2 * frames * m.channels), [2, 1, frames, m.channels]);
+    const loss = () => tf.sum(tf.mul(m.apply(x), r)) as tf.Scalar;
+    const { value, grads } = tf.variableGrads(loss, m.variables);
+    assert.equal(m.variables.length, 3, 'kernel, recurrent kernel, bias');
+    const eps = 1e-2;
+    for (const v of m.variables) {
+      const analytic = grads[v.name]!.dataSync();
+      const scale = maxAbs(analytic);
+      assert.ok(scale > 0, `${v.name}: zero gradient`);
+      const w = Float32Array.from(v.dataSync());
+      const lossWith = (j: number, delta: number) => {
+        const moved = w.slice();
+        moved[j] = w[j]! + delta;
+        return tf.tidy(() => {
+          v.assign(tf.tensor(moved, v.shape));
+          return loss().dataSync()[0] as number;
+        });
+      };
+      for (const j of [0, Math.floor(w.length / 3), Math.floor((2 * w.length) / 3), w.length - 1]) {
+        const numeric = (lossWith(j, eps) - lossWith(j, -eps)) / (2 * eps);
+        assert.ok(
+          Math.abs(numeric - analytic[j]!) <= 1e-3 * scale,
+          `${v.name}[${j}]: numeric ${numeric} vs analytic ${analytic[j]}`,
+        );
       }
-    });
+      tf.tidy(() => v.assign(tf.tensor(w, v.shape)));
+    }
+    tf.dispose([x, r, value, ...Object.values(grads)]);
+    m.dispose();
   });
 
   test('save and load give bit-identical outputs', async () => {

@@ -1,17 +1,15 @@
-import { before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
-import { selectBackend } from '../../src/gim/backend/index.js';
 import { AudioEncoderStack } from '../../src/gim/encoders/audio-stack.js';
 import { audioModuleConfigs } from '../../src/gim/encoders/audio-modules.js';
 import { defaultAudioAdapter } from '../../src/gim/modality/audio.js';
 import { GreedyTrainer } from '../../src/gim/training/greedy-trainer.js';
 import { resolveTrainConfig } from '../../src/gim/training/config.js';
 import { Rng } from '../../src/gim/random.js';
+import { describeEachBackend, testBackends } from '../helpers/backends.js';
 
-before(async () => {
-  await selectBackend();
-});
+const plan = await testBackends();
 
 const T = 3200; // 0.2 s: 20 frames at the last conv
 const adapter = defaultAudioAdapter({ windowSamples: T });
@@ -35,30 +33,33 @@ function clips(n: number, rng: Rng): Float32Array {
   return out;
 }
 
-test('audio through the same GreedyTrainer: step-0 near ln 11, a short run lowers every module loss, no tensor leak', () => {
-  const stack = AudioEncoderStack.create(adapter, audioModuleConfigs(8, 8), 3);
-  const trainer = new GreedyTrainer(
-    stack,
-    resolveTrainConfig({ negatives: 10, positiveWindow: 16, learningRate: 3e-3, seed: 2 }),
-  );
-  const rng = new Rng(9);
-  const fixed = { data: clips(4, new Rng(100)), n: 4 };
-  const before = trainer.evaluate(fixed, new Rng(5));
-  before.forEach((l, i) =>
-    assert.ok(Math.abs(l - Math.log(11)) < 0.1, `module ${i + 1} step-0 loss ${l}`),
-  );
-  trainer.step({ data: clips(4, rng), n: 4 }, [1, 2, 3, 4, 5, 6], rng);
-  const tensors = tf.memory().numTensors;
-  for (let s = 0; s < 40; s++) trainer.step({ data: clips(4, rng), n: 4 }, [1, 2, 3, 4, 5, 6], rng);
-  assert.equal(tf.memory().numTensors, tensors, 'training steps leaked tensors');
-  const after = trainer.evaluate(fixed, new Rng(5));
-  after.forEach((l, i) =>
-    assert.ok(l < (before[i] as number) - 0.02, `module ${i + 1}: ${before[i]} -> ${l}`),
-  );
-  const grids = stack.embed(fixed.data, 4, [1, 6]);
-  assert.deepEqual(grids.get(1)!.shape, [4, stack.frames(T)[0], 8]);
-  assert.deepEqual(grids.get(6)!.shape, [4, 20, 8]);
-  tf.dispose([...grids.values()]);
-  trainer.dispose();
-  stack.dispose();
+describeEachBackend(plan, 'audio training', () => {
+  test('audio through the same GreedyTrainer: step-0 near ln 11, a short run lowers every module loss, no tensor leak', () => {
+    const stack = AudioEncoderStack.create(adapter, audioModuleConfigs(8, 8), 3);
+    const trainer = new GreedyTrainer(
+      stack,
+      resolveTrainConfig({ negatives: 10, positiveWindow: 16, learningRate: 3e-3, seed: 2 }),
+    );
+    const rng = new Rng(9);
+    const fixed = { data: clips(4, new Rng(100)), n: 4 };
+    const before = trainer.evaluate(fixed, new Rng(5));
+    before.forEach((l, i) =>
+      assert.ok(Math.abs(l - Math.log(11)) < 0.1, `module ${i + 1} step-0 loss ${l}`),
+    );
+    trainer.step({ data: clips(4, rng), n: 4 }, [1, 2, 3, 4, 5, 6], rng);
+    const tensors = tf.memory().numTensors;
+    for (let s = 0; s < 40; s++)
+      trainer.step({ data: clips(4, rng), n: 4 }, [1, 2, 3, 4, 5, 6], rng);
+    assert.equal(tf.memory().numTensors, tensors, 'training steps leaked tensors');
+    const after = trainer.evaluate(fixed, new Rng(5));
+    after.forEach((l, i) =>
+      assert.ok(l < (before[i] as number) - 0.02, `module ${i + 1}: ${before[i]} -> ${l}`),
+    );
+    const grids = stack.embed(fixed.data, 4, [1, 6]);
+    assert.deepEqual(grids.get(1)!.shape, [4, stack.frames(T)[0], 8]);
+    assert.deepEqual(grids.get(6)!.shape, [4, 20, 8]);
+    tf.dispose([...grids.values()]);
+    trainer.dispose();
+    stack.dispose();
+  });
 });

@@ -1,10 +1,9 @@
-import { before, describe, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { selectBackend } from '../../src/gim/backend/index.js';
 import { EncoderStack, visionModuleConfigs } from '../../src/gim/encoders/encoder-stack.js';
 import { im2col } from '../../src/gim/encoders/im2col.js';
 import { defaultImageAdapter } from '../../src/gim/modality/image.js';
@@ -13,6 +12,7 @@ import { resolveTrainConfig, type TrainConfig } from '../../src/gim/training/con
 import { trainImageStack } from '../../src/gim/training/train-image-stack.js';
 import { loadFashionMnist } from '../../src/gim/data/idx.js';
 import { Rng } from '../../src/gim/random.js';
+import { describeEachBackend, testBackends } from '../helpers/backends.js';
 
 const FIXTURE = new URL('../fixtures/fashion-mnist-mini', import.meta.url).pathname;
 const adapter = defaultImageAdapter({ mean: [0.29], std: [0.35] });
@@ -40,12 +40,9 @@ function assertBitIdentical(a: Float32Array[], b: Float32Array[], what: string) 
   a.forEach((x, i) => assert.deepEqual(x, b[i], `${what}: variable ${i} differs`));
 }
 
-let backend = '';
-before(async () => {
-  backend = (await selectBackend()).tfjsBackend;
-});
+const plan = await testBackends();
 
-describe('GreedyTrainer', () => {
+describeEachBackend(plan, 'GreedyTrainer', () => {
   test('step-0 loss is close to ln(1 + N) for every module', () => {
     const t = makeTrainer();
     const losses = t.evaluate({ data: images(1), n: N }, new Rng(2));
@@ -161,6 +158,16 @@ describe('GreedyTrainer', () => {
     });
   }
 
+  test('a trainer and its stack, stepped and disposed, leave no tensor behind', () => {
+    const start = tf.memory();
+    const t = makeTrainer();
+    t.step({ data: images(9), n: N }, [1, 2, 3], new Rng(1));
+    t.stack.dispose();
+    t.dispose();
+    assert.equal(tf.memory().numTensors, start.numTensors);
+    assert.equal(tf.memory().numBytes, start.numBytes);
+  });
+
   test('end-to-end trains every module from the one last loss', () => {
     const t = makeTrainer({ schedule: 'end-to-end' });
     const before1 = snapshot(t, 1)[0];
@@ -171,7 +178,7 @@ describe('GreedyTrainer', () => {
   });
 });
 
-describe('training on the Fashion-MNIST fixture', () => {
+describeEachBackend(plan, 'training on the Fashion-MNIST fixture', (backend) => {
   test('a short run lowers every module loss; resume continues from the checkpoint', async () => {
     const dataset = await loadFashionMnist(FIXTURE, 'train');
     const dir = await mkdtemp(join(tmpdir(), 'gim-train-'));

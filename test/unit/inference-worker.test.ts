@@ -17,6 +17,7 @@ import { embeddingSpaceId, layerDigests } from '../../src/gim/store/embedding-sp
 import { StackStore } from '../../src/gim/store/stack-store.js';
 import { InferenceClient } from '../../src/inference/inference-client.js';
 import { rejectsWith } from '../helpers/gim-error.js';
+import { describeEachBackend, testBackends } from '../helpers/backends.js';
 
 const adapter = defaultImageAdapter({ mean: [0.3], std: [0.3] });
 const configs = visionModuleConfigs(adapter, [4, 8, 8]);
@@ -31,6 +32,7 @@ let stackA: EncoderStack; // published as tiny@1 (stable)
 let stackB: EncoderStack; // tiny@2: other weights
 let client: InferenceClient;
 const logLines: string[] = [];
+const plan = await testBackends();
 
 before(async () => {
   backend = await selectBackend();
@@ -162,6 +164,37 @@ test('the worker frees every tensor: numTensors does not grow over 20 embed call
   const after = await client.stats();
   assert.equal(after.numTensors, before.numTensors);
   assert.equal(after.numBytes, before.numBytes);
+});
+
+describeEachBackend(plan, 'the worker on a forced backend', (name) => {
+  let forced: InferenceClient;
+  before(async () => {
+    forced = await InferenceClient.start({ modelsDir: dir, backend: name });
+  });
+  after(async () => {
+    await forced.close();
+    // The tests below compare the default worker with in-process grids on the default backend.
+    await selectBackend({ force: backend.name });
+  });
+
+  test('runs on it and gives its in-process grids exactly', async () => {
+    assert.equal(forced.backend.name, name);
+    await forced.load('tiny@1');
+    const pixels = images(4, 3);
+    const expected = localGrids(stackA, pixels, 4, [1, 2, 3]);
+    const { grids } = await forced.embed('tiny', 1, pixels.slice(), 4, [2, 3, 1]);
+    for (const layer of [1, 2, 3])
+      assert.deepEqual(grids.get(layer)!.data, expected.get(layer)!.data, `layer ${layer}`);
+  });
+
+  test('frees every tensor: numTensors does not grow over 10 embed calls', async () => {
+    await forced.embed('tiny', 1, images(4), 4, [1, 2, 3]);
+    const start = await forced.stats();
+    for (let i = 0; i < 10; i++) await forced.embed('tiny', 1, images(4, i), 4, [1 + (i % 3)]);
+    const end = await forced.stats();
+    assert.equal(end.numTensors, start.numTensors);
+    assert.equal(end.numBytes, start.numBytes);
+  });
 });
 
 test('round trip of a 32-image batch vs in-process embed (measured, printed)', async () => {

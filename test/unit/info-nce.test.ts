@@ -1,7 +1,6 @@
-import { before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
-import { selectBackend } from '../../src/gim/backend/index.js';
 import {
   gridPairs,
   infoNce,
@@ -9,12 +8,11 @@ import {
   type PositivePairs,
 } from '../../src/gim/losses/info-nce.js';
 import { Rng } from '../../src/gim/random.js';
+import { describeEachBackend, testBackends } from '../helpers/backends.js';
 
-before(async () => {
-  await selectBackend();
-});
+const plan = await testBackends();
 
-describe('InfoNCE', () => {
+describeEachBackend(plan, 'InfoNCE', () => {
   // Four encodings of C = 2, one step (K = 1): z0 predicts z2; negatives z1 and z3.
   const Z = [
     [1, 0],
@@ -108,6 +106,25 @@ describe('InfoNCE', () => {
     tf.dispose([p, z, gp!, gz!]);
   });
 
+  test('value and gradient calls leave no tensor behind', () => {
+    const z = tf.tensor2d(Z);
+    const preds = tf.tensor2d(Z.map(([a, b]) => [b!, -a!]));
+    const f = tf.valueAndGrads((p: tf.Tensor, t: tf.Tensor) =>
+      infoNce(p as tf.Tensor2D, t as tf.Tensor2D, pairs, negatives),
+    );
+    const call = () => {
+      const { value, grads } = f([preds, z]);
+      tf.dispose([value, ...grads]);
+    };
+    call();
+    const start = tf.memory().numTensors;
+    for (let i = 0; i < 3; i++) call();
+    assert.equal(tf.memory().numTensors, start);
+    tf.dispose([z, preds]);
+  });
+});
+
+describe('positive pairs', () => {
   test('grid pairs predict the same column, offset rows ahead', () => {
     const g = gridPairs(2, 6, 6, [2, 5]);
     assert.equal(g.poolSize, 72);

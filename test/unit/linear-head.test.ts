@@ -1,4 +1,4 @@
-import { before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { GimError } from '../../src/gim/errors.js';
@@ -7,10 +7,9 @@ import { LinearProbe, type FeatureSet } from '../../src/gim/classify/linear-prob
 import { classWeightsFor, fitHead, validationSplit } from '../../src/gim/classify/fit-head.js';
 import { classificationMetrics } from '../../src/gim/classify/classification-report.js';
 import { Rng } from '../../src/gim/random.js';
+import { describeEachBackend, testBackends } from '../helpers/backends.js';
 
-before(async () => {
-  await tf.setBackend('cpu');
-});
+const plan = await testBackends();
 
 /** n items per class around well separated centres in `dim` dimensions (class c: +3 on axis c). */
 function blobs(perClass: number[], dim: number, seed: number, spread = 0.5): FeatureSet {
@@ -31,7 +30,7 @@ function blobs(perClass: number[], dim: number, seed: number, spread = 0.5): Fea
 
 const LABELS = ['cat', 'dog', 'eel'];
 
-describe('fitHead', () => {
+describeEachBackend(plan, 'fitHead', () => {
   test('reaches 100% on a separable set, with a full report', () => {
     const data = blobs([30, 30, 30], 4, 1);
     const tensors = tf.memory().numTensors;
@@ -112,7 +111,7 @@ describe('fitHead', () => {
   });
 });
 
-describe('early stopping', () => {
+describeEachBackend(plan, 'early stopping', () => {
   test('stops after `patience` worse epochs and restores the best epoch', () => {
     const train = blobs([40, 40], 2, 7);
     // Validation items with flipped labels: the better the fit, the worse the validation loss.
@@ -148,19 +147,9 @@ describe('early stopping', () => {
     );
     probe.dispose();
   });
-
-  test('the validation split is stratified and leaves every class a training item', () => {
-    const labels = Int32Array.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 2]);
-    const { train, validation } = validationSplit(labels, 0.5, 1);
-    const classesOf = (idx: Int32Array) => new Set(Array.from(idx, (i) => labels[i]));
-    assert.deepEqual(classesOf(train), new Set([0, 1, 2]));
-    assert.equal(validation.filter((i) => labels[i] === 0).length, 5);
-    assert.equal(train.length + validation.length, labels.length);
-    assert.deepEqual(classWeightsFor('balanced', Int32Array.from([0, 0, 0, 1]), 3), [4 / 6, 2, 1]);
-  });
 });
 
-describe('LinearHead', () => {
+describeEachBackend(plan, 'LinearHead', () => {
   const fitted = () => fitHead(blobs([15, 15, 15], 5, 11), LABELS, { epochs: 30 }).head;
 
   test('an item gets the same probabilities alone as in a batch', () => {
@@ -229,6 +218,18 @@ describe('LinearHead', () => {
         (e: unknown) => e instanceof GimError && e.code === 'invalid_data',
       );
     assert.throws(() => LinearHead.fromParams(['a', 'a', 'b'], params), /distinct/);
+  });
+});
+
+describe('validation split', () => {
+  test('the validation split is stratified and leaves every class a training item', () => {
+    const labels = Int32Array.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 2]);
+    const { train, validation } = validationSplit(labels, 0.5, 1);
+    const classesOf = (idx: Int32Array) => new Set(Array.from(idx, (i) => labels[i]));
+    assert.deepEqual(classesOf(train), new Set([0, 1, 2]));
+    assert.equal(validation.filter((i) => labels[i] === 0).length, 5);
+    assert.equal(train.length + validation.length, labels.length);
+    assert.deepEqual(classWeightsFor('balanced', Int32Array.from([0, 0, 0, 1]), 3), [4 / 6, 2, 1]);
   });
 });
 

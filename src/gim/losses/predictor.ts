@@ -21,9 +21,12 @@ export class Predictor {
     readonly targetChannels = channels,
   ) {
     const scale = 0.1 / Math.sqrt(channels * targetChannels);
-    this.weight = tf.variable(
-      tf.randomNormal([channels, steps * targetChannels], 0, scale, 'float32', seed),
-      true,
+    // Inside tidy, so that the random tensor the variable was made from is disposed.
+    this.weight = tf.tidy(() =>
+      tf.variable(
+        tf.randomNormal([channels, steps * targetChannels], 0, scale, 'float32', seed),
+        true,
+      ),
     );
   }
 
