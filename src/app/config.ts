@@ -54,7 +54,44 @@ export interface AppConfig {
    * and answer 404, as if they did not exist.
    */
   readonly adminToken?: string;
+  /**
+   * On SIGTERM/SIGINT: how long the service keeps accepting requests after it has turned
+   * not-ready, so that load balancers (Kubernetes endpoints) stop sending before the listener
+   * closes. 0 (the default) closes at once; on Kubernetes set a few seconds (k8s/ sets 5000).
+   */
+  readonly shutdownDelayMs: number;
+  /**
+   * On SIGTERM/SIGINT: the most the drain (queued and in-flight requests, the worker) may take
+   * after the listener closed; past it the process exits 1 with what was still pending. Keep
+   * SHUTDOWN_DELAY_MS + this below the orchestrator's grace period (Kubernetes: 30 s default).
+   */
+  readonly shutdownTimeoutMs: number;
 }
+
+/**
+ * Every environment variable `loadConfig` reads (a test checks this is exactly the set it reads):
+ * the deployment checks match the env names of `k8s/` against it.
+ */
+export const CONFIG_ENV_NAMES = Object.freeze([
+  'PORT',
+  'HOST',
+  'MODELS_DIR',
+  'GIM_BACKEND',
+  'LOG_LEVEL',
+  'PRELOAD',
+  'MAX_BATCH_SIZE',
+  'MAX_BATCH_DELAY_MS',
+  'REF_CACHE_MS',
+  'MAX_QUEUE',
+  'REQUEST_TIMEOUT_MS',
+  'MAX_BODY_BYTES',
+  'MAX_ITEMS',
+  'AUDIO_DECODE_THREADS',
+  'MAX_INPUT_PIXELS',
+  'ADMIN_TOKEN',
+  'SHUTDOWN_DELAY_MS',
+  'SHUTDOWN_TIMEOUT_MS',
+] as const);
 
 /** Nest injection token of the `AppConfig`. */
 export const APP_CONFIG = Symbol('APP_CONFIG');
@@ -140,6 +177,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
       int(1, 1_000_000_000),
     ),
     adminToken: adminToken(env.ADMIN_TOKEN, problems),
+    shutdownDelayMs: setting(
+      'SHUTDOWN_DELAY_MS',
+      'an integer from 0 to 600000',
+      0,
+      int(0, 600_000),
+    ),
+    shutdownTimeoutMs: setting(
+      'SHUTDOWN_TIMEOUT_MS',
+      'an integer from 1000 to 3600000',
+      20_000,
+      int(1000, 3_600_000),
+    ),
   };
   // Checked together: a queue smaller than a batch could never fill one.
   if (config.maxQueue < config.maxBatchSize) {

@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { INestApplication } from '@nestjs/common';
 import request from 'supertest';
-import { ConfigError, loadConfig } from '../../src/app/config.js';
+import { CONFIG_ENV_NAMES, ConfigError, loadConfig } from '../../src/app/config.js';
 import { bootApp } from './serve-fixtures.js';
 
 /** Polls /health/ready while the worker starts and warms up; returns the first answer after. */
@@ -114,6 +114,20 @@ describe('loadConfig', () => {
     assert.equal(config.maxItems, 64);
     assert.equal(config.maxInputPixels, 25_000_000);
     assert.ok(config.audioDecodeThreads >= 1 && config.audioDecodeThreads <= 4);
+    assert.equal(config.shutdownDelayMs, 0);
+    assert.equal(config.shutdownTimeoutMs, 20_000);
+  });
+
+  test('CONFIG_ENV_NAMES is exactly the set of variables loadConfig reads', () => {
+    const read = new Set<string>();
+    const env = new Proxy({} as NodeJS.ProcessEnv, {
+      get: (_target, key) => {
+        if (typeof key === 'string') read.add(key);
+        return undefined;
+      },
+    });
+    loadConfig(env);
+    assert.deepEqual([...read].sort(), [...CONFIG_ENV_NAMES].sort());
   });
 
   test('PRELOAD and the serving limits', () => {
