@@ -1,8 +1,10 @@
 import 'reflect-metadata';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Logger } from '@nestjs/common';
 import { AppModule } from './app/app.module.js';
 import { type AppConfig, ConfigError, loadConfig, nestLogLevels } from './app/config.js';
 import { createApp } from './app/configure-app.js';
+import { Lifecycle } from './app/lifecycle/lifecycle.service.js';
 
 const SHUTDOWN_SIGNALS = ['SIGTERM', 'SIGINT'] as const;
 
@@ -23,12 +25,45 @@ async function bootstrap(): Promise<void> {
     // Without this Nest calls process.abort() on a startup error: no message, a core dump.
     abortOnError: false,
   });
+  const lifecycle = app.get(Lifecycle);
 
-  // On a signal Nest stops accepting connections, lets in-flight requests finish, runs the
-  // shutdown hooks, then (useProcessExit) exits 0 instead of re-raising the signal.
-  app.enableShutdownHooks([...SHUTDOWN_SIGNALS], { useProcessExit: true });
+  // Graceful shutdown, in the order a load balancer needs: turn not-ready at once (readiness
+  // 503 `shutting_down`), keep serving SHUTDOWN_DELAY_MS while endpoints stop sending, close the
+  // listener and answer what is in flight (queued items included: the batch queues drain before
+  // the worker stops), stop an admin training run (503, resubmit), then exit 0. A drain longer
+  // than SHUTDOWN_TIMEOUT_MS exits 1; a second signal exits 1 at once.
+  let shutdown: Promise<void> | undefined;
+  const drainAndExit = async (signal: NodeJS.Signals): Promise<void> => {
+    lifecycle.beginDrain();
+    logger.log(
+      `${signal}: not ready from now; serving ${config.shutdownDelayMs} ms more, then draining ` +
+        `(at most ${config.shutdownTimeoutMs} ms)`,
+    );
+    if (config.shutdownDelayMs > 0) await sleep(config.shutdownDelayMs);
+    lifecycle.beginClose();
+    const started = performance.now();
+    const deadline = setTimeout(() => {
+      logger.error(
+        `the drain did not finish within SHUTDOWN_TIMEOUT_MS (${config.shutdownTimeoutMs} ms): exiting 1`,
+      );
+      process.exit(1);
+    }, config.shutdownTimeoutMs);
+    await app.close();
+    clearTimeout(deadline);
+    logger.log(`drained in ${Math.round(performance.now() - started)} ms: exiting 0`);
+    process.exit(0);
+  };
   for (const signal of SHUTDOWN_SIGNALS) {
-    process.once(signal, () => logger.log(`${signal} received: draining and shutting down`));
+    process.on(signal, () => {
+      if (shutdown) {
+        logger.warn(`${signal} again while draining: exiting 1 now`);
+        process.exit(1);
+      }
+      shutdown = drainAndExit(signal).catch((error: unknown) => {
+        logger.error(`shutdown failed: ${error instanceof Error ? error.message : String(error)}`);
+        process.exit(1);
+      });
+    });
   }
 
   await app.listen(config.port, config.host);

@@ -11,6 +11,7 @@ import {
   type StartInferenceClient,
 } from './inference/inference.service.js';
 import { KserveModule } from './kserve/kserve.module.js';
+import { Lifecycle } from './lifecycle/lifecycle.service.js';
 import { MetricsModule } from './metrics/metrics.module.js';
 import { ModelsModule } from './models/models.module.js';
 
@@ -43,8 +44,9 @@ export class AppModule {
         { provide: APP_CONFIG, useValue: config },
         { provide: START_INFERENCE_CLIENT, useValue: start },
         { provide: APP_FILTER, useClass: HttpErrorFilter },
+        Lifecycle,
       ],
-      exports: [APP_CONFIG, START_INFERENCE_CLIENT],
+      exports: [APP_CONFIG, START_INFERENCE_CLIENT, Lifecycle],
     };
   }
 }

@@ -4,6 +4,7 @@ import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fa
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import multipart from '@fastify/multipart';
 import type { AppConfig } from './config.js';
+import { Lifecycle } from './lifecycle/lifecycle.service.js';
 import { MULTIPART_LIMITS } from './embeddings/multipart.interceptor.js';
 import { requestMetrics } from './metrics/request-metrics.hook.js';
 import { MetricsService } from './metrics/metrics.service.js';
@@ -30,6 +31,9 @@ export async function createApp(
     new FastifyAdapter({
       bodyLimit: config.maxBodyBytes,
       routerOptions: { ignoreTrailingSlash: true },
+      // Requests that arrive while the listener closes get the service's error shape (below),
+      // not Fastify's own 503 body.
+      return503OnClosing: false,
     }),
     options,
   );
@@ -58,6 +62,14 @@ async function configureApp(app: NestFastifyApplication, config: AppConfig): Pro
   });
   const fastify = app.getHttpAdapter().getInstance();
   fastify.addHook('onRequest', requestMetrics(app.get(MetricsService), routes));
+  const lifecycle = app.get(Lifecycle);
+  fastify.addHook('onRequest', (_req, reply, done) => {
+    if (!lifecycle.closing) return done();
+    void reply.header('connection', 'close').code(503).send({
+      error: 'the service is shutting down: retry on another replica',
+      error_type: 'shutting_down',
+    });
+  });
 
   // A body reaches a route as parsed JSON, or as a Buffer read within the body limit: a raw item
   // of a media type the service decodes (RAW_MEDIA_TYPES), or any other type, which the route

@@ -14,6 +14,8 @@ export type GimErrorCode =
   | 'timeout' // the work did not finish in time (HTTP 504)
   | 'cancelled' // the caller went away before the work was done
   | 'backend_unavailable' // no usable tfjs backend, or a kernel it lacks
+  | 'shutting_down' // the process is draining: retry on another replica (HTTP 503)
+  | 'golden_mismatch' // a stack version's golden embeddings do not match on this backend (HTTP 503)
   | 'io_error'; // the filesystem failed under us
 
 export class GimError extends Error {

@@ -6,6 +6,7 @@ import { GimError, type GimErrorCode } from '../../gim/errors.js';
 import { checkHeadManifest, type HeadManifest } from '../../gim/store/head-manifest.js';
 import type { ProbeRow } from '../../gim/classify/probe-layers.js';
 import { APP_CONFIG, type AppConfig } from '../config.js';
+import { Lifecycle } from '../lifecycle/lifecycle.service.js';
 
 /** What `gim probe --json` prints. */
 export interface ProbeReport {
@@ -32,13 +33,22 @@ const CODES: readonly GimErrorCode[] = [
  * child process: training never runs inside the API process (its tfjs work would stall the event
  * loop, and a crash would take the service down). One job at a time; another request meanwhile is
  * a 409. Until the admin/jobs runner lands, the request waits for the process (small data only).
+ * When the service starts shutting down, a running one is stopped and answered 503
+ * `shutting_down` (a head has no checkpoint to hand back, and minutes of training do not fit a
+ * termination grace period): the caller resubmits it to another replica.
  */
 @Injectable()
 export class ClassifierTrainer {
   private readonly logger = new Logger(ClassifierTrainer.name);
   private running = false;
+  private readonly drain = new AbortController();
 
-  constructor(@Inject(APP_CONFIG) private readonly config: AppConfig) {}
+  constructor(
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+    lifecycle: Lifecycle,
+  ) {
+    lifecycle.onDrain(() => this.drain.abort());
+  }
 
   async train(args: readonly string[], signal: AbortSignal): Promise<HeadManifest> {
     const stdout = await this.exclusive(['classifier', 'train', ...args, '--json'], signal);
@@ -59,6 +69,8 @@ export class ClassifierTrainer {
   }
 
   private async exclusive(args: string[], signal: AbortSignal): Promise<string> {
+    if (this.drain.signal.aborted)
+      throw new GimError('shutting_down', 'the service is shutting down: submit the job again');
     if (this.running)
       throw new GimError('conflict', 'an admin job is running already: retry when it is done');
     this.running = true;
@@ -81,9 +93,21 @@ export class ClassifierTrainer {
       execFile(
         process.execPath,
         [...prefix, command, ...args],
-        { env, signal, timeout: TRAIN_TIMEOUT_MS, maxBuffer: 64 * 1024 * 1024 },
+        {
+          env,
+          signal: AbortSignal.any([signal, this.drain.signal]),
+          timeout: TRAIN_TIMEOUT_MS,
+          maxBuffer: 64 * 1024 * 1024,
+        },
         (error, stdout, stderr) => {
           if (!error) return resolve(stdout);
+          if (this.drain.signal.aborted)
+            return reject(
+              new GimError(
+                'shutting_down',
+                'the service is shutting down: training stopped; submit the job again',
+              ),
+            );
           if (signal.aborted)
             return reject(new GimError('cancelled', 'the client went away: training stopped'));
           if (error.killed)

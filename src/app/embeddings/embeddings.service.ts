@@ -1,4 +1,4 @@
-import { Inject, Injectable, type OnModuleDestroy } from '@nestjs/common';
+import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import { type Pooling, l2Normalize, poolGrid, pooledDim } from '../../gim/encoders/pooling.js';
 import { GimError } from '../../gim/errors.js';
 import { embeddingSpaceId as spaceId } from '../../gim/store/embedding-space.js';
@@ -60,7 +60,7 @@ export interface EmbeddingsResponse {
  * pool and normalise each item's grids (audio: frame sequences) on the main thread.
  */
 @Injectable()
-export class EmbeddingsService implements OnModuleDestroy {
+export class EmbeddingsService implements OnApplicationShutdown {
   /** Audio clips are decoded off the HTTP thread. */
   readonly audioDecoding: AudioDecodePool;
 
@@ -72,7 +72,9 @@ export class EmbeddingsService implements OnModuleDestroy {
     this.audioDecoding = new AudioDecodePool(config.audioDecodeThreads);
   }
 
-  async onModuleDestroy(): Promise<void> {
+  // After the HTTP server has closed and its in-flight requests are answered: an audio request
+  // still decoding when SIGTERM came must finish (onModuleDestroy runs before that).
+  async onApplicationShutdown(): Promise<void> {
     await this.audioDecoding.close();
   }
 

@@ -22,6 +22,8 @@ export class ErrorBodyDto {
       'cancelled',
       'not_ready',
       'backend_unavailable',
+      'shutting_down',
+      'golden_mismatch',
       'timeout',
       'internal',
     ],
@@ -41,7 +43,9 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   429: 'The batch queue is full (`overloaded`); retry after `Retry-After` seconds',
   499: 'The client closed the connection before the response (`cancelled`)',
   500: 'Internal error (`internal`); details are in the server log only',
-  503: 'Not ready: the inference worker is starting or warming up (`not_ready`, `backend_unavailable`)',
+  503:
+    'Not ready: the inference worker is starting or warming up (`not_ready`, `backend_unavailable`), ' +
+    'or the process is shutting down (`shutting_down`: retry on another replica)',
   504: 'The request timed out in the batch queue or the worker (`timeout`)',
 };
 

@@ -33,6 +33,10 @@ const GIM_ERROR_STATUS: Record<GimErrorCode, number> = {
   // The client is gone; nginx's 499 "client closed request" is what access logs expect.
   cancelled: 499,
   backend_unavailable: 503,
+  shutting_down: 503,
+  // The version cannot be served by this replica (its weights or this backend are off); another
+  // replica, on other hardware, may serve it: 503, not 500.
+  golden_mismatch: 503,
   io_error: 500,
 };
 

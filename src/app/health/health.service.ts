@@ -1,6 +1,8 @@
 import { Injectable, ServiceUnavailableException } from '@nestjs/common';
 import type { BackendInfo } from '../../gim/backend/index.js';
+import { GimError } from '../../gim/errors.js';
 import { InferenceService } from '../inference/inference.service.js';
+import { Lifecycle } from '../lifecycle/lifecycle.service.js';
 
 export interface LiveStatus {
   status: 'ok';
@@ -15,7 +17,10 @@ export interface ReadyStatus {
 
 @Injectable()
 export class HealthService {
-  constructor(private readonly inference: InferenceService) {}
+  constructor(
+    private readonly inference: InferenceService,
+    private readonly lifecycle: Lifecycle,
+  ) {}
 
   live(): LiveStatus {
     return { status: 'ok' };
@@ -23,9 +28,16 @@ export class HealthService {
 
   /**
    * Throws a 503 (error_type `not_ready`) until the inference worker is up and every PRELOAD stack
-   * is loaded and warmed up; for good if either failed.
+   * is loaded and warmed up; for good if either failed. From SIGTERM on: 503 `shutting_down`.
    */
   ready(): ReadyStatus {
+    // First: a draining replica must leave the load balancer even if its worker is fine.
+    if (this.lifecycle.draining) {
+      throw new GimError(
+        'shutting_down',
+        'shutting down: finishing the requests it has, taking no new ones from the load balancer',
+      );
+    }
     const state = this.inference.state;
     switch (state.phase) {
       case 'ready':
