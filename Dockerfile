@@ -59,15 +59,18 @@ RUN npm run build
 # ---------------------------------------------------------------------------------------------
 # native-cpu: the tfjs-node binding and its libtensorflow, in /out/tfjs-node (empty for wasm).
 #   default: tfjs-node's own install (downloads libtensorflow 2.9.1 and its prebuilt binding)
-#   docker-deps/libtensorflow/ present (include/ + lib/, e.g. from a TensorFlow wheel, see
-#   npm run native:install): the binding is compiled against it, offline.
+#   docker-deps/libtensorflow/ holding a TensorFlow wheel or a libtensorflow tarball, or itself a
+#   directory with include/ + lib/ (see npm run native:install): the binding is compiled against
+#   it, offline.
 FROM build AS native-cpu
 ARG CPU_BACKEND=tensorflow
 COPY docker-deps/ /tmp/docker-deps/
 RUN mkdir -p /out \
  && if [ "$CPU_BACKEND" = wasm ]; then echo "cpu image on wasm: no native backend"; exit 0; fi \
- && if [ -d /tmp/docker-deps/libtensorflow/lib ]; then \
-      npm run native:install -- --package tfjs-node --from /tmp/docker-deps/libtensorflow --cache /tmp/native; \
+ && libtf=/tmp/docker-deps/libtensorflow \
+ && if [ ! -d "$libtf/lib" ]; then libtf=$(ls "$libtf"/*.whl "$libtf"/*.tar.gz 2>/dev/null | head -n 1 || true); fi \
+ && if [ -n "$libtf" ]; then \
+      npm run native:install -- --package tfjs-node --from "$libtf" --cache /tmp/native && rm -rf /tmp/native; \
     else \
       (cd node_modules/@tensorflow/tfjs-node && npm run install); \
     fi \

@@ -34,5 +34,6 @@ fi
 case "${1:-serve}" in
   serve) shift || true; exec node /app/dist/src/main.js "$@" ;;
   gim) shift; exec node /app/dist/src/cli/main.js "$@" ;;
+  threadpool-size) echo "$UV_THREADPOOL_SIZE" ;;
   *) exec "$@" ;;
 esac

@@ -201,17 +201,24 @@ async function extraCaCerts(): Promise<string> {
   return pems.join('\n');
 }
 
-/** docker-deps/libtensorflow: hard links to the libtensorflow native:install built here. */
+/**
+ * docker-deps/libtensorflow/<wheel>: a hard link to the TensorFlow wheel `npm run native:install`
+ * used here (its cache), so that the build compiles the binding against the same library offline.
+ */
 async function stageLibtensorflow(backend: Options['cpuBackend']): Promise<string> {
-  const target = join(ROOT, 'docker-deps', 'libtensorflow');
-  await rm(target, { recursive: true, force: true });
-  const deps = join(ROOT, 'node_modules', '@tensorflow', 'tfjs-node', 'deps');
+  const depsDir = join(ROOT, 'docker-deps', 'libtensorflow');
+  await rm(depsDir, { recursive: true, force: true });
   if (backend === 'wasm') return 'none (wasm image)';
-  if (!existsSync(join(ROOT, 'node_modules/@tensorflow/tfjs-node/lib/napi-v8/tfjs_binding.node'))) {
+  const wheels = join(ROOT, '.tmp', 'native', 'wheels');
+  const wheel = (await readdir(wheels).catch(() => [])).find((f) => f.endsWith('.whl'));
+  if (!wheel)
     return "none here: the build runs tfjs-node's own install (downloads libtensorflow 2.9.1)";
-  }
-  await run('cp', ['-al', deps, target]).catch(() => run('cp', ['-a', deps, target]));
-  return `the one native:install built (${deps})`;
+  await mkdir(depsDir, { recursive: true });
+  const target = join(depsDir, wheel);
+  await run('ln', [join(wheels, wheel), target]).catch(() =>
+    run('cp', [join(wheels, wheel), target]),
+  );
+  return `${wheel} (the wheel npm run native:install used)`;
 }
 
 interface Reply {
@@ -575,7 +582,7 @@ async function main(): Promise<void> {
     if (!o.keep) {
       if (container) await docker(['rm', '-f', container]).catch(() => undefined);
       await rm(scratch, { recursive: true, force: true });
-      await rm(join(ROOT, 'docker-deps', 'libtensorflow'), { recursive: true, force: true });
+      await stageLibtensorflow('wasm');
     } else log(`kept container ${container ?? '-'} and ${scratch}`);
   }
 }
