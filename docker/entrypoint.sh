@@ -24,10 +24,12 @@ cpus() {
 }
 
 if [ -z "${UV_THREADPOOL_SIZE:-}" ]; then
-  n=$(cpus)
-  # At least libuv's default of 4 (file reads must not queue behind decodes), at most 64.
-  [ "$n" -lt 4 ] && n=4
-  [ "$n" -gt 64 ] && n=64
+  # The pool decodes images (sharp) beside the inference worker: leave it one core. On 2 cores
+  # 1 thread served more and kept the event loop steadier than libuv's default 4 (README,
+  # Configuration); more than 16 decoders gain nothing at these image sizes.
+  n=$(($(cpus) - 1))
+  [ "$n" -lt 1 ] && n=1
+  [ "$n" -gt 16 ] && n=16
   export UV_THREADPOOL_SIZE="$n"
 fi
 
