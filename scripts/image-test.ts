@@ -279,20 +279,20 @@ function maxRelDiff(a: number[], b: number[]): number {
   return diff / scale;
 }
 
-/** `gim embed` JSON (`{results: [{layer, vectors}]}` or as printed) -> the first vector. */
-function firstVector(json: string): number[] {
-  const parsed = JSON.parse(json) as unknown;
-  const found: number[][] = [];
-  const walk = (v: unknown): void => {
-    if (found.length) return;
-    if (Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === 'number'))
-      found.push(v as number[]);
-    else if (Array.isArray(v)) v.forEach(walk);
-    else if (v && typeof v === 'object') Object.values(v).forEach(walk);
-  };
-  walk(parsed);
-  check(found[0], `no vector in ${json.slice(0, 200)}`);
-  return found[0];
+/** The first item's vector of an embeddings answer (`results[0].embeddings[0]`). */
+function servedVector(json: string): number[] {
+  const body = JSON.parse(json) as { results?: { embeddings?: number[][] }[] };
+  const v = body.results?.[0]?.embeddings?.[0];
+  check(Array.isArray(v) && v.length > 0, `no embedding in ${json.slice(0, 200)}`);
+  return v;
+}
+
+/** The first file's vector at `layer` of `gim embed` JSON (`items[0].layers[layer]`). */
+function cliVector(json: string, layer: number): number[] {
+  const body = JSON.parse(json) as { items?: { layers?: Record<string, number[]> }[] };
+  const v = body.items?.[0]?.layers?.[String(layer)];
+  check(Array.isArray(v) && v.length > 0, `no layer ${layer} vector in ${json.slice(0, 200)}`);
+  return v;
 }
 
 async function main(): Promise<void> {
@@ -445,8 +445,8 @@ async function main(): Promise<void> {
       embedded.status === 200,
       `embedding answered ${embedded.status}: ${embedded.body.toString()}`,
     );
-    const served = firstVector(embedded.body.toString());
-    const inImage = firstVector(
+    const served = servedVector(embedded.body.toString());
+    const inImage = cliVector(
       await docker([
         'exec',
         container,
@@ -463,8 +463,9 @@ async function main(): Promise<void> {
         '--models-dir',
         '/models',
       ]),
+      2,
     );
-    const onHost = firstVector(
+    const onHost = cliVector(
       await run('npm', [
         'run',
         '-s',
@@ -481,6 +482,7 @@ async function main(): Promise<void> {
         '--models-dir',
         models,
       ]),
+      2,
     );
     const vsImage = maxRelDiff(served, inImage);
     const vsHost = maxRelDiff(served, onHost);
