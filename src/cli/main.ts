@@ -7,6 +7,7 @@ import { embedCommand } from './commands/embed.js';
 import { modelsCommand } from './commands/models.js';
 import { classifierCommand } from './commands/classifier.js';
 import { classifyCommand } from './commands/classify.js';
+import { goldenCommand } from './commands/golden.js';
 
 /** Exit codes: 1 runtime failure, 2 bad usage or input (including an incompatible head). */
 const EXIT_CODES: Record<string, number> = {
@@ -25,7 +26,8 @@ const program = new Command('gim')
   .addCommand(embedCommand())
   .addCommand(modelsCommand())
   .addCommand(classifierCommand())
-  .addCommand(classifyCommand());
+  .addCommand(classifyCommand())
+  .addCommand(goldenCommand());
 
 try {
   await program.parseAsync(process.argv);

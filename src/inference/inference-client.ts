@@ -9,6 +9,7 @@ import type { GridShape } from '../gim/encoders/pooling.js';
 import { GimError } from '../gim/errors.js';
 import type { StackManifest } from '../gim/store/manifest.js';
 import type {
+  GoldenCheck,
   RequestOf,
   RequestType,
   ResultOf,
@@ -96,11 +97,16 @@ export class InferenceClient {
     return this.info;
   }
 
-  /** Loads a stack version into the worker (once: loading it again reuses it). */
-  async load(ref: string): Promise<{ manifest: StackManifest; spaceDigests: string[] }> {
-    const { manifest, spaceDigests } = await this.call({ type: 'load', ref });
+  /**
+   * Loads a stack version into the worker (once: loading it again reuses it). The worker checks
+   * the version's golden embeddings first: a mismatch rejects with `golden_mismatch`.
+   */
+  async load(
+    ref: string,
+  ): Promise<{ manifest: StackManifest; spaceDigests: string[]; golden: GoldenCheck }> {
+    const { manifest, spaceDigests, golden } = await this.call({ type: 'load', ref });
     this.loaded.add(`${manifest.name}@${manifest.version}`);
-    return { manifest, spaceDigests };
+    return { manifest, spaceDigests, golden };
   }
 
   /**

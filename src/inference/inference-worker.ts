@@ -10,11 +10,13 @@ import { performance } from 'node:perf_hooks';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../gim/backend/index.js';
 import { GimError, isGimError } from '../gim/errors.js';
+import { compareGolden, computeGolden, fmt, goldenUnsupported } from '../gim/golden/golden.js';
 import { layerDigests } from '../gim/store/embedding-space.js';
 import type { StackManifest } from '../gim/store/manifest.js';
 import { StackStore } from '../gim/store/stack-store.js';
 import type {
   ErrorResponse,
+  GoldenCheck,
   InferenceRequest,
   RequestOf,
   RequestType,
@@ -27,6 +29,7 @@ interface LoadedStack {
   manifest: StackManifest;
   stack: ServedStack;
   spaceDigests: string[];
+  golden: GoldenCheck;
 }
 
 interface Reply<T extends RequestType> {
@@ -40,6 +43,8 @@ const port = parentPort;
 if (port === null) throw new Error('inference-worker.ts must be started as a worker thread');
 
 let store: StackStore | null = null;
+/** The backend `init` selected, as golden checks name it. */
+let backendName = '';
 /** By `name@version`; a promise, so that two loads of one version build it once. */
 const stacks = new Map<string, Promise<LoadedStack>>();
 
@@ -48,6 +53,7 @@ const log = (line: string): void => post({ type: 'log', line });
 const handlers: Handlers = {
   async init({ modelsDir, backend }) {
     const info = await selectBackend({ force: backend, log });
+    backendName = info.name;
     store = new StackStore(modelsDir);
     return { result: { backend: info } };
   },
@@ -62,8 +68,8 @@ const handlers: Handlers = {
       // A failed load is not cached: the next load tries again.
       loading.catch(() => stacks.get(key) === loading && stacks.delete(key));
     }
-    const { manifest, spaceDigests } = await loading;
-    return { result: { manifest, spaceDigests } };
+    const { manifest, spaceDigests, golden } = await loading;
+    return { result: { manifest, spaceDigests, golden } };
   },
 
   async embed({ name, version, input, n, layers }) {
@@ -99,20 +105,76 @@ const handlers: Handlers = {
   },
 };
 
-/** Reads a version, rebuilds its stack and runs it once, so the first request pays no warm-up. */
+/**
+ * Reads a version, rebuilds its stack, runs it once (so the first request pays no warm-up) and
+ * checks its golden embeddings on this backend: a version that fails is never served.
+ */
 async function buildStack(key: string): Promise<LoadedStack> {
   const { manifest, modules } = await openStore().load(key);
   const spaceDigests = layerDigests(manifest, modules);
   const stack = await serveStack(manifest, modules);
+  let golden: GoldenCheck;
   try {
     const all = Array.from({ length: stack.depth }, (_, i) => i + 1);
     stack.embed(stack.warmUpInput(), 1, all);
+    golden = await checkGolden(key, manifest, stack);
   } catch (e) {
     stack.dispose();
     throw e;
   }
-  log(`loaded ${key} (${manifest.modality}, ${manifest.modules.length} layers)`);
-  return { manifest, stack, spaceDigests };
+  const checked =
+    golden.status === 'ok'
+      ? `golden check ok on ${golden.checkedOn}: ${fmt(golden.maxRelError)} <= ${fmt(golden.tolerance)} ` +
+        `vs ${golden.recordedOn}, ${golden.ms.toFixed(1)} ms`
+      : `golden check: UNCHECKED, ${golden.reason}`;
+  log(`loaded ${key} (${manifest.modality}, ${manifest.modules.length} layers; ${checked})`);
+  return { manifest, stack, spaceDigests, golden };
+}
+
+/** Compares the version's golden embeddings with this backend's; golden_mismatch if they differ. */
+async function checkGolden(
+  key: string,
+  manifest: StackManifest,
+  stack: ServedStack,
+): Promise<GoldenCheck> {
+  const expected = manifest.golden;
+  if (expected === undefined) {
+    return {
+      status: 'unchecked',
+      reason: `${key} has no golden embeddings (published before them; add them with \`gim golden ${key} --record\`)`,
+    };
+  }
+  const unsupported = goldenUnsupported(expected);
+  if (unsupported !== null)
+    return { status: 'unchecked', reason: `${unsupported} (a newer writer's)` };
+  const started = performance.now();
+  const actual = await computeGolden(stack.encoder, manifest, {
+    count: expected.inputs.count,
+    backend: backendName,
+  });
+  const result = compareGolden(expected, actual);
+  const ms = performance.now() - started;
+  if (!result.ok) {
+    const message =
+      `refusing to serve ${key}: ${result.message}. Its weights are not the ones it was published ` +
+      `with, or backend ${actual.backend} computes it wrongly`;
+    log(`GOLDEN MISMATCH: ${message}`);
+    throw new GimError('golden_mismatch', message, {
+      details: {
+        maxRelError: result.maxRelError,
+        tolerance: result.tolerance,
+        worst: result.worst,
+      },
+    });
+  }
+  return {
+    status: 'ok',
+    maxRelError: result.maxRelError,
+    tolerance: result.tolerance,
+    recordedOn: expected.backend,
+    checkedOn: actual.backend,
+    ms,
+  };
 }
 
 function openStore(): StackStore {

@@ -62,6 +62,24 @@ export interface LayerGrid {
   shape: GridShape;
 }
 
+/**
+ * What the golden check of a load found: the version's golden embeddings matched on this backend,
+ * or it has none this code can check (it loads anyway). A mismatch is no result: the load fails
+ * with `golden_mismatch`.
+ */
+export type GoldenCheck =
+  | {
+      status: 'ok';
+      maxRelError: number;
+      tolerance: number;
+      /** Backend the golden embeddings were recorded on, and the one that checked them. */
+      recordedOn: string;
+      checkedOn: string;
+      /** Time of the check: the forward pass of the golden inputs and the comparison. */
+      ms: number;
+    }
+  | { status: 'unchecked'; reason: string };
+
 /** What a successful response carries besides `id` and `ok`, by request type. */
 export interface ResultOf {
   init: { backend: BackendInfo };
@@ -69,6 +87,7 @@ export interface ResultOf {
     manifest: StackManifest;
     /** Per layer: the embedding-space digest (see `layerDigests`). */
     spaceDigests: string[];
+    golden: GoldenCheck;
   };
   embed: {
     grids: LayerGrid[];

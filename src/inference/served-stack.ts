@@ -13,6 +13,8 @@ import type { LayerGrid } from './protocol.js';
 export interface ServedStack {
   readonly modality: Modality;
   readonly depth: number;
+  /** The stack itself (for the golden check at load). */
+  readonly encoder: EncoderStack | AudioEncoderStack;
   /**
    * One forward pass for `n` items of equal size (images [n, h, w, c] in [0, 1]; audio [n, T]
    * normalised samples) up to the deepest of `layers`: per layer its grid, read back into a
@@ -41,6 +43,7 @@ function servedImage(stack: EncoderStack): ServedStack {
   return {
     modality: 'image',
     depth: stack.modules.length,
+    encoder: stack,
     embed(input, n, layers) {
       checkCount(n);
       if (input.length !== n * itemLength) {
@@ -63,6 +66,7 @@ function servedAudio(stack: AudioEncoderStack): ServedStack {
   return {
     modality: 'audio',
     depth: stack.depth,
+    encoder: stack,
     embed(input, n, layers) {
       checkCount(n);
       const T = input.length / n;

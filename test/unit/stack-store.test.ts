@@ -100,8 +100,12 @@ function draft(): StackDraft {
   };
 }
 
+/** A store in a fresh root. The drafts here are dense models, not GIM stacks: no golden. */
 async function freshStore(): Promise<StackStore> {
-  return new StackStore(await mkdtemp(join(tmp, 'root-')));
+  const store = new StackStore(await mkdtemp(join(tmp, 'root-')));
+  const publish = store.publish.bind(store);
+  store.publish = (name, d, opts = {}) => publish(name, d, { golden: false, ...opts });
+  return store;
 }
 
 /** Predictions of both modules chained, as raw floats. */

@@ -135,11 +135,22 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
     const client = await this.client();
     const { name, version } = ref;
     const started = performance.now();
-    const { manifest, spaceDigests } = await client.load(`${name}@${version}`);
+    let loaded: Awaited<ReturnType<InferenceClient['load']>>;
+    try {
+      loaded = await client.load(`${name}@${version}`);
+    } catch (error) {
+      // Loudly: this replica refuses a version (a PRELOAD one keeps it unready).
+      if (isGimError(error) && error.code === 'golden_mismatch') this.logger.error(error.message);
+      throw error;
+    }
+    const { manifest, spaceDigests, golden } = loaded;
     this.logger.log(
       `loaded ${name}@${version} (${manifest.modality}, ${manifest.modules.length} layers) in ` +
         `${Math.round(performance.now() - started)} ms`,
     );
+    if (golden.status === 'unchecked') {
+      this.logger.warn(`serving ${name}@${version} unchecked: ${golden.reason}`);
+    }
     const { maxBatchSize, maxBatchDelayMs, maxQueue, requestTimeoutMs } = this.config;
     const batcher = new Batcher<EmbedItem, ItemGrids>(
       embeddingBatchRun((input, n, layers) => client.embed(name, version, input, n, layers)),

@@ -1,4 +1,5 @@
 import { GimError, type GimErrorCode } from '../errors.js';
+import { checkGoldenRecord } from '../golden/golden-record.js';
 import { STACK_FORMAT, type StackManifest } from './manifest.js';
 
 /**
@@ -68,6 +69,12 @@ export function checkStackManifest(
     if (!isObject(parent)) return fail('parent must be an object or null');
     requirePositiveInt(parent, 'version', (what) => fail(`parent.${what}`));
     requirePositiveInt(parent, 'fromModule', (what) => fail(`parent.${what}`));
+  }
+  // Optional: versions published before golden embeddings have none.
+  if (value.golden !== undefined) {
+    checkGoldenRecord(value.golden, (value.modules as unknown[]).length, (what) =>
+      fail(`golden ${what}`),
+    );
   }
   return value as unknown as StackManifest;
 }

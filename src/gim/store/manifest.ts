@@ -3,6 +3,7 @@ import type { ImageAdapterConfig } from '../modality/image.js';
 import type { AudioAdapterConfig } from '../modality/audio.js';
 import type { VisionModuleConfig } from '../encoders/vision-module.js';
 import type { AudioModuleConfig } from '../encoders/audio-modules.js';
+import type { GoldenRecord } from '../golden/golden-record.js';
 
 /** The format tag written in every manifest; bump it when the layout changes incompatibly. */
 export const STACK_FORMAT = 'gim-stack/1';
@@ -61,6 +62,11 @@ export interface StackManifest {
   createdAt: string;
   /** The version this one was retrained from, and the first module that was retrained. */
   parent: { version: number; fromModule: number } | null;
+  /**
+   * Embeddings of fixed generated inputs at every layer, recorded at publish (see golden.ts): a
+   * loader compares its own before serving the version. Absent in versions published before.
+   */
+  golden?: GoldenRecord;
 }
 
 /** A manifest narrowed to one modality. */

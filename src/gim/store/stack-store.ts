@@ -1,6 +1,7 @@
 import { join, resolve as resolvePath } from 'node:path';
 import type * as tf from '@tensorflow/tfjs';
 import { GimError } from '../errors.js';
+import type { GoldenRecord } from '../golden/golden-record.js';
 import { STACK_FORMAT, type StackManifest } from './manifest.js';
 import { checkStackManifest } from './manifest-schema.js';
 import { writeJsonAtomic } from './atomic.js';
@@ -26,6 +27,12 @@ export interface StackDraft {
 export interface PublishOptions {
   /** Labels to point at the new version; default `['latest']`. */
   labels?: string[];
+  /**
+   * Record golden embeddings (default true): computed on the current tfjs backend from the very
+   * module artifacts being written, unless the draft's manifest carries them already. false only
+   * for drafts whose modules are not a loadable stack (the store's own tests).
+   */
+  golden?: boolean;
 }
 
 export interface StackRef {
@@ -98,16 +105,23 @@ export class StackStore {
     }
     // Checked now so that a bad draft fails before anything is written.
     let manifest = this.fullManifest(name, 1, draft);
+    let sealed = draft;
+    if (opts.golden !== false && draft.manifest.golden === undefined) {
+      // Before anything is written: the version is complete (and immutable) once renamed.
+      const golden = await goldenOfDraft(manifest, draft.modules);
+      sealed = { ...draft, manifest: { ...draft.manifest, golden } };
+      manifest = this.fullManifest(name, 1, sealed);
+    }
     try {
       await this.dir(name).publish(
         async (temp) => {
-          for (const [i, artifacts] of draft.modules.entries()) {
+          for (const [i, artifacts] of sealed.modules.entries()) {
             await saveModelArtifacts(join(temp, `module-${i + 1}`), artifacts);
           }
         },
         async (temp, version) => {
           // The manifest goes last: a temp directory with a manifest is complete.
-          manifest = this.fullManifest(name, version, draft);
+          manifest = this.fullManifest(name, version, sealed);
           await io(`write ${temp}`, () => writeJsonAtomic(join(temp, MANIFEST_JSON), manifest));
         },
         labels,
@@ -116,6 +130,36 @@ export class StackStore {
       this.resolved.clear(); // even a failed publish may have moved a label
     }
     return manifest;
+  }
+
+  /**
+   * Adds golden embeddings to a published version that has none (versions published before they
+   * existed): rewrites only its manifest.json, atomically. A conflict if it has them already,
+   * unless `force`. The one change a version ever gets: its weights and the rest of its manifest
+   * stay as they are (checked).
+   */
+  async recordGolden(
+    ref: string,
+    golden: GoldenRecord,
+    opts: { force?: boolean } = {},
+  ): Promise<StackManifest> {
+    const { name, version } = await this.resolve(ref);
+    const manifest = await this.readManifest(name, version);
+    if (manifest.golden !== undefined && opts.force !== true) {
+      throw new GimError(
+        'conflict',
+        `${name}@${version} has golden embeddings already (recorded on ${manifest.golden.backend}); ` +
+          'replace them with --force',
+      );
+    }
+    const updated = checkStackManifest(
+      { ...manifest, golden },
+      `manifest of ${name}@${version}`,
+      'invalid_argument',
+    );
+    const file = join(this.versionDir(name, version), MANIFEST_JSON);
+    await io(`write ${file}`, () => writeJsonAtomic(file, updated));
+    return updated;
   }
 
   /**
@@ -287,4 +331,16 @@ export class StackStore {
     }
     return manifest;
   }
+}
+
+/**
+ * The golden record of a draft, computed from its module artifacts. Imported on demand: the store
+ * is also used on the service's HTTP thread, which never loads tfjs (only publishers need it).
+ */
+async function goldenOfDraft(
+  manifest: StackManifest,
+  modules: tf.io.ModelArtifacts[],
+): Promise<GoldenRecord> {
+  const { goldenFromArtifacts } = await import('../golden/golden.js');
+  return goldenFromArtifacts(manifest, modules);
 }
