@@ -379,7 +379,7 @@ async function main(): Promise<void> {
     await chmod(models, 0o777);
     await run('chmod', ['-R', 'a+rwX', models]);
     const samples = join(scratch, 'samples');
-    const sample = await writeSamplePngs(samples, 32);
+    const sample = await writeSamplePngs(samples, 64);
     // --- run ----------------------------------------------------------------------------------
     const runStart = performance.now();
     container = (
