@@ -1,4 +1,5 @@
 import 'reflect-metadata';
+import type { Server } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Logger } from '@nestjs/common';
 import { AppModule } from './app/app.module.js';
@@ -30,7 +31,8 @@ async function bootstrap(): Promise<void> {
   // Graceful shutdown, in the order a load balancer needs: turn not-ready at once (readiness
   // 503 `shutting_down`), keep serving SHUTDOWN_DELAY_MS while endpoints stop sending, close the
   // listener and answer what is in flight (queued items included: the batch queues drain before
-  // the worker stops), stop an admin training run (503, resubmit), then exit 0. A drain longer
+  // the worker stops) with `Connection: close`, stop an admin training run (503, resubmit),
+  // then exit 0. A drain longer
   // than SHUTDOWN_TIMEOUT_MS exits 1; a second signal exits 1 at once.
   let shutdown: Promise<void> | undefined;
   const drainAndExit = async (signal: NodeJS.Signals): Promise<void> => {
@@ -42,6 +44,11 @@ async function bootstrap(): Promise<void> {
     if (config.shutdownDelayMs > 0) await sleep(config.shutdownDelayMs);
     lifecycle.beginClose();
     const started = performance.now();
+    // Fastify waits for every connection to end; idle keep-alive ones are closed here, first
+    // after 250 ms (bytes a client sent before the signal are parsed by then and served),
+    // then as each becomes idle (every response now says `Connection: close`).
+    const server = app.getHttpServer() as Server;
+    const reaper = setInterval(() => server.closeIdleConnections(), 250);
     const deadline = setTimeout(() => {
       logger.error(
         `the drain did not finish within SHUTDOWN_TIMEOUT_MS (${config.shutdownTimeoutMs} ms): exiting 1`,
@@ -49,6 +56,7 @@ async function bootstrap(): Promise<void> {
       process.exit(1);
     }, config.shutdownTimeoutMs);
     await app.close();
+    clearInterval(reaper);
     clearTimeout(deadline);
     logger.log(`drained in ${Math.round(performance.now() - started)} ms: exiting 0`);
     process.exit(0);

@@ -31,9 +31,12 @@ export async function createApp(
     new FastifyAdapter({
       bodyLimit: config.maxBodyBytes,
       routerOptions: { ignoreTrailingSlash: true },
-      // Requests that arrive while the listener closes get the service's error shape (below),
-      // not Fastify's own 503 body.
+      // Shutdown (main.ts): requests that reach the server while the listener closes are still
+      // served (they were sent before the signal, or on a connection opened before it), each
+      // answered with `Connection: close`; idle connections are closed by main.ts, a moment
+      // after the listener, so that requests already received but not yet parsed are not reset.
       return503OnClosing: false,
+      forceCloseConnections: false,
     }),
     options,
   );
@@ -64,11 +67,8 @@ async function configureApp(app: NestFastifyApplication, config: AppConfig): Pro
   fastify.addHook('onRequest', requestMetrics(app.get(MetricsService), routes));
   const lifecycle = app.get(Lifecycle);
   fastify.addHook('onRequest', (_req, reply, done) => {
-    if (!lifecycle.closing) return done();
-    void reply.header('connection', 'close').code(503).send({
-      error: 'the service is shutting down: retry on another replica',
-      error_type: 'shutting_down',
-    });
+    if (lifecycle.closing) void reply.header('connection', 'close');
+    done();
   });
 
   // A body reaches a route as parsed JSON, or as a Buffer read within the body limit: a raw item

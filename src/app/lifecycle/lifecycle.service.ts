@@ -30,8 +30,8 @@ export class Lifecycle {
   }
 
   /**
-   * True once the listener is closing: a request that still arrives on a kept-alive connection is
-   * answered 503 `shutting_down` with `Connection: close` (the client retries elsewhere).
+   * True once the listener is closing: a request that still arrives on a connection opened
+   * before is served, with `Connection: close` (the client's next one goes elsewhere).
    */
   get closing(): boolean {
     return this.listenerClosing;
