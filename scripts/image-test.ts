@@ -532,11 +532,11 @@ async function main(): Promise<void> {
     let sent = 0;
     let allSent!: () => void;
     const bodiesOut = new Promise<void>((resolve) => (allSent = resolve));
-    const inflight = Array.from({ length: 48 }, (_, i) =>
+    const inflight = Array.from({ length: 48 }, () =>
       http(
         port,
         'POST',
-        `/v1/models/fashion-gim/embeddings?layer=last&pooling=mean&n=${i}`,
+        '/v1/models/fashion-gim/embeddings?layer=last&pooling=mean',
         multipart.body,
         multipart.type,
         () => {
