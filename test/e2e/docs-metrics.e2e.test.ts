@@ -136,6 +136,9 @@ describe('OpenAPI document and Prometheus metrics (e2e)', () => {
     assert.equal(delta('gim_queue_duration_seconds_count', { model: 'tiny' }), 3);
     assert.equal(delta('gim_compute_duration_seconds_count', { model: 'tiny' }), 3);
     assert.equal(metric(after, 'gim_queue_depth', { model: 'tiny' }), 0);
+    // Every embedding request has been answered; the scrape itself is in flight as it renders.
+    assert.equal(metric(after, 'gim_requests_in_flight', { route: EMBED_ROUTE }), 0);
+    assert.equal(metric(after, 'gim_requests_in_flight', { route: '/metrics' }), 1);
     assert.equal(metric(after, 'gim_backend_info', { backend: 'wasm' }), 1);
     assert.ok(metric(after, 'gim_tfjs_tensors') > 0);
     assert.ok(metric(after, 'gim_tfjs_bytes') > 0);

@@ -43,6 +43,12 @@ export class MetricsService {
     buckets: SECONDS_BUCKETS,
     registers: [this.registry],
   });
+  private readonly requestsInFlight = new Gauge({
+    name: 'gim_requests_in_flight',
+    help: 'HTTP requests received (headers read) and not yet answered, by route pattern',
+    labelNames: ['route'] as const,
+    registers: [this.registry],
+  });
   private readonly queueDuration = new Histogram({
     name: 'gim_queue_duration_seconds',
     help: 'Time an item waited in the batch queue before its batch started',
@@ -145,7 +151,13 @@ export class MetricsService {
     return this.registry.metrics();
   }
 
+  /** A request reached a route (its headers are read); `observeRequest` ends it. */
+  startRequest(route: string): void {
+    this.requestsInFlight.inc({ route });
+  }
+
   observeRequest(route: string, code: number, seconds: number): void {
+    this.requestsInFlight.dec({ route });
     this.requests.inc({ route, code: String(code) });
     this.requestDuration.observe({ route }, seconds);
   }

@@ -19,6 +19,7 @@ export function requestMetrics(metrics: MetricsService, routes: RouteTable) {
     const path = query === -1 ? req.url : req.url.slice(0, query);
     const route = routes.match(req.method, path) ?? UNMATCHED_ROUTE;
     const res = reply.raw;
+    metrics.startRequest(route);
     res.once('close', () => {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       metrics.observeRequest(route, res.writableFinished ? res.statusCode : CLIENT_CLOSED, seconds);
