@@ -7,6 +7,7 @@ import { embedCommand } from './commands/embed.js';
 import { modelsCommand } from './commands/models.js';
 import { classifierCommand } from './commands/classifier.js';
 import { classifyCommand } from './commands/classify.js';
+import { smokeGpuCommand } from './commands/smoke-gpu.js';
 import { goldenCommand } from './commands/golden.js';
 
 /** Exit codes: 1 runtime failure, 2 bad usage or input (including an incompatible head). */
@@ -27,7 +28,8 @@ const program = new Command('gim')
   .addCommand(modelsCommand())
   .addCommand(classifierCommand())
   .addCommand(classifyCommand())
-  .addCommand(goldenCommand());
+  .addCommand(goldenCommand())
+  .addCommand(smokeGpuCommand());
 
 try {
   await program.parseAsync(process.argv);
