@@ -45,6 +45,8 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   500: 'Internal error (`internal`); details are in the server log only',
   503:
     'Not ready: the inference worker is starting or warming up (`not_ready`, `backend_unavailable`), ' +
+    'the stack version gives other embeddings on this backend than its golden record ' +
+    '(`golden_mismatch`: not served here, see the log), ' +
     'or the process is shutting down (`shutting_down`: retry on another replica)',
   504: 'The request timed out in the batch queue or the worker (`timeout`)',
 };
