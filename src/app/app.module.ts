@@ -10,6 +10,7 @@ import {
   START_INFERENCE_CLIENT,
   type StartInferenceClient,
 } from './inference/inference.service.js';
+import { JobsModule } from './jobs/jobs.module.js';
 import { KserveModule } from './kserve/kserve.module.js';
 import { Lifecycle } from './lifecycle/lifecycle.service.js';
 import { MetricsModule } from './metrics/metrics.module.js';
@@ -39,6 +40,7 @@ export class AppModule {
         EmbeddingsModule,
         ClassifiersModule,
         KserveModule,
+        JobsModule,
       ],
       providers: [
         { provide: APP_CONFIG, useValue: config },

@@ -66,6 +66,25 @@ export interface AppConfig {
    * SHUTDOWN_DELAY_MS + this below the orchestrator's grace period (Kubernetes: 30 s default).
    */
   readonly shutdownTimeoutMs: number;
+  /** Training jobs (`/admin/v1/training-jobs`): where and how their trainers run. */
+  readonly jobs: JobsConfig;
+}
+
+export interface JobsConfig {
+  /** `local`: the gim CLI as a child process; `kubernetes`: a batch/v1 Job per attempt. */
+  readonly runner: 'local' | 'kubernetes';
+  /** Absolute; dataset paths of job specs resolve under it, and may not leave it. */
+  readonly dataRoot: string;
+  /** Jobs running at once over all models (one per model at most). */
+  readonly maxRunning: number;
+  /** Default `timeout_seconds` of a job. */
+  readonly timeoutSeconds: number;
+  /** Default automatic resumes of an interrupted job. */
+  readonly maxResumes: number;
+  /** How long a trainer may take to checkpoint after SIGTERM before it is killed. */
+  readonly stopGraceMs: number;
+  /** Nice value added to local trainers, so that serving keeps its CPU (0 to 19). */
+  readonly niceness: number;
 }
 
 /**
@@ -91,6 +110,13 @@ export const CONFIG_ENV_NAMES = Object.freeze([
   'ADMIN_TOKEN',
   'SHUTDOWN_DELAY_MS',
   'SHUTDOWN_TIMEOUT_MS',
+  'JOB_RUNNER',
+  'DATA_ROOT',
+  'JOB_MAX_RUNNING',
+  'JOB_TIMEOUT_SECONDS',
+  'JOB_MAX_RESUMES',
+  'JOB_STOP_GRACE_MS',
+  'JOB_NICENESS',
 ] as const);
 
 /** Nest injection token of the `AppConfig`. */
@@ -189,6 +215,30 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
       20_000,
       int(1000, 3_600_000),
     ),
+    jobs: {
+      runner: setting('JOB_RUNNER', 'local or kubernetes', 'local', (text) =>
+        oneOf(['local', 'kubernetes'] as const, text),
+      ),
+      dataRoot: resolve(
+        process.cwd(),
+        setting('DATA_ROOT', 'a directory path', 'data', (text) => text),
+      ),
+      maxRunning: setting('JOB_MAX_RUNNING', 'an integer from 1 to 64', 1, int(1, 64)),
+      timeoutSeconds: setting(
+        'JOB_TIMEOUT_SECONDS',
+        'an integer from 1 to 604800',
+        86_400,
+        int(1, 604_800),
+      ),
+      maxResumes: setting('JOB_MAX_RESUMES', 'an integer from 0 to 10', 2, int(0, 10)),
+      stopGraceMs: setting(
+        'JOB_STOP_GRACE_MS',
+        'an integer from 100 to 600000',
+        60_000,
+        int(100, 600_000),
+      ),
+      niceness: setting('JOB_NICENESS', 'an integer from 0 to 19', 10, int(0, 19)),
+    },
   };
   // Checked together: a queue smaller than a batch could never fill one.
   if (config.maxQueue < config.maxBatchSize) {

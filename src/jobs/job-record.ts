@@ -93,6 +93,8 @@ export interface JobAttempt {
   message?: string;
   /** Byte offset of this attempt's first line in progress.ndjson. */
   progressOffset?: number;
+  /** Byte offset up to which its lines were copied into events.ndjson (recorded with the job). */
+  progressRead?: number;
 }
 
 /** The latest training progress, as the trainer reported it. */

@@ -1,5 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { JobHooks } from '../../jobs/job-controller.js';
+import { isTerminal, JOB_STATUSES, type JobStatus } from '../../jobs/job-record.js';
 import type { BatcherHooks } from '../../gim/batching/batcher.js';
 
 /** What the inference worker reports about its tfjs memory. */
@@ -106,6 +108,26 @@ export class MetricsService {
     labelNames: ['backend'] as const,
     registers: [this.registry],
   });
+  private readonly jobStatuses = new Map<string, JobStatus>();
+  private readonly trainingLoss = new Gauge({
+    name: 'gim_training_loss',
+    help: 'Latest InfoNCE loss of each module of the stack a running encoder job trains',
+    labelNames: ['model', 'module'] as const,
+    registers: [this.registry],
+  });
+  private readonly trainingRate = new Gauge({
+    name: 'gim_training_units_per_second',
+    help: 'Training throughput of the running job of a model, in patches (image) or frames (audio) per second',
+    labelNames: ['model', 'unit'] as const,
+    registers: [this.registry],
+  });
+  private readonly jobDuration = new Histogram({
+    name: 'gim_training_job_duration_seconds',
+    help: 'Training jobs from submit to their final status',
+    labelNames: ['kind', 'status'] as const,
+    buckets: [10, 30, 60, 300, 900, 1800, 3600, 7200, 14_400, 28_800, 86_400],
+    registers: [this.registry],
+  });
   private tfjsMemory?: () => Promise<TfjsMemory>;
   /** One scrape asks the worker once for both tfjs gauges. */
   private tfjsSample?: Promise<TfjsMemory | undefined>;
@@ -137,6 +159,18 @@ export class MetricsService {
       async collect() {
         const memory = await sample();
         if (memory) this.set(memory.numBytes);
+      },
+    });
+    const jobStatuses = this.jobStatuses;
+    new Gauge({
+      name: 'gim_training_jobs',
+      help: 'Training jobs by status, as this process last saw them',
+      labelNames: ['status'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const status of JOB_STATUSES) this.set({ status }, 0);
+        for (const status of jobStatuses.values()) this.inc({ status });
       },
     });
     // Zero rows for each reason, so a rate() over them works before the first rejection.
@@ -175,6 +209,29 @@ export class MetricsService {
   /** Where the tfjs gauges read from on each scrape (the inference worker). */
   watchTfjsMemory(source: () => Promise<TfjsMemory>): void {
     this.tfjsMemory = source;
+  }
+
+  /** Hooks that report training jobs' statuses, losses, rates and durations. */
+  jobHooks(): JobHooks {
+    return {
+      onStatus: (job) => {
+        this.jobStatuses.set(job.id, job.status);
+        if (isTerminal(job.status)) {
+          const seconds = (Date.parse(job.updatedAt) - Date.parse(job.createdAt)) / 1000;
+          if (Number.isFinite(seconds))
+            this.jobDuration.observe({ kind: job.kind, status: job.status }, seconds);
+        }
+        if (job.status !== 'running' && job.status !== 'publishing')
+          this.trainingRate.remove({ model: job.model, unit: job.progress?.unitName ?? 'patches' });
+      },
+      onProgress: (job, p) => {
+        p.losses.forEach((loss, i) => {
+          if (loss !== null)
+            this.trainingLoss.set({ model: job.model, module: String(i + 1) }, loss);
+        });
+        this.trainingRate.set({ model: job.model, unit: p.unitName }, p.unitsPerSecond);
+      },
+    };
   }
 
   /** Hooks that report one batcher's batches, queue and rejections. */

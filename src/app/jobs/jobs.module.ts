@@ -1,0 +1,14 @@
+import { Module } from '@nestjs/common';
+import { AdminTokenGuard } from '../admin/admin-token.guard.js';
+import { MetricsModule } from '../metrics/metrics.module.js';
+import { JobsController } from './jobs.controller.js';
+import { JobsService } from './jobs.service.js';
+
+/** Training jobs under /admin/v1/training-jobs (admin token). */
+@Module({
+  imports: [MetricsModule],
+  controllers: [JobsController],
+  providers: [JobsService, AdminTokenGuard],
+  exports: [JobsService],
+})
+export class JobsModule {}

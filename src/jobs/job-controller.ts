@@ -1,0 +1,567 @@
+/**
+ * The job controller: the one place that moves training jobs through their state machine
+ * (job-record.ts). It queues jobs, starts them on a runner within the concurrency limits (one
+ * active job per model, `maxRunning` in all), follows the trainer's progress stream, maps how the
+ * trainer ended to a status, resumes interrupted jobs, and recovers every non-terminal job when it
+ * starts. Every change is written to the job store before it is announced. No NestJS, no env.
+ */
+import { GimError } from '../gim/errors.js';
+import {
+  canTransition,
+  isActive,
+  isTerminal,
+  transition,
+  type FailureReason,
+  type JobEvent,
+  type JobProgress,
+  type JobRecord,
+  type JobStatus,
+} from './job-record.js';
+import type { JobPlan } from './job-spec.js';
+import { JobStore, readNewLines } from './job-store.js';
+import type { JobRunner, RunExit, RunHandle } from './runner.js';
+
+export interface JobControllerOptions {
+  store: JobStore;
+  runner: JobRunner;
+  /** Jobs running at once, over all models. */
+  maxRunning: number;
+  /** How often the trainer's progress file is read. */
+  pollMs?: number;
+  now?: () => Date;
+  log?: (line: string) => void;
+  hooks?: JobHooks;
+}
+
+/** Reports for metrics; a hook that throws is ignored. */
+export interface JobHooks {
+  onStatus?(job: JobRecord, from: JobStatus | null): void;
+  onProgress?(job: JobRecord, progress: JobProgress): void;
+}
+
+export interface ListFilter {
+  model?: string;
+  status?: JobStatus;
+}
+
+interface Active {
+  handle: RunHandle;
+  offset: number;
+  /** The trainer's `end` event of this attempt. */
+  end?: { status?: string; error?: { code?: string; message?: string } };
+  poller?: NodeJS.Timeout;
+  reading: Promise<void>;
+  /** Settles once the job's record shows how the trainer ended. */
+  settled?: Promise<void>;
+}
+
+/** Trainer event types copied into the job's own stream. */
+const FORWARDED = new Set(['progress', 'epoch', 'checkpoint', 'log', 'published', 'result']);
+
+export class JobController {
+  private readonly store: JobStore;
+  private readonly runner: JobRunner;
+  private readonly pollMs: number;
+  private readonly now: () => Date;
+  private readonly log: (line: string) => void;
+  /** Jobs whose trainer runs, by id. */
+  private readonly active = new Map<string, Active>();
+  /** Serialises changes to one job's record. */
+  private readonly locks = new Map<string, Promise<unknown>>();
+  private draining = false;
+  private pumping: Promise<void> = Promise.resolve();
+  private readonly listeners = new Set<(job: JobRecord) => void>();
+
+  constructor(private readonly options: JobControllerOptions) {
+    this.store = options.store;
+    this.runner = options.runner;
+    this.pollMs = options.pollMs ?? 500;
+    this.now = options.now ?? (() => new Date());
+    this.log = options.log ?? (() => undefined);
+  }
+
+  get runnerKind(): 'local' | 'kubernetes' {
+    return this.runner.kind;
+  }
+
+  /** Recovers every non-terminal job, then starts what the limits allow. */
+  async start(): Promise<void> {
+    const jobs = await this.store.list((id, e) =>
+      this.log(`job ${id}: unreadable record skipped: ${String(e)}`),
+    );
+    for (const job of jobs) {
+      if (isTerminal(job.status) || job.status === 'queued') continue;
+      await this.recover(job);
+    }
+    this.pump();
+  }
+
+  /** Called with a job's record after every change (SSE streams wait on it). */
+  subscribe(listener: (job: JobRecord) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  async submit(
+    plan: JobPlan,
+    opts: { idempotencyKey?: string; by: string },
+  ): Promise<{ job: JobRecord; created: boolean }> {
+    if (this.draining)
+      throw new GimError('shutting_down', 'the service is shutting down: submit the job again');
+    const at = this.now();
+    const iso = at.toISOString();
+    const job: JobRecord = {
+      id: JobStore.newId(at),
+      kind: plan.kind,
+      model: plan.model,
+      spec: plan.spec,
+      args: plan.args,
+      runner: this.runner.kind,
+      status: 'queued',
+      message: 'waiting for a free runner slot',
+      timeoutSeconds: plan.timeoutSeconds,
+      maxResumes: plan.maxResumes,
+      resumes: 0,
+      attempts: [],
+      createdBy: opts.by,
+      createdAt: iso,
+      updatedAt: iso,
+      ...(opts.idempotencyKey !== undefined ? { idempotencyKey: opts.idempotencyKey } : {}),
+    };
+    const { id, created } = await this.store.create(job);
+    if (!created) {
+      const earlier = await this.get(id);
+      if (
+        earlier.kind !== plan.kind ||
+        earlier.model !== plan.model ||
+        JSON.stringify(earlier.args) !== JSON.stringify(plan.args)
+      )
+        throw new GimError(
+          'conflict',
+          `the Idempotency-Key was used for job ${id} with another spec: use a new key`,
+        );
+      return { job: earlier, created: false };
+    }
+    await this.store.appendEvent(id, 'status', iso, { status: 'queued', message: job.message });
+    this.emit(job, null);
+    this.pump();
+    return { job, created: true };
+  }
+
+  async get(id: string): Promise<JobRecord> {
+    const job = await this.store.read(id);
+    if (!job) throw new GimError('not_found', `no job ${JSON.stringify(id.slice(0, 64))}`);
+    return job;
+  }
+
+  async list(filter: ListFilter = {}): Promise<JobRecord[]> {
+    const jobs = await this.store.list();
+    return jobs.filter(
+      (j) =>
+        (filter.model === undefined || j.model === filter.model) &&
+        (filter.status === undefined || j.status === filter.status),
+    );
+  }
+
+  /**
+   * Graceful: the trainer checkpoints and stops (status cancelling, then cancelled); force: it is
+   * killed. A queued or interrupted job is cancelled at once. Cancelling a finished job is a 409.
+   */
+  async cancel(
+    id: string,
+    opts: { force: boolean; by: string; reason?: string },
+  ): Promise<JobRecord> {
+    return this.withJob(id, async (job) => {
+      if (isTerminal(job.status))
+        throw new GimError('conflict', `job ${id} is ${job.status} already`);
+      const cancel = {
+        force: opts.force,
+        requestedAt: this.now().toISOString(),
+        by: opts.by,
+        ...(opts.reason ? { reason: opts.reason } : {}),
+      };
+      const running = this.active.get(id);
+      if (!running) {
+        return this.move({ ...job, cancel }, 'cancelled', {
+          message: `cancelled by ${opts.by}${opts.reason ? `: ${opts.reason}` : ''}`,
+        });
+      }
+      const next =
+        job.status === 'cancelling'
+          ? { ...job, cancel }
+          : await this.move({ ...job, cancel }, 'cancelling', {
+              message: opts.force
+                ? 'killing the trainer'
+                : 'the trainer is checkpointing and stopping',
+            });
+      if (job.status === 'cancelling') await this.store.write(next);
+      await running.handle.stop(opts.force ? 'force' : 'graceful');
+      return next;
+    });
+  }
+
+  /** The same job again, as a new attempt that resumes from its checkpoint. */
+  async retry(id: string, by: string): Promise<JobRecord> {
+    const job = await this.withJob(id, async (job) => {
+      if (!canTransition(job.status, 'queued') || job.status === 'queued')
+        throw new GimError(
+          'conflict',
+          `job ${id} is ${job.status}: only a failed, cancelled or interrupted job can be retried`,
+        );
+      if (job.reason === 'bad_input')
+        throw new GimError(
+          'conflict',
+          `job ${id} failed on bad input: fix the spec and submit a new job`,
+        );
+      const { cancel: _cancel, ...rest } = job;
+      return this.move(rest, 'queued', {
+        message: `retried by ${by}: resumes from its checkpoint`,
+      });
+    });
+    this.pump();
+    return job;
+  }
+
+  /** Deletes a finished job's record, events, log and checkpoints (never a published version). */
+  async remove(id: string): Promise<void> {
+    await this.withJob(id, async (job) => {
+      if (!isTerminal(job.status))
+        throw new GimError(
+          'conflict',
+          `job ${id} is ${job.status}: cancel it first, or wait until it ends`,
+        );
+      await this.store.remove(job);
+      return job;
+    });
+  }
+
+  /**
+   * Shutdown: no new starts; each running trainer is stopped at a checkpoint and its job marked
+   * interrupted, to be resumed by the next process. Resolves when they have stopped.
+   */
+  async drain(): Promise<void> {
+    this.draining = true;
+    const running = [...this.active.values()];
+    await Promise.all(running.map((a) => a.handle.stop('graceful')));
+    await Promise.all(running.map((a) => a.settled));
+  }
+
+  /** Resolves once `id` is terminal (or `timeoutMs` passed); returns the latest record. */
+  async waitFor(id: string, timeoutMs: number, signal?: AbortSignal): Promise<JobRecord> {
+    const job = await this.get(id);
+    if (isTerminal(job.status) || timeoutMs <= 0) return job;
+    return new Promise<JobRecord>((resolve) => {
+      let latest = job;
+      const finish = (): void => {
+        off();
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', finish);
+        resolve(latest);
+      };
+      const off = this.subscribe((j) => {
+        if (j.id !== id) return;
+        latest = j;
+        if (isTerminal(j.status)) finish();
+      });
+      const timer = setTimeout(finish, timeoutMs);
+      signal?.addEventListener('abort', finish, { once: true });
+    });
+  }
+
+  // --- internals -------------------------------------------------------------------------------
+
+  private pump(): void {
+    this.pumping = this.pumping
+      .then(() => this.startQueued())
+      .catch((e: unknown) => this.log(`job controller: ${String(e)}`));
+  }
+
+  private async startQueued(): Promise<void> {
+    if (this.draining) return;
+    const jobs = await this.store.list();
+    const busyModels = new Set(jobs.filter((j) => isActive(j.status)).map((j) => j.model));
+    let running = this.active.size;
+    for (const job of jobs) {
+      if (running >= this.options.maxRunning) break;
+      if (job.status !== 'queued' || busyModels.has(job.model)) continue;
+      busyModels.add(job.model);
+      running++;
+      await this.launch(job);
+    }
+  }
+
+  private async launch(queued: JobRecord): Promise<void> {
+    const paths = this.store.paths(queued.id);
+    let job = queued;
+    const attempt = job.attempts.length + 1;
+    const resume = job.attempts.length > 0;
+    const offset = await JobStore.sizeOf(paths.progress);
+    job = await this.withJob(job.id, async (current) => {
+      if (current.status !== 'queued') return current;
+      const started = {
+        ...current,
+        attempts: [
+          ...current.attempts,
+          { n: attempt, resume, startedAt: this.now().toISOString(), progressOffset: offset },
+        ],
+      };
+      return this.move(started, 'starting', {
+        message: `attempt ${attempt}${resume ? ', resuming from the checkpoint' : ''}`,
+      });
+    });
+    if (job.status !== 'starting') return;
+    let handle: RunHandle;
+    try {
+      handle = await this.runner.start({ job, attempt, resume, paths });
+    } catch (e) {
+      await this.finish(job.id, {
+        outcome: 'failed',
+        reason: 'runner_error',
+        message: `the runner could not start the trainer: ${errorMessage(e)}`,
+      });
+      return;
+    }
+    await this.withJob(job.id, async (j) => {
+      const attempts = j.attempts.map((a) =>
+        a.n === attempt ? { ...a, runnerRef: handle.ref } : a,
+      );
+      const next = { ...j, attempts };
+      await this.store.write(next);
+      return next;
+    });
+    this.follow(job.id, handle, offset);
+  }
+
+  /** Reads the trainer's progress until it ends, then settles the job. */
+  private follow(id: string, handle: RunHandle, offset: number): void {
+    const active: Active = { handle, offset, reading: Promise.resolve() };
+    this.active.set(id, active);
+    let stopped = false;
+    const tick = async (): Promise<void> => {
+      await this.readProgress(id, active);
+      if (!stopped) active.poller = setTimeout(() => void (active.reading = tick()), this.pollMs);
+    };
+    active.reading = tick();
+    active.settled = handle.done
+      .then(async (exit) => {
+        stopped = true;
+        clearTimeout(active.poller);
+        await active.reading;
+        await this.readProgress(id, active);
+        this.active.delete(id);
+        await this.finish(id, exit, active);
+        this.pump();
+      })
+      .catch((e: unknown) =>
+        this.log(`job ${id}: recording how its trainer ended failed: ${errorMessage(e)}`),
+      );
+  }
+
+  private async readProgress(id: string, active: Active): Promise<void> {
+    let read: { lines: string[]; offset: number };
+    try {
+      read = await readNewLines(this.store.paths(id).progress, active.offset);
+    } catch (e) {
+      this.log(`job ${id}: reading its progress failed: ${errorMessage(e)}`);
+      return;
+    }
+    for (const line of read.lines) {
+      // Offsets count bytes: the next line starts after this one and its newline.
+      active.offset += Buffer.byteLength(line) + 1;
+      let event: Record<string, unknown>;
+      try {
+        event = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        continue; // not an event (the stream is the trainer's; be lenient)
+      }
+      await this.onTrainerEvent(id, event, active);
+    }
+    active.offset = read.offset;
+  }
+
+  private async onTrainerEvent(
+    id: string,
+    event: Record<string, unknown>,
+    active: Active,
+  ): Promise<void> {
+    const type = String(event.type);
+    const t = typeof event.t === 'string' ? event.t : this.now().toISOString();
+    const { v: _v, t: _t, type: _type, ...fields } = event;
+    if (type === 'end') {
+      active.end = fields as Active['end'];
+      return;
+    }
+    if (FORWARDED.has(type)) await this.store.appendEvent(id, type as JobEvent['type'], t, fields);
+    if (type === 'start' || type === 'progress' || type === 'published' || type === 'result') {
+      await this.withJob(id, async (job) => {
+        let next = withProgressRead(job, active.offset);
+        if (job.status === 'starting')
+          next = await this.move(next, 'running', { message: 'training' });
+        if (type === 'progress') {
+          const progress = { ...(fields as unknown as JobProgress), at: t };
+          next = { ...next, progress };
+          this.hook(() => this.options.hooks?.onProgress?.(next, progress));
+          // The last step is done: what follows is publishing the version.
+          if (
+            job.kind === 'encoder' &&
+            progress.globalStep >= progress.totalSteps &&
+            next.status === 'running'
+          )
+            next = await this.move(next, 'publishing', { message: 'publishing the new version' });
+          else await this.store.write(next);
+        } else if (type === 'published') {
+          const p = fields as { kind?: string; name?: string; version?: number; labels?: string[] };
+          next = {
+            ...next,
+            result: {
+              ...next.result,
+              published: {
+                kind: p.kind === 'head' ? 'head' : 'stack',
+                name: String(p.name),
+                version: Number(p.version),
+                labels: p.labels ?? [],
+              },
+            },
+          };
+          await this.store.write(next);
+        } else if (type === 'result') {
+          next = { ...next, result: { ...next.result, summary: fields } };
+          await this.store.write(next);
+        }
+        return next;
+      });
+    }
+  }
+
+  /** Maps how the trainer ended to the job's next status. */
+  private async finish(id: string, exit: RunExit, active?: Active): Promise<void> {
+    const job = await this.withJob(id, async (job) => {
+      const attempt = job.attempts.at(-1);
+      const endedAt = this.now().toISOString();
+      let to: JobStatus;
+      let reason: FailureReason | undefined;
+      let message = exit.message;
+      if (exit.outcome === 'succeeded') to = 'succeeded';
+      else if (exit.outcome === 'cancelled') to = job.cancel ? 'cancelled' : 'interrupted';
+      else if (exit.outcome === 'lost') to = 'interrupted';
+      else {
+        to = 'failed';
+        reason = exit.reason ?? 'runner_error';
+        const error = active?.end?.error;
+        if (error?.code === 'conflict') reason = 'publish_conflict';
+        if (error?.message) message = `${message}: ${error.message}`;
+      }
+      if (this.draining && to === 'cancelled' && !job.cancel) to = 'interrupted';
+      if (to === 'interrupted' && this.draining) message = `${message} (the API shut down)`;
+      const attempts = job.attempts.map((a) =>
+        a === attempt
+          ? {
+              ...a,
+              endedAt,
+              exitCode: exit.exitCode ?? null,
+              signal: exit.signal ?? null,
+              outcome: to,
+              message,
+            }
+          : a,
+      );
+      let next = await this.move({ ...job, attempts }, to, {
+        message,
+        ...(reason ? { reason } : {}),
+      });
+      if (to === 'interrupted' && !this.draining && next.resumes < next.maxResumes) {
+        next = await this.move({ ...next, resumes: next.resumes + 1 }, 'queued', {
+          message: `interrupted (${message}); resuming from the checkpoint (${next.resumes + 1} of ${next.maxResumes})`,
+        });
+      }
+      return next;
+    });
+    if (job.status === 'queued') this.pump();
+  }
+
+  /** After a restart: a job that was active has lost its runner unless the runner adopts it. */
+  private async recover(job: JobRecord): Promise<void> {
+    const paths = this.store.paths(job.id);
+    if (job.status === 'interrupted') {
+      if (job.resumes < job.maxResumes)
+        await this.withJob(job.id, (j) =>
+          this.move({ ...j, resumes: j.resumes + 1 }, 'queued', {
+            message: 'resuming after a restart of the API',
+          }),
+        );
+      return;
+    }
+    let handle: RunHandle | null = null;
+    try {
+      handle = await this.runner.adopt(job, paths);
+    } catch (e) {
+      this.log(`job ${job.id}: adopting its trainer failed: ${errorMessage(e)}`);
+    }
+    const offset = job.attempts.at(-1)?.progressOffset ?? 0;
+    if (handle) {
+      // Trainer lines up to progressRead were copied into the job's events before the restart.
+      this.log(`job ${job.id}: following its trainer (${handle.ref}) again`);
+      // Events already copied are not copied again: start where the events file says we were.
+      this.follow(job.id, handle, job.attempts.at(-1)?.progressRead ?? offset);
+      return;
+    }
+    await this.finish(job.id, {
+      outcome: job.status === 'cancelling' ? 'cancelled' : 'lost',
+      message: 'the API restarted while the job was ' + job.status + ' and its trainer is gone',
+    });
+  }
+
+  private async move(
+    job: JobRecord,
+    to: JobStatus,
+    detail: { message?: string; reason?: FailureReason },
+  ): Promise<JobRecord> {
+    const from = job.status;
+    const at = this.now().toISOString();
+    const next = transition(job, to, at, detail);
+    await this.store.write(next);
+    await this.store.appendEvent(job.id, 'status', at, {
+      status: to,
+      from,
+      ...(next.message !== undefined ? { message: next.message } : {}),
+      ...(next.reason !== undefined ? { reason: next.reason } : {}),
+    });
+    this.emit(next, from);
+    return next;
+  }
+
+  private emit(job: JobRecord, from: JobStatus | null): void {
+    this.hook(() => this.options.hooks?.onStatus?.(job, from));
+    for (const listener of this.listeners) this.hook(() => listener(job));
+  }
+
+  private hook(f: () => void): void {
+    try {
+      f();
+    } catch {
+      // Metrics and listeners never break the controller.
+    }
+  }
+
+  /** Runs `f` on the job's current record, one change at a time per job. */
+  private async withJob(id: string, f: (job: JobRecord) => Promise<JobRecord>): Promise<JobRecord> {
+    const previous = this.locks.get(id) ?? Promise.resolve();
+    const run = previous.then(async () => f(await this.get(id)));
+    this.locks.set(
+      id,
+      run.catch(() => undefined),
+    );
+    return run;
+  }
+}
+
+/** Records how far the latest attempt's progress stream has been copied into the job's events. */
+function withProgressRead(job: JobRecord, offset: number): JobRecord {
+  const last = job.attempts.at(-1);
+  if (!last) return job;
+  return { ...job, attempts: [...job.attempts.slice(0, -1), { ...last, progressRead: offset }] };
+}
+
+function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}

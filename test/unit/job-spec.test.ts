@@ -1,0 +1,152 @@
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { planJob } from '../../src/jobs/job-spec.js';
+
+let root: string;
+let dataRoot: string;
+const opts = () => ({ dataRoot, defaultTimeoutSeconds: 3600, defaultMaxResumes: 2 });
+
+before(async () => {
+  root = await mkdtemp(join(tmpdir(), 'gim-spec-'));
+  dataRoot = join(root, 'data');
+  await mkdir(join(dataRoot, 'shoes', 'train'), { recursive: true });
+  await mkdir(join(root, 'secret'), { recursive: true });
+  await writeFile(join(root, 'secret', 'key'), 'x');
+  await symlink(join(root, 'secret'), join(dataRoot, 'escape'));
+});
+after(() => rm(root, { recursive: true, force: true }));
+
+test('an encoder spec becomes the gim train command, paths resolved under the data root', async () => {
+  const plan = await planJob(
+    {
+      kind: 'encoder',
+      model: 'shoes',
+      spec: {
+        data: 'shoes/train',
+        epochs: 2,
+        channels: [8, 16],
+        parent: 'stable',
+        from_module: 2,
+        labels: ['latest', 'candidate'],
+        height: 28,
+        width: 28,
+        image_channels: '1',
+      },
+      timeout_seconds: 600,
+    },
+    opts(),
+  );
+  assert.equal(plan.kind, 'encoder');
+  assert.equal(plan.timeoutSeconds, 600);
+  assert.equal(plan.maxResumes, 2);
+  assert.deepEqual(plan.args, [
+    'train',
+    'image',
+    '--name=shoes',
+    `--data=${join(dataRoot, 'shoes/train')}`,
+    '--epochs=2',
+    '--parent=shoes@stable',
+    '--from-module=2',
+    '--channels=8,16',
+    '--height=28',
+    '--width=28',
+    '--image-channels=1',
+    '--label',
+    'latest',
+    'candidate',
+  ]);
+  assert.equal(plan.spec.modality, 'image');
+});
+
+test('head and probe specs become gim classifier train / gim probe on a stack ref', async () => {
+  const head = await planJob(
+    {
+      kind: 'head',
+      model: 'shoes',
+      spec: { name: 'kinds', data: 'fashion-mnist', layer: 3, pooling: 'grid2', label: 'stable' },
+    },
+    opts(),
+  );
+  assert.deepEqual(head.args, [
+    'classifier',
+    'train',
+    '--model=shoes@stable',
+    '--name=kinds',
+    '--data=fashion-mnist',
+    '--layer=3',
+    '--pooling=grid2',
+  ]);
+  const probe = await planJob(
+    { kind: 'probe', model: 'shoes', spec: { data: 'shoes/train', layers: [1, 2], version: 3 } },
+    opts(),
+  );
+  assert.deepEqual(probe.args, [
+    'probe',
+    '--model=shoes@3',
+    `--data=${join(dataRoot, 'shoes/train')}`,
+    '--layers=1,2',
+  ]);
+});
+
+test('dataset paths may not leave the data root, and the refusal tells nothing about the server', async () => {
+  const cases: [unknown, RegExp][] = [
+    ['/etc', /absolute path/],
+    ['../secret', /leaves the data root/],
+    ['shoes/../../secret', /leaves the data root/],
+    ['escape', /leaves the data root/],
+    ['escape/key', /leaves the data root/],
+    ['nope', /no dataset "nope" under the data root/],
+    ['a\0b', /not a path/],
+  ];
+  for (const [data, message] of cases) {
+    await assert.rejects(
+      planJob({ kind: 'probe', model: 'shoes', spec: { data } }, opts()),
+      (e: Error & { code?: string }) => {
+        assert.equal(e.code, 'invalid_argument', String(data));
+        assert.match(e.message, message, String(data));
+        assert.ok(!e.message.includes(root), `the message shows no server path: ${e.message}`);
+        assert.ok(!e.message.includes('key'), `the message lists no file: ${e.message}`);
+        return true;
+      },
+    );
+  }
+});
+
+test('bad bodies are 400s that say what to send', async () => {
+  const cases: [unknown, RegExp][] = [
+    [null, /JSON object/],
+    [{ kind: 'nope', model: 'm' }, /"kind" must be one of encoder, head, probe/],
+    [{ kind: 'encoder', model: 'Bad Name', spec: {} }, /"model" must be a stack name/],
+    [
+      { kind: 'encoder', model: 'm', spec: { data: 'shoes', colour: 1 } },
+      /unknown field "spec.colour"/,
+    ],
+    [{ kind: 'encoder', model: 'm', spec: {} }, /"spec.data" is required/],
+    [
+      { kind: 'encoder', model: 'm', spec: { data: 'shoes', epochs: '2' } },
+      /"spec.epochs" must be a number/,
+    ],
+    [{ kind: 'encoder', model: 'm', spec: { data: 'shoes', schedule: 'fast' } }, /one of parallel/],
+    [
+      { kind: 'encoder', model: 'm', spec: { data: 'shoes', parent: '../x' } },
+      /version number or a label/,
+    ],
+    [
+      { kind: 'encoder', model: 'm', spec: { data: 'shoes' }, timeout_seconds: 0 },
+      /timeout_seconds/,
+    ],
+    [{ kind: 'encoder', model: 'm', spec: { data: 'shoes', labels: [] } }, /"spec.labels"/],
+    [{ kind: 'head', model: 'm', spec: { data: 'shoes', layer: 1 } }, /"spec.name" is required/],
+    [{ kind: 'probe', model: 'm', spec: { data: 'shoes', version: 1, label: 'x' } }, /not both/],
+    [{ kind: 'probe', model: 'm', extra: 1 }, /unknown field "extra"/],
+  ];
+  for (const [body, message] of cases)
+    await assert.rejects(
+      planJob(body, opts()),
+      { code: 'invalid_argument', message },
+      JSON.stringify(body),
+    );
+});
