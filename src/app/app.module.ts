@@ -12,6 +12,7 @@ import {
 } from './inference/inference.service.js';
 import { JobsModule } from './jobs/jobs.module.js';
 import { KserveModule } from './kserve/kserve.module.js';
+import { LabelsModule } from './labels/labels.module.js';
 import { Lifecycle } from './lifecycle/lifecycle.service.js';
 import { MetricsModule } from './metrics/metrics.module.js';
 import { ModelsModule } from './models/models.module.js';
@@ -41,6 +42,7 @@ export class AppModule {
         ClassifiersModule,
         KserveModule,
         JobsModule,
+        LabelsModule,
       ],
       providers: [
         { provide: APP_CONFIG, useValue: config },

@@ -7,6 +7,7 @@ export type GimErrorCode =
   | 'invalid_argument' // a bad option or configuration value (HTTP 400)
   | 'not_found' // unknown model, version, label, layer or file (HTTP 404)
   | 'conflict' // e.g. a version that already exists, an incompatible head (HTTP 409)
+  | 'precondition_failed' // a compare-and-set on a stale entity tag (HTTP 412)
   | 'invalid_data' // undecodable, truncated or out-of-range input data (HTTP 422)
   | 'unsupported_media' // a format the core cannot read (HTTP 415)
   | 'too_large' // over a size limit: body, items, pixels, duration (HTTP 413)

@@ -235,7 +235,12 @@ describe('HeadStore', () => {
     assert.equal(v2.version, 2);
 
     const base = join(dir, 'tiny', 'classifiers', 'stripes');
-    assert.deepEqual((await readdir(base)).sort(), ['1', '2', 'labels.json']);
+    assert.deepEqual((await readdir(base)).sort(), [
+      '1',
+      '2',
+      'labels.history.ndjson',
+      'labels.json',
+    ]);
     assert.deepEqual((await readdir(join(base, '1'))).sort(), ['manifest.json', 'weights.json']);
     assert.deepEqual(JSON.parse(await readFile(join(base, 'labels.json'), 'utf8')), {
       latest: 2,
@@ -309,7 +314,13 @@ describe('HeadStore', () => {
     assert.deepEqual(await heads.cleanupTemp('tiny', 'race', { olderThanMs: 0 }), [
       join(base, '.tmp-crashed'),
     ]);
-    assert.deepEqual((await readdir(base)).sort(), ['1', '2', '3', 'labels.json']);
+    assert.deepEqual((await readdir(base)).sort(), [
+      '1',
+      '2',
+      '3',
+      'labels.history.ndjson',
+      'labels.json',
+    ]);
   });
 
   test('a corrupt weights file is invalid_data', async () => {
@@ -406,5 +417,50 @@ describe('audio', () => {
     } finally {
       stack.dispose();
     }
+  });
+});
+
+describe('head labels as a resource', () => {
+  test('compare-and-set moves, history, rollback; a stale ETag moves nothing', async () => {
+    await heads.publish('tiny', 'lab', trained.draft, { labels: ['latest', 'stable'] });
+    await heads.publish('tiny', 'lab', trained.draft);
+    const state = await heads.labelState('tiny', 'lab');
+    assert.deepEqual(state.labels, { latest: 2, stable: 1 });
+    const moved = await heads.moveLabel(
+      'tiny',
+      'lab',
+      'stable',
+      2,
+      { by: 'ann', reason: 'r' },
+      state.etag,
+    );
+    assert.equal(moved.labels.stable, 2);
+    assert.deepEqual(moved.history.at(-1), {
+      at: moved.history.at(-1)!.at,
+      by: 'ann',
+      label: 'stable',
+      from: 1,
+      to: 2,
+      reason: 'r',
+    });
+    await rejectsWith(
+      heads.moveLabel('tiny', 'lab', 'stable', 1, { by: 'bob' }, state.etag),
+      'precondition_failed',
+      /changed since you read them/,
+    );
+    assert.equal(
+      (await heads.labelState('tiny', 'lab')).labels.stable,
+      2,
+      'the stale move did nothing',
+    );
+    const back = await heads.rollbackLabel('tiny', 'lab', 'stable', { by: 'ann' }, moved.etag);
+    assert.equal(back.labels.stable, 1);
+    const gone = await heads.moveLabel('tiny', 'lab', 'stable', null, { by: 'ann' }, '*');
+    assert.equal(gone.labels.stable, undefined);
+    await rejectsWith(
+      heads.rollbackLabel('tiny', 'lab', 'nolabel', { by: 'ann' }),
+      'conflict',
+      /no earlier target/,
+    );
   });
 });

@@ -262,6 +262,7 @@ describe('StackStore', () => {
     assert.deepEqual(await readdir(join(store.root, 'crashy')), [
       '1',
       '2',
+      'labels.history.ndjson',
       'labels.json',
       'not-a-version',
     ]);
@@ -299,7 +300,13 @@ describe('StackStore', () => {
     assert.deepEqual(await store.list(), [
       { name: 'race', versions: [1, 2, 3], labels: { latest: 3 } },
     ]);
-    assert.deepEqual(await readdir(join(store.root, 'race')), ['1', '2', '3', 'labels.json']);
+    assert.deepEqual(await readdir(join(store.root, 'race')), [
+      '1',
+      '2',
+      '3',
+      'labels.history.ndjson',
+      'labels.json',
+    ]);
   });
 });
 

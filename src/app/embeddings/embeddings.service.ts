@@ -2,7 +2,6 @@ import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import { type Pooling, l2Normalize, poolGrid, pooledDim } from '../../gim/encoders/pooling.js';
 import { GimError } from '../../gim/errors.js';
 import { embeddingSpaceId as spaceId } from '../../gim/store/embedding-space.js';
-import { StackStore } from '../../gim/store/stack-store.js';
 import { APP_CONFIG, type AppConfig } from '../config.js';
 import type { ItemGrid } from '../inference/embedding-batch.js';
 import { InferenceService, type LoadedModel } from '../inference/inference.service.js';
@@ -66,7 +65,6 @@ export class EmbeddingsService implements OnApplicationShutdown {
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
-    private readonly store: StackStore,
     private readonly inference: InferenceService,
   ) {
     this.audioDecoding = new AudioDecodePool(config.audioDecodeThreads);
@@ -146,8 +144,7 @@ export class EmbeddingsService implements OnApplicationShutdown {
 
   /** A stack version loaded in the worker: `selector` is a version, a label, or the default. */
   async model(name: string, selector?: string): Promise<LoadedModel> {
-    const ref = await this.store.resolve(selector === undefined ? name : `${name}@${selector}`);
-    return this.inference.model(ref);
+    return this.inference.modelFor(selector === undefined ? name : `${name}@${selector}`);
   }
 
   /** Checks that `pooling` applies to every layer (image grid, or audio frames); returns them. */

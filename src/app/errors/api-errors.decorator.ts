@@ -15,6 +15,8 @@ export class ErrorBodyDto {
       'unauthorized',
       'not_found',
       'conflict',
+      'precondition_failed',
+      'precondition_required',
       'too_large',
       'unsupported_media',
       'invalid_data',
@@ -36,7 +38,12 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   400: 'Bad option or input (`invalid_argument`, `bad_request`)',
   401: 'Admin route without a valid `Authorization: Bearer <ADMIN_TOKEN>` (`unauthorized`)',
   404: 'Unknown model, version, label, layer or head (`not_found`); admin routes: ADMIN_TOKEN unset',
-  409: 'The head does not fit that stack version: another embedding space (`conflict`)',
+  409:
+    'A conflict with the current state (`conflict`): a head that does not fit that stack ' +
+    'version (another embedding space), a job in a state that does not allow it, a label with ' +
+    'no earlier target',
+  412: 'The labels changed since you read them: If-Match is stale (`precondition_failed`)',
+  428: 'A label change without If-Match (`precondition_required`)',
   413: 'Body, file, item count, image pixels or audio duration over a limit (`too_large`)',
   415: 'Content-Type or file format not supported, or not of the stack’s modality (`unsupported_media`)',
   422: 'An item cannot be decoded or is out of range; the message names the item (`invalid_data`)',

@@ -55,6 +55,10 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
   private warmup?: Promise<void>;
   /** By `name@version`; a failed load is removed so the next request retries it. */
   private readonly models = new Map<string, Promise<LoadedModel>>();
+  /** `name@version` of the models whose load has finished. */
+  private readonly warm = new Set<string>();
+  /** By ref text (`fashion`, `fashion@stable`): the version last served for it. */
+  private readonly serving = new Map<string, StackRef>();
   private closing = false;
 
   constructor(
@@ -103,11 +107,48 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
     if (loading === undefined) {
       loading = this.load(ref);
       this.models.set(key, loading);
-      loading.catch(() => {
-        if (this.models.get(key) === loading) this.models.delete(key);
-      });
+      loading.then(
+        () => this.warm.add(key),
+        () => {
+          if (this.models.get(key) === loading) this.models.delete(key);
+        },
+      );
     }
     return loading;
+  }
+
+  /**
+   * The loaded model a ref names (`name`, `name@label`, `name@3`). When a label has moved (here or
+   * on another replica) to a version not loaded yet, the version the ref served before keeps
+   * serving while the new one loads in the background; the ref switches once it is warm. So a
+   * label move never makes a request wait on a cold load, nor fail because of one.
+   */
+  async modelFor(refText: string): Promise<LoadedModel> {
+    const ref = await this.store.resolve(refText);
+    const explicit = /@\d+$/.test(refText);
+    const previous = this.serving.get(refText);
+    if (
+      !explicit &&
+      previous !== undefined &&
+      previous.version !== ref.version &&
+      !this.warm.has(keyOf(ref)) &&
+      this.warm.has(keyOf(previous))
+    ) {
+      this.model(ref).then(
+        () => {
+          if (this.serving.get(refText) === previous) this.serving.set(refText, ref);
+        },
+        (error: unknown) =>
+          this.logger.warn(
+            `${refText} moved to ${keyOf(ref)}, which does not load (${describe(error)}); ` +
+              `still serving ${keyOf(previous)}`,
+          ),
+      );
+      return this.model(previous);
+    }
+    const model = await this.model(ref);
+    if (!explicit) this.serving.set(refText, ref);
+    return model;
   }
 
   /** The model if it is loaded already, without loading it. */
@@ -203,6 +244,10 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
     const stack = isGimError(error) || !(error instanceof Error) ? undefined : error.stack;
     this.logger.error(`the service stays unready: ${reason}`, stack);
   }
+}
+
+function keyOf(ref: StackRef): string {
+  return `${ref.name}@${ref.version}`;
 }
 
 function describe(error: unknown): string {

@@ -33,7 +33,8 @@ import { ApiErrors } from '../errors/api-errors.decorator.js';
 import { ClientSignal } from '../http/client-signal.decorator.js';
 import { JobEventStream } from './job-event-stream.js';
 import { CancelJobBodyDto, JobDto, JobListDto, JobPlanDto, SubmitJobBodyDto } from './jobs.dto.js';
-import { type Actor, JobsService } from './jobs.service.js';
+import { JobsService } from './jobs.service.js';
+import type { Actor } from '../admin/audit-log.js';
 
 const JOB_ID = { name: 'id', description: 'Job id', example: '20261207-031502-3fa9c1' };
 const MAX_WAIT_SECONDS = 300;

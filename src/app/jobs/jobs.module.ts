@@ -1,5 +1,6 @@
 import { Module } from '@nestjs/common';
 import { AdminTokenGuard } from '../admin/admin-token.guard.js';
+import { AuditLog } from '../admin/audit-log.js';
 import { MetricsModule } from '../metrics/metrics.module.js';
 import { JobsController } from './jobs.controller.js';
 import { JobsService } from './jobs.service.js';
@@ -8,7 +9,7 @@ import { JobsService } from './jobs.service.js';
 @Module({
   imports: [MetricsModule],
   controllers: [JobsController],
-  providers: [JobsService, AdminTokenGuard],
+  providers: [JobsService, AdminTokenGuard, AuditLog],
   exports: [JobsService],
 })
 export class JobsModule {}

@@ -16,12 +16,8 @@ import { LocalRunner } from '../../jobs/local-runner.js';
 import type { JobRunner } from '../../jobs/runner.js';
 import { APP_CONFIG, type AppConfig } from '../config.js';
 import { Lifecycle } from '../lifecycle/lifecycle.service.js';
+import { type Actor, AuditLog } from '../admin/audit-log.js';
 import { MetricsService } from '../metrics/metrics.service.js';
-
-/** Who did an admin action, for the audit log: never the token itself. */
-export interface Actor {
-  id: string;
-}
 
 /**
  * Training jobs for the HTTP layer: plans specs, owns the job controller and its runner, starts
@@ -31,7 +27,6 @@ export interface Actor {
 @Injectable()
 export class JobsService implements OnApplicationBootstrap, BeforeApplicationShutdown {
   private readonly logger = new Logger('Jobs');
-  private readonly audit = new Logger('Audit');
   readonly store: JobStore;
   readonly controller: JobController;
 
@@ -39,6 +34,7 @@ export class JobsService implements OnApplicationBootstrap, BeforeApplicationShu
     @Inject(APP_CONFIG) private readonly config: AppConfig,
     metrics: MetricsService,
     private readonly lifecycle: Lifecycle,
+    private readonly audit: AuditLog,
   ) {
     this.store = new JobStore(config.modelsDir);
     this.controller = new JobController({
@@ -75,11 +71,13 @@ export class JobsService implements OnApplicationBootstrap, BeforeApplicationShu
   ): Promise<{ job: JobRecord; created: boolean }> {
     if (this.lifecycle.draining)
       throw new GimError('shutting_down', 'the service is shutting down: submit the job again');
-    return this.audited(actor, 'job.submit', body, async () => {
-      const plan = await this.plan(body);
-      const out = await this.controller.submit(plan, { by: actor.id, idempotencyKey });
-      return { result: out, target: out.job.id };
-    });
+    return this.audit.record(
+      actor,
+      'job.submit',
+      '-',
+      async () => this.controller.submit(await this.plan(body), { by: actor.id, idempotencyKey }),
+      (out) => out.job.id,
+    );
   }
 
   get(id: string): Promise<JobRecord> {
@@ -91,47 +89,17 @@ export class JobsService implements OnApplicationBootstrap, BeforeApplicationShu
   }
 
   cancel(id: string, actor: Actor, force: boolean, reason?: string): Promise<JobRecord> {
-    return this.audited(actor, force ? 'job.kill' : 'job.cancel', id, async () => ({
-      result: await this.controller.cancel(id, {
-        force,
-        by: actor.id,
-        ...(reason ? { reason } : {}),
-      }),
-      target: id,
-    }));
+    return this.audit.record(actor, force ? 'job.kill' : 'job.cancel', id, () =>
+      this.controller.cancel(id, { force, by: actor.id, ...(reason ? { reason } : {}) }),
+    );
   }
 
   retry(id: string, actor: Actor): Promise<JobRecord> {
-    return this.audited(actor, 'job.retry', id, async () => ({
-      result: await this.controller.retry(id, actor.id),
-      target: id,
-    }));
+    return this.audit.record(actor, 'job.retry', id, () => this.controller.retry(id, actor.id));
   }
 
   remove(id: string, actor: Actor): Promise<void> {
-    return this.audited(actor, 'job.delete', id, async () => ({
-      result: await this.controller.remove(id),
-      target: id,
-    }));
-  }
-
-  /** One JSON line per admin action: who, what, on what, and how it ended. */
-  private async audited<T>(
-    actor: Actor,
-    action: string,
-    subject: unknown,
-    f: () => Promise<{ result: T; target: string }>,
-  ): Promise<T> {
-    const target = typeof subject === 'string' ? subject.slice(0, 64) : undefined;
-    try {
-      const out = await f();
-      this.audit.log(JSON.stringify({ who: actor.id, action, target: out.target, result: 'ok' }));
-      return out.result;
-    } catch (e) {
-      const code = e instanceof GimError ? e.code : 'internal';
-      this.audit.log(JSON.stringify({ who: actor.id, action, target, result: code }));
-      throw e;
-    }
+    return this.audit.record(actor, 'job.delete', id, () => this.controller.remove(id));
   }
 
   private createRunner(): JobRunner {

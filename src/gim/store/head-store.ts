@@ -2,6 +2,7 @@ import { join, resolve as resolvePath } from 'node:path';
 import { GimError } from '../errors.js';
 import { LinearHead, type HeadParams } from '../classify/linear-head.js';
 import { writeJsonAtomic } from './atomic.js';
+import type { LabelMoveMeta } from './label-history.js';
 import { checkHeadManifest, HEAD_FORMAT, type HeadManifest } from './head-manifest.js';
 import { StackStore } from './stack-store.js';
 import {
@@ -12,6 +13,7 @@ import {
   parseRef,
   readDirOrEmpty,
   readJsonFile,
+  type LabelState,
   VersionedDir,
 } from './versioned-dir.js';
 
@@ -179,8 +181,38 @@ export class HeadStore {
 
   /** Points `label` of head `name` at an existing `version`. */
   async setLabel(model: string, name: string, label: string, version: number): Promise<void> {
+    await this.moveLabel(model, name, label, version, { by: 'cli' });
+  }
+
+  /** The labels of head `name`, their entity tag and their history. */
+  async labelState(model: string, name: string): Promise<LabelState> {
     await this.resolve(model, name);
-    await this.dir(model, name).setLabel(label, version);
+    return this.dir(model, name).labelState();
+  }
+
+  /** Moves (or with null removes) a head label, compare-and-set on `ifMatch`. */
+  async moveLabel(
+    model: string,
+    name: string,
+    label: string,
+    version: number | null,
+    meta: LabelMoveMeta,
+    ifMatch?: string,
+  ): Promise<LabelState> {
+    await this.resolve(model, name);
+    return this.dir(model, name).moveLabel(label, version, meta, ifMatch);
+  }
+
+  /** Moves a head label back to its previous target. */
+  async rollbackLabel(
+    model: string,
+    name: string,
+    label: string,
+    meta: LabelMoveMeta,
+    ifMatch?: string,
+  ): Promise<LabelState> {
+    await this.resolve(model, name);
+    return this.dir(model, name).rollbackLabel(label, meta, ifMatch);
   }
 
   /** Removes `.tmp-*` leftovers of crashed publishes of head `name` older than `olderThanMs`. */

@@ -5,6 +5,7 @@ import type { GoldenRecord } from '../golden/golden-record.js';
 import { STACK_FORMAT, type StackManifest } from './manifest.js';
 import { checkStackManifest } from './manifest-schema.js';
 import { writeJsonAtomic } from './atomic.js';
+import type { LabelMoveMeta } from './label-history.js';
 import { loadModelArtifacts, saveModelArtifacts } from './tfjs-files.js';
 import {
   checkLabel,
@@ -15,6 +16,7 @@ import {
   parseRef,
   readDirOrEmpty,
   readJsonFile,
+  type LabelState,
   VersionedDir,
 } from './versioned-dir.js';
 
@@ -250,25 +252,50 @@ export class StackStore {
 
   /** Points `label` of stack `name` at an existing `version`. */
   async setLabel(name: string, label: string, version: number): Promise<void> {
+    await this.moveLabel(name, label, version, { by: 'cli' });
+  }
+
+  async removeLabel(name: string, label: string): Promise<void> {
+    await this.moveLabel(name, label, null, { by: 'cli' });
+  }
+
+  /** The labels of stack `name`, their entity tag and their history. */
+  async labelState(name: string): Promise<LabelState> {
+    checkName(name, 'stack');
+    await this.listVersions(name);
+    return this.dir(name).labelState();
+  }
+
+  /** Moves (or with null removes) a label, compare-and-set on `ifMatch`; recorded in history. */
+  async moveLabel(
+    name: string,
+    label: string,
+    version: number | null,
+    meta: LabelMoveMeta,
+    ifMatch?: string,
+  ): Promise<LabelState> {
     checkName(name, 'stack');
     checkLabel(label);
-    if (!Number.isInteger(version) || version < 1) {
-      throw new GimError('invalid_argument', `version must be a positive integer, got ${version}`);
-    }
     await this.listVersions(name);
     try {
-      await this.dir(name).setLabel(label, version);
+      return await this.dir(name).moveLabel(label, version, meta, ifMatch);
     } finally {
       this.resolved.clear();
     }
   }
 
-  async removeLabel(name: string, label: string): Promise<void> {
+  /** Moves `label` back to its previous target. */
+  async rollbackLabel(
+    name: string,
+    label: string,
+    meta: LabelMoveMeta,
+    ifMatch?: string,
+  ): Promise<LabelState> {
     checkName(name, 'stack');
     checkLabel(label);
     await this.listVersions(name);
     try {
-      await this.dir(name).removeLabel(label);
+      return await this.dir(name).rollbackLabel(label, meta, ifMatch);
     } finally {
       this.resolved.clear();
     }

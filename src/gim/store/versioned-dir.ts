@@ -3,6 +3,16 @@ import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { GimError } from '../errors.js';
 import { fsyncDir, isErrno, TEMP_PREFIX, writeJsonAtomic } from './atomic.js';
+import {
+  appendLabelMoves,
+  diffLabels,
+  LABELS_HISTORY,
+  labelsEtag,
+  previousTarget,
+  readLabelMoves,
+  type LabelMove,
+  type LabelMoveMeta,
+} from './label-history.js';
 
 export const NAME_RE = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 export const LABEL_RE = /^[a-z][a-z0-9_-]{0,31}$/;
@@ -53,6 +63,7 @@ export class VersionedDir {
     fill: (temp: string) => Promise<void>,
     seal: (temp: string, version: number) => Promise<void>,
     labels: string[],
+    by = 'publish',
   ): Promise<number> {
     labels.forEach(checkLabel);
     const parent = dirname(this.dir);
@@ -95,13 +106,17 @@ export class VersionedDir {
       inFlight.delete(temp);
     }
     if (labels.length > 0) {
-      await this.updateLabels((current, versions) => {
-        for (const label of labels) {
-          // Publishing never moves a label back, so concurrent publishes end on the newest version.
-          const at = current[label];
-          if (at === undefined || at < version || !versions.includes(at)) current[label] = version;
-        }
-      });
+      await this.updateLabels(
+        (current, versions) => {
+          for (const label of labels) {
+            // Publishing never moves a label back, so concurrent publishes end on the newest version.
+            const at = current[label];
+            if (at === undefined || at < version || !versions.includes(at))
+              current[label] = version;
+          }
+        },
+        { by, reason: `published version ${version}` },
+      );
     }
     return version;
   }
@@ -175,28 +190,91 @@ export class VersionedDir {
   }
 
   /** Points `label` at an existing `version`. */
-  async setLabel(label: string, version: number): Promise<void> {
-    checkLabel(label);
-    if (!Number.isInteger(version) || version < 1) {
-      throw new GimError('invalid_argument', `version must be a positive integer, got ${version}`);
-    }
-    await this.updateLabels((labels, versions) => {
-      if (!versions.includes(version)) throw this.noVersion(version, versions);
-      labels[label] = version;
-    });
+  async setLabel(
+    label: string,
+    version: number,
+    meta: LabelMoveMeta = { by: 'cli' },
+  ): Promise<void> {
+    await this.moveLabel(label, version, meta);
   }
 
-  async removeLabel(label: string): Promise<void> {
+  async removeLabel(label: string, meta: LabelMoveMeta = { by: 'cli' }): Promise<void> {
+    await this.moveLabel(label, null, meta);
+  }
+
+  /** The labels, their entity tag and the history of moves (oldest first). */
+  async labelState(): Promise<LabelState> {
+    const labels = await this.readLabels();
+    return { labels, etag: labelsEtag(labels), history: await readLabelMoves(this.historyPath) };
+  }
+
+  /**
+   * Points `label` at `version` (null: removes it), recording the move. With `ifMatch` (an entity
+   * tag of `labelState`) the move happens only if the labels are still what the caller saw:
+   * otherwise `precondition_failed`, and nothing changes.
+   */
+  async moveLabel(
+    label: string,
+    version: number | null,
+    meta: LabelMoveMeta,
+    ifMatch?: string,
+  ): Promise<LabelState> {
     checkLabel(label);
-    await this.updateLabels((labels) => {
-      if (labels[label] === undefined) {
-        throw new GimError(
-          'not_found',
-          `${this.names.what} has no label '${label}'; labels: ${formatLabels(labels)}`,
-        );
+    if (version !== null && (!Number.isInteger(version) || version < 1))
+      throw new GimError('invalid_argument', `version must be a positive integer, got ${version}`);
+    return this.updateLabels((labels, versions) => {
+      this.checkMatch(labels, ifMatch);
+      if (version === null) {
+        if (labels[label] === undefined) throw this.noLabel(label, labels);
+        delete labels[label];
+      } else {
+        if (!versions.includes(version)) throw this.noVersion(version, versions);
+        labels[label] = version;
       }
-      delete labels[label];
-    });
+    }, meta);
+  }
+
+  /** Moves `label` back to the target it had before its last move (recorded as a move too). */
+  async rollbackLabel(label: string, meta: LabelMoveMeta, ifMatch?: string): Promise<LabelState> {
+    checkLabel(label);
+    const history = this.historyPath;
+    return this.updateLabels(async (labels, versions) => {
+      this.checkMatch(labels, ifMatch);
+      const previous = previousTarget(await readLabelMoves(history), label, labels[label]);
+      if (previous === undefined)
+        throw new GimError(
+          'conflict',
+          `${this.names.what}: the history of label '${label}' has no earlier target to roll back to`,
+        );
+      if (!versions.includes(previous))
+        throw new GimError(
+          'conflict',
+          `${this.names.what}: label '${label}' was at version ${previous} before, which no longer exists`,
+        );
+      labels[label] = previous;
+    }, meta);
+  }
+
+  private checkMatch(labels: Record<string, number>, ifMatch: string | undefined): void {
+    if (ifMatch === undefined || ifMatch === '*') return;
+    const etag = labelsEtag(labels);
+    if (ifMatch !== etag)
+      throw new GimError(
+        'precondition_failed',
+        `the labels of ${this.names.what} changed since you read them (ETag ${etag}): read them again`,
+        { details: { etag } },
+      );
+  }
+
+  private noLabel(label: string, labels: Record<string, number>): GimError {
+    return new GimError(
+      'not_found',
+      `${this.names.what} has no label '${label}'; labels: ${formatLabels(labels)}`,
+    );
+  }
+
+  private get historyPath(): string {
+    return join(this.dir, LABELS_HISTORY);
   }
 
   /** Removes `.tmp-*` entries older than `olderThanMs`, except publishes in flight here. */
@@ -215,31 +293,47 @@ export class VersionedDir {
     return removed;
   }
 
-  /** Read-modify-write of `labels.json` under an in-process queue and a cross-process lock file. */
+  /**
+   * Read-modify-write of `labels.json` under an in-process queue and a cross-process lock file;
+   * the moves it makes are appended to the history under the same lock.
+   */
   private async updateLabels(
-    change: (labels: Record<string, number>, versions: number[]) => void,
-  ): Promise<void> {
+    change: (labels: Record<string, number>, versions: number[]) => void | Promise<void>,
+    meta: LabelMoveMeta,
+  ): Promise<LabelState> {
     const previous = labelQueues.get(this.dir) ?? Promise.resolve();
     const run = previous
       .catch(() => undefined)
-      .then(async () => {
+      .then(async (): Promise<LabelState> => {
         const release = await acquireLock(join(this.dir, LABELS_LOCK));
         try {
-          const labels = await this.readLabels();
-          change(labels, await this.versions());
+          const before = await this.readLabels();
+          const labels = { ...before };
+          await change(labels, await this.versions());
           const sorted = Object.fromEntries(
             Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : 1)),
           );
-          await io(`write labels of ${this.names.id}`, () =>
-            writeJsonAtomic(join(this.dir, LABELS_JSON), sorted),
-          );
+          const moves = diffLabels(before, sorted, meta, new Date().toISOString());
+          if (moves.length > 0) {
+            await io(`write labels of ${this.names.id}`, () =>
+              writeJsonAtomic(join(this.dir, LABELS_JSON), sorted),
+            );
+            await io(`record the label history of ${this.names.id}`, () =>
+              appendLabelMoves(this.historyPath, moves),
+            );
+          }
+          return {
+            labels: sorted,
+            etag: labelsEtag(sorted),
+            history: await readLabelMoves(this.historyPath),
+          };
         } finally {
           await release();
         }
       });
     labelQueues.set(this.dir, run);
     try {
-      await run;
+      return await run;
     } finally {
       if (labelQueues.get(this.dir) === run) labelQueues.delete(this.dir);
     }
@@ -251,6 +345,13 @@ export class VersionedDir {
       `${this.names.what} has no version ${version}; versions: ${versions.join(', ')}`,
     );
   }
+}
+
+/** A directory's labels, their entity tag, and every recorded move (oldest first). */
+export interface LabelState {
+  labels: Record<string, number>;
+  etag: string;
+  history: LabelMove[];
 }
 
 /** Splits `name`, `name@<version>` or `name@<label>`; invalid_argument for a malformed selector. */
