@@ -84,6 +84,10 @@ export function trainingPhases(config: TrainConfig, depth: number): number[][] {
   return [modules];
 }
 
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 /** Seed of the randomness of one step, so that a resumed run draws what the first run would have. */
 function stepSeed(seed: number, phase: number, epoch: number, step: number): number {
   let h = seed ^ 0x9e3779b9;
@@ -227,6 +231,9 @@ export async function runTraining(
           etaSeconds: (totalSteps - globalStep) / Math.max(rate, 1e-9),
         });
         if (step >= stepsPerEpoch) break;
+        // A prefetched batch resolves in a microtask, so without this a whole epoch could run
+        // without the event loop turning: no signal handler could abort it before the epoch end.
+        await yieldToEventLoop();
         if (opts.signal?.aborted) {
           aborted = true;
           break;
