@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { peekCheckpoint } from '../gim/training/checkpoint.js';
+import { peekCheckpoint, removeCheckpoints } from '../gim/training/checkpoint.js';
 import type { TrainJobOptions, TrainOutcome } from '../gim/training/train-stack.js';
 import type { TrainableStack } from '../gim/training/modality.js';
 import type { CheckpointReason } from '../gim/training/run-training.js';
@@ -88,6 +88,7 @@ export async function runTrainJob(
       progress.stop();
       const manifest = await store.publish(o.name, outcome.draft, { labels: o.label });
       outcome.stack.dispose();
+      await removeCheckpoints(checkpointDir);
       events.emit({
         type: 'published',
         kind: 'stack',

@@ -10,9 +10,13 @@ import type { Schedule } from '../../src/gim/training/config.js';
 import { trainImageStack, type ImageTrainJob } from '../../src/gim/training/train-image-stack.js';
 import { loadCheckpoint } from '../../src/gim/training/checkpoint.js';
 import type { CheckpointReason } from '../../src/gim/training/run-training.js';
+import { openAudioFolder } from '../../src/gim/data/audio-folder.js';
+import { defaultAudioAdapter } from '../../src/gim/modality/audio.js';
+import { audioTrainingData } from '../../src/gim/training/audio-training.js';
 import { describeEachBackend, testBackends } from '../helpers/backends.js';
 
 const FIXTURE = new URL('../fixtures/fashion-mnist-mini', import.meta.url).pathname;
+const SPEAKERS = new URL('../fixtures/audio/speakers', import.meta.url).pathname;
 const plan = await testBackends();
 
 function weights(stack: { depth: number; layer(m: number): { variables: tf.Variable[] } }) {
@@ -41,6 +45,19 @@ test('batches: skip leaves out the first batches and yields the rest unchanged',
   assert.equal(rest.length, all.length - 3);
   rest.forEach((images, i) => assert.deepEqual(images, all[i + 3], `batch ${i + 3}`));
   assert.equal(reads.length, all.length - 3, 'skipped batches must not be read');
+});
+
+test('audio batches: skip leaves out the first batches and the rest draw the same windows', async () => {
+  const adapter = defaultAudioAdapter({ windowSamples: 2000 });
+  const data = audioTrainingData(await openAudioFolder(SPEAKERS, { adapter }), adapter);
+  const opts = { batchSize: 2, seed: 7, epoch: 1 };
+  const all: Float32Array[] = [];
+  for await (const b of data.batches(opts)) all.push(b.data);
+  assert.equal(all.length, 3);
+  const rest: Float32Array[] = [];
+  for await (const b of data.batches({ ...opts, skip: 2 })) rest.push(b.data);
+  assert.equal(rest.length, 1);
+  assert.deepEqual(rest[0], all[2]);
 });
 
 describeEachBackend(plan, 'mid-epoch checkpoint and resume', (backend) => {

@@ -96,6 +96,18 @@ export async function saveCheckpoint(
   return join(dir, name);
 }
 
+/**
+ * Removes the checkpoints of a finished run (its version is published): a later `--resume` in
+ * this directory starts fresh instead of publishing the same weights again. The pointer goes
+ * first, so an interrupted removal leaves no checkpoint that would be resumed.
+ */
+export async function removeCheckpoints(dir: string): Promise<void> {
+  await rm(join(dir, LATEST), { force: true });
+  for (const entry of await readdir(dir).catch(() => []))
+    if (entry.startsWith('ckpt-') || entry.startsWith('.tmp-ckpt-'))
+      await rm(join(dir, entry), { recursive: true, force: true });
+}
+
 /** Directory name of the checkpoint taken after optimiser step `step`. */
 export function checkpointName(step: number): string {
   return `ckpt-${String(step).padStart(8, '0')}`;
