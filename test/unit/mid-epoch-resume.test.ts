@@ -154,6 +154,33 @@ describeEachBackend(plan, 'mid-epoch checkpoint and resume', (backend) => {
     });
   }
 
+  test('an abort from a macrotask (as a signal handler runs) stops the run after the current step', async () => {
+    const dataset = await loadFashionMnist(FIXTURE, 'train');
+    const dir = await mkdtemp(join(tmpdir(), 'gim-abort-'));
+    try {
+      const abort = new AbortController();
+      const checkpoints: [number, CheckpointReason][] = [];
+      const run = await trainImageStack({
+        dataset,
+        channels: [4, 8, 8],
+        train: { epochs: 1, batchSize: 8, seed: 4, maxStepsPerEpoch: 5 },
+        backend,
+        checkpointDir: dir,
+        signal: abort.signal,
+        callbacks: {
+          // The batches come from memory (microtasks only): the loop must still let this run.
+          onStep: (p) => p.globalStep === 1 && setImmediate(() => abort.abort()),
+          onCheckpoint: (_path, info) => checkpoints.push([info.globalStep, info.reason]),
+        },
+      });
+      run.stack.dispose();
+      assert.equal(run.result.steps, 1);
+      assert.deepEqual(checkpoints, [[1, 'cancel']]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   test('resume with no checkpoint starts fresh; a gim-checkpoint/1 state loads as batch 0 of its epoch', async () => {
     const dataset = await loadFashionMnist(FIXTURE, 'train');
     const dir = await mkdtemp(join(tmpdir(), 'gim-resume-'));
