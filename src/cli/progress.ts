@@ -23,6 +23,8 @@ export class Progress {
     private readonly label: string,
     private readonly intervalMs = 10_000,
     private readonly stream: NodeJS.WriteStream = process.stderr,
+    /** Also gets every `log` line (e.g. the `log` events of --progress-json). */
+    private readonly onLine?: (line: string) => void,
   ) {}
 
   start(total: number, payload: Record<string, string> = {}): void {
@@ -59,6 +61,7 @@ export class Progress {
   log(line: string): void {
     if (this.bar) this.stream.write('\n');
     this.stream.write(`${line}\n`);
+    this.onLine?.(line);
   }
 
   stop(): void {

@@ -23,11 +23,15 @@ export const backendOption = () =>
     .choices(BACKEND_NAMES as readonly string[] as string[])
     .env('GIM_BACKEND');
 
-export async function startBackend(name: string | undefined, quiet = false): Promise<BackendInfo> {
+export async function startBackend(
+  name: string | undefined,
+  quiet = false,
+  log: (line: string) => void = (line) => process.stderr.write(`${line}\n`),
+): Promise<BackendInfo> {
   return selectBackend({
     force: name as BackendName | undefined,
     log: (line) => {
-      if (!quiet) process.stderr.write(`${line}\n`);
+      if (!quiet) log(line);
     },
   });
 }

@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
 import sharp from 'sharp';
 import type { Rng } from '../../src/gim/random.js';
@@ -27,4 +27,26 @@ export async function stripesPng(file: string, orientation: number, rng: Rng): P
   await sharp(pixels, { raw: { width: 28, height: 28, channels: 1 } })
     .png()
     .toFile(file);
+}
+
+/**
+ * Starts the `gim` CLI like `gim` does, without waiting: for tests that signal it. `exit` resolves
+ * with its exit code (null when a signal killed it).
+ */
+export function spawnGim(args: string[]): { child: ChildProcess; exit: Promise<number | null> } {
+  const child = spawn(
+    process.execPath,
+    ['--import', '@swc-node/register/esm-register', 'src/cli/main.ts', ...args],
+    {
+      cwd: ROOT,
+      env: { ...process.env, GIM_BACKEND: 'wasm' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
+  child.stderr?.resume();
+  const exit = new Promise<number | null>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('exit', (code) => resolve(code));
+  });
+  return { child, exit };
 }

@@ -20,8 +20,10 @@ import {
   startBackend,
 } from '../shared.js';
 import { Progress } from '../progress.js';
+import { fitProgress } from '../fit-progress.js';
+import { reportedRun, withProgressJsonOptions, type ProgressJsonOptions } from '../reported-run.js';
 
-interface TrainHeadOptions {
+interface TrainHeadOptions extends ProgressJsonOptions {
   model: string;
   layer: string;
   pooling: string;
@@ -54,7 +56,7 @@ export function classifierCommand(): Command {
 }
 
 function trainCommand(): Command {
-  return new Command('train')
+  return withProgressJsonOptions(new Command('train'))
     .description('train a softmax-regression head on one layer, print its report and publish it')
     .requiredOption('--model <ref>', 'stack: name, name@version or name@label')
     .requiredOption(
@@ -100,67 +102,113 @@ function trainCommand(): Command {
     .option('--json', 'print the published manifest as JSON')
     .addOption(modelsDirOption())
     .addOption(backendOption())
-    .action(async (o: TrainHeadOptions) => {
-      await startBackend(o.backend, o.json);
-      const { manifest, stack, spaceDigests } = await loadAnyStack(o.modelsDir, o.model);
-      try {
-        const layers = parseLayers(o.layer === 'best' ? 'all' : o.layer, stack.depth);
-        const poolings = o.pooling.split(',').map((p) => parsePooling(p.trim()));
-        const progress = new Progress('classifier', 5000);
-        const dataset = await openHeadData(o.data, stack);
-        const testDataset = o.testData ? await openHeadData(o.testData, stack) : undefined;
-        const trained = await trainHead({
-          stack,
-          manifest,
-          spaceDigests,
-          dataset,
-          testDataset,
-          layer: layers,
-          pooling: poolings,
-          normalize: Boolean(o.normalize),
-          options: {
-            epochs: o.epochs,
-            batchSize: o.batchSize,
-            learningRate: o.lr,
-            l2: o.l2,
-            classWeights: o.classWeights,
-            validationFraction: o.valFraction,
-            patience: o.patience,
-            seed: o.seed,
-          },
-          onProgress: (what, d, t) => progress.update(d, t, what),
-          onCandidate: (c) =>
-            o.json ||
-            process.stdout.write(
-              `layer ${c.layer}  ${c.pooling.padEnd(5)}  dim ${String(c.dim).padStart(5)}  ` +
-                `validation ${pct(c.validationAccuracy)}  loss ${c.validationLoss.toFixed(4)}\n`,
-            ),
-          onEpoch: (e, loss, v) =>
-            progress.update(
-              e,
-              o.epochs,
-              `loss ${loss.toFixed(4)}${v === undefined ? '' : ` val ${v.toFixed(4)}`}`,
-            ),
-        });
-        const store = new HeadStore(o.modelsDir);
-        const head = await store.publish(manifest.name, o.name, trained.draft, { labels: o.label });
-        if (o.json) {
-          process.stdout.write(`${JSON.stringify(head, null, 2)}\n`);
-          return;
-        }
-        if (trained.layerSearch)
-          process.stdout.write(
-            `chose layer ${head.encoder.layer} ${head.encoder.pooling} (highest validation accuracy)\n`,
+    .action((o: TrainHeadOptions) =>
+      reportedRun({ ...o, command: 'classifier-train', name: o.name }, async (ctx) => {
+        const { events } = ctx;
+        const say = (line: string) => {
+          ctx.out.write(`${line}\n`);
+          events.emit({ type: 'log', line });
+        };
+        await startBackend(o.backend, o.json, ctx.log);
+        const { manifest, stack, spaceDigests } = await loadAnyStack(o.modelsDir, o.model);
+        try {
+          const layers = parseLayers(o.layer === 'best' ? 'all' : o.layer, stack.depth);
+          const poolings = o.pooling.split(',').map((p) => parsePooling(p.trim()));
+          const progress = new Progress('classifier', 5000);
+          const dataset = await openHeadData(o.data, stack);
+          const testDataset = o.testData ? await openHeadData(o.testData, stack) : undefined;
+          const items = 'paths' in dataset ? dataset.paths.length : dataset.info.count;
+          const fitEpoch = fitProgress(o.epochs, items);
+          const trained = await trainHead({
+            stack,
+            manifest,
+            spaceDigests,
+            dataset,
+            testDataset,
+            layer: layers,
+            pooling: poolings,
+            normalize: Boolean(o.normalize),
+            options: {
+              epochs: o.epochs,
+              batchSize: o.batchSize,
+              learningRate: o.lr,
+              l2: o.l2,
+              classWeights: o.classWeights,
+              validationFraction: o.valFraction,
+              patience: o.patience,
+              seed: o.seed,
+            },
+            onProgress: (what, d, t) => progress.update(d, t, what),
+            onCandidate: (c) =>
+              o.json ||
+              say(
+                `layer ${c.layer}  ${c.pooling.padEnd(5)}  dim ${String(c.dim).padStart(5)}  ` +
+                  `validation ${pct(c.validationAccuracy)}  loss ${c.validationLoss.toFixed(4)}`,
+              ),
+            onEpoch: (e, loss, v, fit) => {
+              events.progress(fitEpoch(e, loss, v, fit), true);
+              progress.update(
+                e,
+                o.epochs,
+                `loss ${loss.toFixed(4)}${v === undefined ? '' : ` val ${v.toFixed(4)}`}`,
+              );
+            },
+            signal: ctx.signal,
+          });
+          progress.stop();
+          ctx.throwIfStopped();
+          ctx.publishing();
+          const store = new HeadStore(o.modelsDir);
+          const head = await store.publish(manifest.name, o.name, trained.draft, {
+            labels: o.label,
+          });
+          events.emit({
+            type: 'published',
+            kind: 'head',
+            name: head.name,
+            model: manifest.name,
+            version: head.version,
+            labels: o.label,
+          });
+          events.emit({ type: 'result', ...headResult(head) });
+          if (o.json) {
+            ctx.out.write(`${JSON.stringify(head, null, 2)}\n`);
+            return;
+          }
+          if (trained.layerSearch)
+            say(
+              `chose layer ${head.encoder.layer} ${head.encoder.pooling} (highest validation accuracy)`,
+            );
+          ctx.out.write(describeHead(head));
+          ctx.out.write(formatReport(trained.report));
+          say(
+            `published head ${head.name}@${head.version} of ${manifest.name} (labels: ${o.label.join(', ')})`,
           );
-        process.stdout.write(describeHead(head));
-        process.stdout.write(formatReport(trained.report));
-        process.stdout.write(
-          `published head ${head.name}@${head.version} of ${manifest.name} (labels: ${o.label.join(', ')})\n`,
-        );
-      } finally {
-        stack.dispose();
-      }
-    });
+        } finally {
+          stack.dispose();
+        }
+      }),
+    );
+}
+
+/** The `result` event of a head: where it reads, and its scores on each set. */
+function headResult(h: HeadManifest): Record<string, unknown> {
+  const score = (m: ClassificationMetrics | null) =>
+    m && { accuracy: m.accuracy, loss: m.loss, macroF1: m.macroF1, items: m.items };
+  return {
+    model: h.encoder.name,
+    modelVersion: h.encoder.version,
+    layer: h.encoder.layer,
+    pooling: h.encoder.pooling,
+    classes: h.classes,
+    epochs: h.metrics.epochs,
+    bestEpoch: h.metrics.bestEpoch,
+    metrics: {
+      train: score(h.metrics.train),
+      validation: score(h.metrics.validation),
+      test: score(h.metrics.test),
+    },
+  };
 }
 
 function listCommand(): Command {

@@ -2,7 +2,12 @@ import { Command } from 'commander';
 import { openImageDataset, DATASET_SPEC_HELP } from '../../gim/data/open-dataset.js';
 import { stratifiedSplit } from '../../gim/data/dataset.js';
 import { parsePooling } from '../../gim/encoders/pooling.js';
-import { probeFeatureSets, probeLayers, type ProbeRow } from '../../gim/classify/probe-layers.js';
+import {
+  probeFeatureSets,
+  probeLayers,
+  type ProbeEpochCallback,
+  type ProbeRow,
+} from '../../gim/classify/probe-layers.js';
 import { extractAudioFeatures } from '../../gim/classify/audio-features.js';
 import { openAudioFolder, splitByUtterance } from '../../gim/data/audio-folder.js';
 import { AudioEncoderStack } from '../../gim/encoders/audio-stack.js';
@@ -19,8 +24,15 @@ import {
   startBackend,
 } from '../shared.js';
 import { Progress } from '../progress.js';
+import { fitProgress } from '../fit-progress.js';
+import {
+  reportedRun,
+  withProgressJsonOptions,
+  type ProgressJsonOptions,
+  type RunContext,
+} from '../reported-run.js';
 
-interface ProbeOptions {
+interface ProbeOptions extends ProgressJsonOptions {
   model: string;
   data: string;
   testData?: string;
@@ -36,7 +48,7 @@ interface ProbeOptions {
 }
 
 export function probeCommand(): Command {
-  return new Command('probe')
+  return withProgressJsonOptions(new Command('probe'))
     .description(
       'fit a linear (logistic-regression) probe on frozen embeddings of each layer; print accuracy',
     )
@@ -60,39 +72,59 @@ export function probeCommand(): Command {
     .option('--json', 'print the rows as JSON')
     .addOption(modelsDirOption())
     .addOption(backendOption())
-    .action(async (o: ProbeOptions) => {
-      await startBackend(o.backend);
-      const rows =
-        (await new StackStore(o.modelsDir).loadManifest(o.model)).modality === 'audio'
-          ? await probeAudio(o)
-          : await probeImage(o);
-      report(o, rows);
-    });
+    .action((o: ProbeOptions) =>
+      reportedRun({ ...o, command: 'probe', name: o.model }, async (ctx) => {
+        await startBackend(o.backend, false, ctx.log);
+        const rows =
+          (await new StackStore(o.modelsDir).loadManifest(o.model)).modality === 'audio'
+            ? await probeAudio(o, ctx)
+            : await probeImage(o, ctx);
+        ctx.throwIfStopped();
+        report(o, rows, ctx);
+      }),
+    );
 }
 
-/** Prints the rows (or JSON) and the best layer. */
-function report(o: ProbeOptions, r: { manifest: StackManifest; rows: ProbeRow[] }): void {
+/** Prints the rows (or JSON) and the best layer; the `result` event. */
+function report(
+  o: ProbeOptions,
+  r: { manifest: StackManifest; rows: ProbeRow[] },
+  ctx: RunContext,
+): void {
   const best = r.rows.reduce((a, b) => (b.testAccuracy > a.testAccuracy ? b : a));
-  if (o.json)
-    process.stdout.write(
-      `${JSON.stringify({ model: r.manifest.name, version: r.manifest.version, rows: r.rows, best }, null, 2)}\n`,
-    );
+  const result = { model: r.manifest.name, version: r.manifest.version, rows: r.rows, best };
+  ctx.events.emit({ type: 'result', ...result });
+  if (o.json) ctx.out.write(`${JSON.stringify(result, null, 2)}\n`);
   else
-    process.stdout.write(
-      `best: layer ${best.layer} ${best.pooling} ${(100 * best.testAccuracy).toFixed(2)}%\n`,
-    );
+    say(ctx, `best: layer ${best.layer} ${best.pooling} ${(100 * best.testAccuracy).toFixed(2)}%`);
 }
 
-function printRow(o: ProbeOptions, r: ProbeRow): void {
+function printRow(o: ProbeOptions, r: ProbeRow, ctx: RunContext): void {
   if (o.json) return;
-  process.stdout.write(
+  say(
+    ctx,
     `layer ${r.layer}  ${r.pooling.padEnd(5)}  dim ${String(r.dim).padStart(5)}  ` +
-      `train ${(100 * r.trainAccuracy).toFixed(2)}%  test ${(100 * r.testAccuracy).toFixed(2)}%\n`,
+      `train ${(100 * r.trainAccuracy).toFixed(2)}%  test ${(100 * r.testAccuracy).toFixed(2)}%`,
   );
 }
 
+/** A human result line: stdout (stderr under `--progress-json -`), and a `log` event. */
+function say(ctx: RunContext, line: string): void {
+  ctx.out.write(`${line}\n`);
+  ctx.events.emit({ type: 'log', line });
+}
+
+/** Each probe fit's epochs as `progress` events. */
+function onFitEpoch(o: ProbeOptions, items: number, ctx: RunContext): ProbeEpochCallback {
+  const progress = fitProgress(o.epochs, items);
+  return (epoch, loss, fit) => ctx.events.progress(progress(epoch, loss, undefined, fit), true);
+}
+
 /** Speaker identification: one probe per layer on time-pooled embeddings of whole utterances. */
-async function probeAudio(o: ProbeOptions): Promise<{ manifest: StackManifest; rows: ProbeRow[] }> {
+async function probeAudio(
+  o: ProbeOptions,
+  ctx: RunContext,
+): Promise<{ manifest: StackManifest; rows: ProbeRow[] }> {
   const { manifest, modules } = await new StackStore(o.modelsDir).load(o.model);
   const stack = await AudioEncoderStack.fromManifest(manifest, modules);
   try {
@@ -108,7 +140,9 @@ async function probeAudio(o: ProbeOptions): Promise<{ manifest: StackManifest; r
     });
     const dataset = await openAudioFolder(o.data, { adapter: stack.adapter });
     const split = splitByUtterance(dataset, o.testFraction, o.seed);
-    const progress = new Progress('probe', 5000);
+    const progress = new Progress('probe', 5000, process.stderr, (line) =>
+      ctx.events.emit({ type: 'log', line }),
+    );
     progress.log(
       `probing ${manifest.name}@${manifest.version} on ${dataset.info.classNames.length} speakers: ` +
         `${split.train.length} train / ${split.test.length} held-out utterances`,
@@ -120,13 +154,21 @@ async function probeAudio(o: ProbeOptions): Promise<{ manifest: StackManifest; r
       layers,
       poolings,
       (d, t) => progress.update(d, t, 'embed train'),
+      ctx.signal,
     );
-    const test = await extractAudioFeatures(stack, dataset, split.test, layers, poolings, (d, t) =>
-      progress.update(d, t, 'embed test'),
+    const test = await extractAudioFeatures(
+      stack,
+      dataset,
+      split.test,
+      layers,
+      poolings,
+      (d, t) => progress.update(d, t, 'embed test'),
+      ctx.signal,
     );
     const rows = probeFeatureSets(train, test, layers, poolings, dataset.info.classNames.length, {
       probe: { epochs: o.epochs, seed: o.seed },
-      onRow: (r) => printRow(o, r),
+      onRow: (r) => printRow(o, r, ctx),
+      onEpoch: onFitEpoch(o, split.train.length, ctx),
     });
     return { manifest, rows };
   } finally {
@@ -134,7 +176,10 @@ async function probeAudio(o: ProbeOptions): Promise<{ manifest: StackManifest; r
   }
 }
 
-async function probeImage(o: ProbeOptions): Promise<{ manifest: StackManifest; rows: ProbeRow[] }> {
+async function probeImage(
+  o: ProbeOptions,
+  ctx: RunContext,
+): Promise<{ manifest: StackManifest; rows: ProbeRow[] }> {
   const { manifest, stack } = await loadStack(o.modelsDir, o.model);
   try {
     const layers = parseLayers(o.layers, stack.depth);
@@ -160,7 +205,9 @@ async function probeImage(o: ProbeOptions): Promise<{ manifest: StackManifest; r
       const keep = stratifiedSplit(poolLabels, o.limit / pool.length, o.seed + 1).test;
       trainSubset = Int32Array.from(keep, (i) => pool[i] as number);
     }
-    const progress = new Progress('probe', 5000);
+    const progress = new Progress('probe', 5000, process.stderr, (line) =>
+      ctx.events.emit({ type: 'log', line }),
+    );
     progress.log(
       `probing ${manifest.name}@${manifest.version}, layers ${layers.join(',')}, poolings ${poolings.join(',')}`,
     );
@@ -169,7 +216,9 @@ async function probeImage(o: ProbeOptions): Promise<{ manifest: StackManifest; r
       trainSubset,
       testSubset,
       onProgress: (what, d, t) => progress.update(d, t, what),
-      onRow: (r) => printRow(o, r),
+      onRow: (r) => printRow(o, r, ctx),
+      onEpoch: onFitEpoch(o, trainSubset?.length ?? train.info.count, ctx),
+      signal: ctx.signal,
     });
     return { manifest, rows };
   } finally {

@@ -1,5 +1,4 @@
 import { Command, Option } from 'commander';
-import { join } from 'node:path';
 import { openImageDataset, DATASET_SPEC_HELP } from '../../gim/data/open-dataset.js';
 import { openAudioFolder, splitByUtterance } from '../../gim/data/audio-folder.js';
 import { defaultAudioAdapter } from '../../gim/modality/audio.js';
@@ -12,9 +11,6 @@ import {
 } from '../../gim/training/config.js';
 import { trainImageStack } from '../../gim/training/train-image-stack.js';
 import { trainAudioStack } from '../../gim/training/train-audio-stack.js';
-import type { TrainOutcome } from '../../gim/training/train-stack.js';
-import type { TrainableStack } from '../../gim/training/modality.js';
-import { StackStore } from '../../gim/store/stack-store.js';
 import { audioManifest, imageManifest } from '../../gim/store/manifest.js';
 import {
   backendOption,
@@ -24,10 +20,11 @@ import {
   positiveNumber,
   startBackend,
 } from '../shared.js';
-import { duration, Progress, progressCallbacks } from '../progress.js';
+import { runTrainJob } from '../train-job.js';
+import { withProgressJsonOptions, type ProgressJsonOptions } from '../reported-run.js';
 
 /** Options every `gim train <modality>` takes. */
-interface CommonTrainOptions {
+interface CommonTrainOptions extends ProgressJsonOptions {
   data: string;
   name: string;
   modelsDir: string;
@@ -69,7 +66,7 @@ function withCommonOptions(
   cmd: Command,
   defaults: { batchSize: number; negatives: number },
 ): Command {
-  return cmd
+  return withProgressJsonOptions(cmd)
     .requiredOption('--name <name>', 'stack name under the models directory')
     .addOption(modelsDirOption())
     .addOption(
@@ -89,9 +86,12 @@ function withCommonOptions(
     )
     .option(
       '--checkpoint-dir <dir>',
-      'checkpoint after every epoch here (default: .checkpoints/<name>)',
+      'checkpoint after every epoch and on SIGTERM/SIGINT here (default: .checkpoints/<name>)',
     )
-    .option('--resume', 'continue from the checkpoint in --checkpoint-dir')
+    .option(
+      '--resume',
+      'continue from the checkpoint in --checkpoint-dir (none there: start fresh)',
+    )
     .option('--label <label...>', 'labels to point at the new version', ['latest'])
     .addOption(backendOption());
 }
@@ -107,22 +107,6 @@ function trainConfig(o: CommonTrainOptions): Partial<TrainConfig> {
     maxStepsPerEpoch: o.maxStepsPerEpoch,
     fromModule: o.fromModule ?? 1,
   };
-}
-
-async function publish(
-  store: StackStore,
-  o: CommonTrainOptions,
-  outcome: TrainOutcome<TrainableStack>,
-  progress: Progress,
-): Promise<void> {
-  progress.stop();
-  const manifest = await store.publish(o.name, outcome.draft, { labels: o.label });
-  outcome.stack.dispose();
-  process.stdout.write(
-    `published ${manifest.name}@${manifest.version} (labels: ${o.label.join(', ')}) in ${store.root}; ` +
-      `final losses ${manifest.modules.map((m) => m.finalLoss?.toFixed(4) ?? '-').join(' / ')}; ` +
-      `${outcome.result.steps} steps in ${duration(outcome.result.durationSeconds)}\n`,
-  );
 }
 
 export function trainCommand(): Command {
@@ -155,36 +139,36 @@ export function trainCommand(): Command {
         '3',
       ]),
     )
-    .action(async (o: TrainImageOptions) => {
-      const backend = await startBackend(o.backend);
-      const store = new StackStore(o.modelsDir);
-      const parent = o.parent ? await store.load(o.parent) : undefined;
-      const parentAdapter = parent ? imageManifest(parent.manifest).adapter : undefined;
-      const dataset = await openImageDataset(o.data, {
-        height: o.height ?? parentAdapter?.height,
-        width: o.width ?? parentAdapter?.width,
-        channels: o.imageChannels ? (Number(o.imageChannels) as 1 | 3) : parentAdapter?.channels,
-      });
-      const channels = o.channels ?? DEFAULT_CHANNELS.slice(0, o.modules ?? 3);
-      const progress = new Progress('train');
-      const info = dataset.info;
-      progress.log(
-        `training ${o.name} on ${info.source} (${info.count} images ${info.height}x${info.width}x${info.channels}), ` +
-          `${o.schedule}, channels ${channels.join('/')}, ${o.epochs} epoch(s), batch ${o.batchSize}, backend ${backend.name}`,
-      );
-      const outcome = await trainImageStack({
-        dataset,
-        channels,
-        strides: channels.map((_, i) => (i === 0 ? 1 : 2)),
-        train: { ...trainConfig(o), convRoute: o.convRoute },
-        parent,
-        checkpointDir: o.checkpointDir ?? join('.checkpoints', o.name),
-        resume: o.resume,
-        backend: backend.name,
-        callbacks: progressCallbacks(progress),
-      });
-      await publish(store, o, outcome, progress);
-    });
+    .action((o: TrainImageOptions) =>
+      runTrainJob(o, 'image', async ({ progress, callbacks, signal, checkpointDir, store }) => {
+        const backend = await startBackend(o.backend, false, (line) => progress.log(line));
+        const parent = o.parent ? await store.load(o.parent) : undefined;
+        const parentAdapter = parent ? imageManifest(parent.manifest).adapter : undefined;
+        const dataset = await openImageDataset(o.data, {
+          height: o.height ?? parentAdapter?.height,
+          width: o.width ?? parentAdapter?.width,
+          channels: o.imageChannels ? (Number(o.imageChannels) as 1 | 3) : parentAdapter?.channels,
+        });
+        const channels = o.channels ?? DEFAULT_CHANNELS.slice(0, o.modules ?? 3);
+        const info = dataset.info;
+        progress.log(
+          `training ${o.name} on ${info.source} (${info.count} images ${info.height}x${info.width}x${info.channels}), ` +
+            `${o.schedule}, channels ${channels.join('/')}, ${o.epochs} epoch(s), batch ${o.batchSize}, backend ${backend.name}`,
+        );
+        return trainImageStack({
+          dataset,
+          channels,
+          strides: channels.map((_, i) => (i === 0 ? 1 : 2)),
+          train: { ...trainConfig(o), convRoute: o.convRoute },
+          parent,
+          checkpointDir,
+          resume: o.resume,
+          backend: backend.name,
+          callbacks,
+          signal,
+        });
+      }),
+    );
 
   withCommonOptions(
     train
@@ -209,35 +193,35 @@ export function trainCommand(): Command {
       "keep this fraction of each speaker's utterances out of training (for a probe)",
       positiveNumber,
     )
-    .action(async (o: TrainAudioOptions) => {
-      const backend = await startBackend(o.backend);
-      const store = new StackStore(o.modelsDir);
-      const parent = o.parent ? await store.load(o.parent) : undefined;
-      const adapter = parent
-        ? audioManifest(parent.manifest).adapter
-        : defaultAudioAdapter({ windowSamples: o.window, normalize: o.normalize });
-      const dataset = await openAudioFolder(o.data, { adapter });
-      const subset = o.holdOut ? splitByUtterance(dataset, o.holdOut, o.seed).train : undefined;
-      const progress = new Progress('train');
-      progress.log(
-        `training ${o.name} on ${dataset.info.source} (${subset?.length ?? dataset.info.count} utterances, ` +
-          `${dataset.info.classNames.length} speakers), ${o.schedule}, ${o.channels} channels + GRU ${o.gruUnits}, ` +
-          `${o.epochs} epoch(s), batch ${o.batchSize}, backend ${backend.name}`,
-      );
-      const outcome = await trainAudioStack({
-        dataset,
-        subset,
-        channels: o.channels,
-        gruUnits: o.gruUnits,
-        adapter: { windowSamples: o.window, normalize: o.normalize },
-        train: trainConfig(o),
-        parent,
-        checkpointDir: o.checkpointDir ?? join('.checkpoints', o.name),
-        resume: o.resume,
-        backend: backend.name,
-        callbacks: progressCallbacks(progress),
-      });
-      await publish(store, o, outcome, progress);
-    });
+    .action((o: TrainAudioOptions) =>
+      runTrainJob(o, 'audio', async ({ progress, callbacks, signal, checkpointDir, store }) => {
+        const backend = await startBackend(o.backend, false, (line) => progress.log(line));
+        const parent = o.parent ? await store.load(o.parent) : undefined;
+        const adapter = parent
+          ? audioManifest(parent.manifest).adapter
+          : defaultAudioAdapter({ windowSamples: o.window, normalize: o.normalize });
+        const dataset = await openAudioFolder(o.data, { adapter });
+        const subset = o.holdOut ? splitByUtterance(dataset, o.holdOut, o.seed).train : undefined;
+        progress.log(
+          `training ${o.name} on ${dataset.info.source} (${subset?.length ?? dataset.info.count} utterances, ` +
+            `${dataset.info.classNames.length} speakers), ${o.schedule}, ${o.channels} channels + GRU ${o.gruUnits}, ` +
+            `${o.epochs} epoch(s), batch ${o.batchSize}, backend ${backend.name}`,
+        );
+        return trainAudioStack({
+          dataset,
+          subset,
+          channels: o.channels,
+          gruUnits: o.gruUnits,
+          adapter: { windowSamples: o.window, normalize: o.normalize },
+          train: trainConfig(o),
+          parent,
+          checkpointDir,
+          resume: o.resume,
+          backend: backend.name,
+          callbacks,
+          signal,
+        });
+      }),
+    );
   return train;
 }

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import type { AudioDataset } from '../data/audio-folder.js';
+import { cancellationPoint } from '../cancel.js';
 import type { AudioEncoderStack } from '../encoders/audio-stack.js';
 import { poolGrid, type Pooling } from '../encoders/pooling.js';
 import type { LayerFeatures } from './features.js';
@@ -20,6 +21,7 @@ export async function extractAudioFeatures(
   layers: number[],
   poolings: TimePooling[],
   onProgress?: (done: number, total: number) => void,
+  signal?: AbortSignal,
 ): Promise<LayerFeatures> {
   const n = indices.length;
   const out: LayerFeatures = new Map();
@@ -52,6 +54,7 @@ export async function extractAudioFeatures(
       tf.dispose([...frames.values()]);
     }
     onProgress?.(i + 1, n);
+    await cancellationPoint(signal);
   }
   return out;
 }

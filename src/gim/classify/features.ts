@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { batches, type ImageDataset } from '../data/dataset.js';
+import { cancellationPoint } from '../cancel.js';
 import { gridShape, type EncoderStack } from '../encoders/encoder-stack.js';
 import { poolGrid, pooledDim, type Pooling } from '../encoders/pooling.js';
 import type { FeatureSet } from './linear-probe.js';
@@ -22,6 +23,8 @@ export async function extractFeatures(
     subset?: ArrayLike<number>;
     batchSize?: number;
     onProgress?: (done: number, total: number) => void;
+    /** Aborting it stops the pass between batches with a `cancelled` error. */
+    signal?: AbortSignal;
   } = {},
 ): Promise<LayerFeatures> {
   const total = opts.subset?.length ?? dataset.info.count;
@@ -63,6 +66,7 @@ export async function extractFeatures(
     }
     done += batch.n;
     opts.onProgress?.(done, total);
+    await cancellationPoint(opts.signal);
   }
   return out;
 }

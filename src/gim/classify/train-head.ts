@@ -13,6 +13,7 @@ import { AudioEncoderStack } from '../encoders/audio-stack.js';
 import type { EncoderStack } from '../encoders/encoder-stack.js';
 import { l2Normalize, type Pooling } from '../encoders/pooling.js';
 import { GimError } from '../errors.js';
+import { cancellationPoint } from '../cancel.js';
 import { embeddingSpaceId } from '../store/embedding-space.js';
 import type { HeadDataSource } from '../store/head-manifest.js';
 import type { HeadDraft } from '../store/head-store.js';
@@ -50,9 +51,17 @@ export interface TrainHeadInput {
   normalize?: boolean;
   options?: Partial<HeadTrainingOptions>;
   onProgress?: (what: string, done: number, total: number) => void;
-  onEpoch?: (epoch: number, loss: number, validationLoss?: number) => void;
+  /** Each epoch of each head fitted (`fit`: which candidate, 1-based, of how many). */
+  onEpoch?: (
+    epoch: number,
+    loss: number,
+    validationLoss: number | undefined,
+    fit: { index: number; count: number; layer: number; pooling: Pooling },
+  ) => void;
   /** Each (layer, pooling) scored when choosing among several. */
   onCandidate?: (candidate: LayerCandidate) => void;
+  /** Aborting it stops the embedding pass, or before the next head fit, with `cancelled`. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -98,20 +107,30 @@ export async function trainHead(input: TrainHeadInput): Promise<TrainedHead> {
   if (search && options.validationFraction === 0)
     throw new GimError('invalid_argument', 'choosing among layers needs a validation split');
   const opts = { layers, poolings, normalize };
-  const train = await layerFeatures(stack, input.dataset, opts, (d, t) =>
-    input.onProgress?.('embed train', d, t),
+  const train = await layerFeatures(
+    stack,
+    input.dataset,
+    opts,
+    (d, t) => input.onProgress?.('embed train', d, t),
+    input.signal,
   );
   const test = input.testDataset
-    ? await layerFeatures(stack, input.testDataset, opts, (d, t) =>
-        input.onProgress?.('embed test', d, t),
+    ? await layerFeatures(
+        stack,
+        input.testDataset,
+        opts,
+        (d, t) => input.onProgress?.('embed test', d, t),
+        input.signal,
       )
     : undefined;
   let chosen: { row: LayerCandidate; fit: HeadFit } | undefined;
   const layerSearch: LayerCandidate[] = [];
-  for (const { layer, pooling } of candidates) {
+  for (const [i, { layer, pooling }] of candidates.entries()) {
+    await cancellationPoint(input.signal);
     const features = train.sets.get(featureKey(layer, pooling)) as FeatureSet;
+    const at = { index: i + 1, count: candidates.length, layer, pooling };
     const fit = fitHead(features, train.classNames, options, {
-      onEpoch: search ? undefined : input.onEpoch,
+      onEpoch: (epoch, loss, v) => input.onEpoch?.(epoch, loss, v, at),
     });
     const v = fit.report.validation;
     if (search && !v)
@@ -202,6 +221,7 @@ async function layerFeatures(
   data: HeadData,
   opts: { layers: number[]; poolings: Pooling[]; normalize: boolean },
   onProgress?: (done: number, total: number) => void,
+  signal?: AbortSignal,
 ): Promise<{ sets: LayerFeatures; classNames: string[]; count: number }> {
   const { layers, poolings } = opts;
   let sets: LayerFeatures;
@@ -224,7 +244,7 @@ async function layerFeatures(
     const n = 'paths' in data ? data.paths.length : data.info.count;
     classNames = classNamesOf(data);
     const all = Int32Array.from({ length: n }, (_, i) => i);
-    sets = await extractAudioFeatures(stack, clips, all, layers, time, onProgress);
+    sets = await extractAudioFeatures(stack, clips, all, layers, time, onProgress, signal);
   } else {
     if ('readWindows' in data)
       throw new GimError(
@@ -240,7 +260,7 @@ async function layerFeatures(
         `${info.source} holds ${info.height}x${info.width}x${info.channels} images; the stack takes ${height}x${width}x${channels}`,
       );
     classNames = info.classNames;
-    sets = await extractFeatures(stack, images, layers, poolings, { onProgress });
+    sets = await extractFeatures(stack, images, layers, poolings, { onProgress, signal });
   }
   let count = 0;
   for (const set of sets.values()) {

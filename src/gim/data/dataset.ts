@@ -48,6 +48,11 @@ export interface BatchOptions {
   dropLast?: boolean;
   /** Dataset indices to draw from (e.g. the train side of a split). Default: every item. */
   subset?: ArrayLike<number>;
+  /**
+   * Leave out the first `skip` batches of the epoch without reading them (a run resumed in the
+   * middle of an epoch): the rest are exactly the batches an unskipped stream would yield.
+   */
+  skip?: number;
 }
 
 /**
@@ -80,8 +85,11 @@ export async function* batches(
     return p;
   };
 
-  let pending = count > 0 ? readBatch(0) : undefined;
-  for (let b = 0; pending; b++) {
+  const first = opts.skip ?? 0;
+  if (!Number.isInteger(first) || first < 0)
+    throw new GimError('invalid_argument', `skip must be a non-negative integer, got ${first}`);
+  let pending = first < count ? readBatch(first) : undefined;
+  for (let b = first; pending; b++) {
     const batch = await pending;
     pending = b + 1 < count ? readBatch(b + 1) : undefined;
     yield batch;

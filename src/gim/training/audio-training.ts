@@ -78,7 +78,7 @@ export function audioTrainingData(
     : Int32Array.from({ length: dataset.info.count }, (_, i) => i);
   return {
     count: all.length,
-    async *batches({ batchSize, seed, epoch }) {
+    async *batches({ batchSize, seed, epoch, skip = 0 }) {
       const rng = new Rng(epochSeed(seed, epoch));
       const order = Int32Array.from(rng.permutation(all.length), (i) => all[i] as number);
       const count = Math.floor(order.length / batchSize);
@@ -91,8 +91,11 @@ export function audioTrainingData(
         p.catch(() => undefined); // an abandoned prefetch must not become an unhandled rejection
         return p;
       };
-      let next = count > 0 ? read(0) : undefined;
-      for (let b = 0; b < count && next; b++) {
+      // Each batch's windows come from the next fork of the epoch's generator: a skipped batch
+      // still takes its fork, so that the batches after it draw the same windows.
+      for (let b = 0; b < Math.min(skip, count); b++) rng.fork();
+      let next = skip < count ? read(skip) : undefined;
+      for (let b = skip; b < count && next; b++) {
         const current = await next;
         next = b + 1 < count ? read(b + 1) : undefined;
         yield { data: current.samples, n: current.n };

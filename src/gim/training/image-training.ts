@@ -78,8 +78,8 @@ export function imageTrainingData(
     );
   return {
     count: dataset.info.count,
-    async *batches({ batchSize, seed, epoch }) {
-      for await (const b of batches(dataset, { batchSize, seed, epoch, dropLast: true }))
+    async *batches({ batchSize, seed, epoch, skip }) {
+      for await (const b of batches(dataset, { batchSize, seed, epoch, skip, dropLast: true }))
         yield { data: b.images, n: b.n };
     },
   };

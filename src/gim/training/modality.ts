@@ -13,8 +13,17 @@ export interface TrainBatch {
 /** Training data of any modality: `count` items, streamed in batches in a reproducible order. */
 export interface TrainingData {
   readonly count: number;
-  /** The batches of one epoch, in an order fixed by (seed, epoch); the last partial one dropped. */
-  batches(opts: { batchSize: number; seed: number; epoch: number }): AsyncIterable<TrainBatch>;
+  /**
+   * The batches of one epoch, in an order fixed by (seed, epoch); the last partial one dropped.
+   * `skip` leaves out the first batches cheaply (no reading), the rest unchanged: a run resumed
+   * in the middle of an epoch continues with the batch it would have trained on next.
+   */
+  batches(opts: {
+    batchSize: number;
+    seed: number;
+    epoch: number;
+    skip?: number;
+  }): AsyncIterable<TrainBatch>;
 }
 
 /** The part of a stack the trainer works on. */

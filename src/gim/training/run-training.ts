@@ -3,7 +3,13 @@ import { Rng } from '../random.js';
 import type { TrainConfig } from './config.js';
 import type { TrainingData } from './modality.js';
 import { exportTrainerState, releaseTrainerState, type GreedyTrainer } from './greedy-trainer.js';
-import { saveCheckpoint, type CheckpointState } from './checkpoint.js';
+import { join } from 'node:path';
+import {
+  CHECKPOINT_FORMAT,
+  checkpointName,
+  saveCheckpoint,
+  type CheckpointState,
+} from './checkpoint.js';
 
 export interface StepProgress {
   /** 1-based phase and module being trained (sequential), or null when all train together. */
@@ -35,19 +41,26 @@ export interface EpochSummary {
   seconds: number;
 }
 
+/** Why a checkpoint was taken: at the end of an epoch, or where a stopped run stopped. */
+export type CheckpointReason = 'epoch' | 'cancel';
+
 export interface TrainCallbacks {
   onStep?(p: StepProgress): void;
   onEpochEnd?(e: EpochSummary): void;
-  onCheckpoint?(path: string): void;
+  /**
+   * A checkpoint is on disk at `path`. On a stop, called once with reason `cancel` (with the
+   * checkpoint already written at that step, if the stop came right after one).
+   */
+  onCheckpoint?(path: string, info: { globalStep: number; reason: CheckpointReason }): void;
 }
 
 export interface RunOptions {
   callbacks?: TrainCallbacks;
-  /** Save a checkpoint here after every epoch. */
+  /** Save a checkpoint here after every epoch, and where an aborted run stops. */
   checkpointDir?: string;
   /** Continue from a saved state (the trainer must already hold its weights). */
   resumeFrom?: CheckpointState;
-  /** Stops after the current step when aborted; the last checkpoint stays usable. */
+  /** Stops after the current step when aborted, with a checkpoint at that step. */
   signal?: AbortSignal;
   data: { source: string; fingerprint: string; items: number };
 }
@@ -71,6 +84,10 @@ export function trainingPhases(config: TrainConfig, depth: number): number[][] {
   return [modules];
 }
 
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 /** Seed of the randomness of one step, so that a resumed run draws what the first run would have. */
 function stepSeed(seed: number, phase: number, epoch: number, step: number): number {
   let h = seed ^ 0x9e3779b9;
@@ -78,9 +95,19 @@ function stepSeed(seed: number, phase: number, epoch: number, step: number): num
   return h >>> 0;
 }
 
+/** Where in the run a checkpoint is taken: the phase, epoch and batch the next step trains on. */
+interface RunPosition {
+  phase: number;
+  epochsDone: number;
+  stepInEpoch: number;
+  epochLossSums: number[];
+}
+
 /**
  * The training loop: epochs of shuffled batches through `trainer.step`, progress through
- * callbacks, a checkpoint after every epoch.
+ * callbacks, a checkpoint after every epoch. When `signal` aborts, the current step finishes and
+ * a checkpoint is taken at that step (reason `cancel`), so that a resumed run continues with the
+ * very next batch.
  */
 export async function runTraining(
   trainer: GreedyTrainer,
@@ -100,6 +127,11 @@ export async function runTraining(
   const totalSteps = phases.length * config.epochs * stepsPerEpoch;
   const { unitsPerItem, unitName } = trainer.modality;
   const resume = opts.resumeFrom;
+  if (resume && resume.stepInEpoch > stepsPerEpoch)
+    throw new GimError(
+      'conflict',
+      `the checkpoint is at batch ${resume.stepInEpoch} of an epoch of ${stepsPerEpoch}`,
+    );
   const history = resume ? [...resume.history] : [];
   let globalStep = resume?.step ?? 0;
   const startSteps = globalStep;
@@ -110,26 +142,69 @@ export async function runTraining(
     h.losses.forEach((l, i) => {
       if (l !== null) finalLosses[i] = l;
     });
+  // The checkpoint on disk at the current step, if any: a stop right after it needs no new one.
+  let saved: { path: string; step: number } | null =
+    resume && opts.checkpointDir
+      ? { path: join(opts.checkpointDir, checkpointName(resume.step)), step: resume.step }
+      : null;
+  const checkpoint = async (at: RunPosition, reason: CheckpointReason): Promise<void> => {
+    if (!opts.checkpointDir) return;
+    if (saved?.step === globalStep) {
+      if (reason === 'cancel') opts.callbacks?.onCheckpoint?.(saved.path, { globalStep, reason });
+      return;
+    }
+    const state: CheckpointState = {
+      format: CHECKPOINT_FORMAT,
+      config,
+      adapter: stack.adapter,
+      modules: stack.moduleConfigs,
+      ...at,
+      step: globalStep,
+      history,
+      elapsedSeconds: elapsedBefore + (performance.now() - started) / 1000,
+      data: opts.data,
+    };
+    const trainerState = await exportTrainerState(trainer);
+    try {
+      const path = await saveCheckpoint(
+        opts.checkpointDir,
+        state,
+        await stack.artifacts(),
+        trainerState,
+      );
+      saved = { path, step: globalStep };
+      opts.callbacks?.onCheckpoint?.(path, { globalStep, reason });
+    } finally {
+      releaseTrainerState(trainerState);
+    }
+  };
+  const zeros = () => new Array<number>(stack.depth).fill(0);
   let aborted = false;
 
   for (let phase = resume?.phase ?? 0; phase < phases.length && !aborted; phase++) {
     const active = phases[phase] as number[];
     const firstEpoch = resume && phase === resume.phase ? resume.epochsDone : 0;
     for (let epoch = firstEpoch; epoch < config.epochs && !aborted; epoch++) {
+      const resuming = resume !== undefined && phase === resume.phase && epoch === firstEpoch;
+      const skip = resuming ? resume.stepInEpoch : 0;
       if (opts.signal?.aborted) {
         aborted = true;
+        await checkpoint(
+          { phase, epochsDone: epoch, stepInEpoch: 0, epochLossSums: zeros() },
+          'cancel',
+        );
         break;
       }
       const epochStart = performance.now();
-      const sums = new Float64Array(stack.depth);
-      let step = 0;
+      const sums = Float64Array.from(resuming ? resume.epochLossSums : zeros());
+      let step = skip;
       const stream = data.batches({
         batchSize: config.batchSize,
         seed: config.seed,
         epoch: phase * config.epochs + epoch,
+        skip,
       });
-      for await (const batch of stream) {
-        if (step >= stepsPerEpoch) break;
+      for await (const batch of step < stepsPerEpoch ? stream : []) {
         const rng = new Rng(stepSeed(config.seed, phase, epoch, step));
         const losses = trainer.step(batch, active, rng);
         losses.forEach((l, i) => {
@@ -155,12 +230,20 @@ export async function runTraining(
           unitName,
           etaSeconds: (totalSteps - globalStep) / Math.max(rate, 1e-9),
         });
+        if (step >= stepsPerEpoch) break;
+        // A prefetched batch resolves in a microtask, so without this a whole epoch could run
+        // without the event loop turning: no signal handler could abort it before the epoch end.
+        await yieldToEventLoop();
         if (opts.signal?.aborted) {
           aborted = true;
           break;
         }
       }
-      if (aborted) break;
+      if (aborted) {
+        const at = { phase, epochsDone: epoch, stepInEpoch: step, epochLossSums: Array.from(sums) };
+        await checkpoint(at, 'cancel');
+        break;
+      }
       const trained = trainer.config.schedule === 'end-to-end' ? [stack.depth] : active;
       const means = Array.from(sums, (s, i) => (trained.includes(i + 1) ? s / step : null));
       means.forEach((l, i) => {
@@ -174,34 +257,27 @@ export async function runTraining(
         losses: means,
         seconds: (performance.now() - epochStart) / 1000,
       });
-      if (opts.checkpointDir) {
-        const last = epoch + 1 === config.epochs;
-        const state: CheckpointState = {
-          format: 'gim-checkpoint/1',
-          config,
-          adapter: stack.adapter,
-          modules: stack.moduleConfigs,
+      const last = epoch + 1 === config.epochs;
+      // Stopped during the epoch's last step: the epoch is complete, and this is the stop's checkpoint.
+      aborted = opts.signal?.aborted ?? false;
+      await checkpoint(
+        {
           phase: last ? phase + 1 : phase,
           epochsDone: last ? 0 : epoch + 1,
-          step: globalStep,
-          history,
-          elapsedSeconds: elapsedBefore + (performance.now() - started) / 1000,
-          data: opts.data,
-        };
-        const trainerState = await exportTrainerState(trainer);
-        try {
-          const path = await saveCheckpoint(
-            opts.checkpointDir,
-            state,
-            await stack.artifacts(),
-            trainerState,
-          );
-          opts.callbacks?.onCheckpoint?.(path);
-        } finally {
-          releaseTrainerState(trainerState);
-        }
-      }
+          stepInEpoch: 0,
+          epochLossSums: zeros(),
+        },
+        aborted ? 'cancel' : 'epoch',
+      );
     }
+  }
+  if (!aborted && opts.signal?.aborted) {
+    // Aborted while the last checkpoint was being written: it stands at the final step.
+    aborted = true;
+    await checkpoint(
+      { phase: phases.length, epochsDone: 0, stepInEpoch: 0, epochLossSums: zeros() },
+      'cancel',
+    );
   }
   return {
     finalLosses,

@@ -61,6 +61,9 @@ export async function trainStack<S extends TrainableStack>(
   const log = job.callbacks?.onLog ?? (() => undefined);
   const checkpoint =
     job.resume && job.checkpointDir ? await loadCheckpoint(job.checkpointDir) : null;
+  // A job runner passes --resume on every retry, including the first attempt's.
+  if (job.resume && job.checkpointDir && !checkpoint)
+    log(`no checkpoint in ${job.checkpointDir}: starting fresh`);
   const data = await recipe.describeData();
   let stack: S;
   let config: TrainConfig;
@@ -76,8 +79,10 @@ export async function trainStack<S extends TrainableStack>(
       checkpoint.state.modules,
       checkpoint.modules,
     );
+    const at = checkpoint.state;
     log(
-      `resuming from step ${checkpoint.state.step} (phase ${checkpoint.state.phase + 1}, ${checkpoint.state.epochsDone} epochs done)`,
+      `resuming from step ${at.step} (phase ${at.phase + 1}, ${at.epochsDone} epochs done` +
+        `${at.stepInEpoch > 0 ? `, ${at.stepInEpoch} batches into the next` : ''})`,
     );
   } else if (job.parent) {
     config = resolveTrainConfig({ ...job.train, fromModule: job.train?.fromModule ?? 1 });
