@@ -56,7 +56,15 @@ interface Active {
 }
 
 /** Trainer event types copied into the job's own stream. */
-const FORWARDED = new Set(['progress', 'epoch', 'checkpoint', 'log', 'published', 'result']);
+const FORWARDED = new Set([
+  'start',
+  'progress',
+  'epoch',
+  'checkpoint',
+  'log',
+  'published',
+  'result',
+]);
 
 export class JobController {
   private readonly store: JobStore;
@@ -497,18 +505,25 @@ export class JobController {
     } catch (e) {
       this.log(`job ${job.id}: adopting its trainer failed: ${errorMessage(e)}`);
     }
-    const offset = job.attempts.at(-1)?.progressOffset ?? 0;
+    const offset = job.attempts.at(-1)?.progressRead ?? job.attempts.at(-1)?.progressOffset ?? 0;
     if (handle) {
       // Trainer lines up to progressRead were copied into the job's events before the restart.
       this.log(`job ${job.id}: following its trainer (${handle.ref}) again`);
-      // Events already copied are not copied again: start where the events file says we were.
-      this.follow(job.id, handle, job.attempts.at(-1)?.progressRead ?? offset);
+      this.follow(job.id, handle, offset);
       return;
     }
-    await this.finish(job.id, {
-      outcome: job.status === 'cancelling' ? 'cancelled' : 'lost',
-      message: 'the API restarted while the job was ' + job.status + ' and its trainer is gone',
-    });
+    // The trainer is gone: what it wrote meanwhile (it may have finished, even published) says
+    // how it ended.
+    const active: Active = { handle: gone, offset, reading: Promise.resolve() };
+    await this.readProgress(job.id, active);
+    await this.finish(
+      job.id,
+      endedBy(active.end) ?? {
+        outcome: job.status === 'cancelling' ? 'cancelled' : 'lost',
+        message: `the API restarted while the job was ${job.status} and its trainer is gone`,
+      },
+      active,
+    );
   }
 
   private async move(
@@ -553,6 +568,33 @@ export class JobController {
     );
     return run;
   }
+}
+
+/** A handle for a trainer that is gone (recovery reads what it left). */
+const gone: RunHandle = {
+  ref: '',
+  done: Promise.resolve({ outcome: 'lost', message: 'gone' }),
+  stop: async () => undefined,
+};
+
+/** How a trainer ended by its own last event, when it wrote one. */
+function endedBy(end: Active['end']): RunExit | undefined {
+  if (end === undefined) return undefined;
+  const message = `the trainer ended ${String(end.status)} while the API was down`;
+  if (end.status === 'succeeded') return { outcome: 'succeeded', message };
+  if (end.status === 'cancelled') return { outcome: 'cancelled', message };
+  const code = end.error?.code;
+  return {
+    outcome: 'failed',
+    reason:
+      code === 'invalid_argument' ||
+      code === 'not_found' ||
+      code === 'invalid_data' ||
+      code === 'unsupported_media'
+        ? 'bad_input'
+        : 'runner_error',
+    message,
+  };
 }
 
 /** Records how far the latest attempt's progress stream has been copied into the job's events. */
