@@ -52,6 +52,8 @@ export class NotLeaderError extends Error {
 export class KubernetesRunner implements JobRunner {
   readonly kind = 'kubernetes' as const;
   readonly #options: KubernetesRunnerOptions;
+  /** Handles still following their Job. */
+  readonly #following = new Set<TrainingJobHandle>();
 
   constructor(options: KubernetesRunnerOptions) {
     this.#options = options;
@@ -108,7 +110,24 @@ export class KubernetesRunner implements JobRunner {
           `Job ${name} exists but is not attempt ${request.attempt} of job ${request.job.id}`,
         );
     }
-    return new TrainingJobHandle(this.#context(request.job.id, request.attempt, request.paths));
+    return this.#follow(
+      new TrainingJobHandle(this.#context(request.job.id, request.attempt, request.paths)),
+    );
+  }
+
+  /**
+   * Stops following every Job without touching them: this replica lost the Lease, and the new
+   * leader adopts them. The handles' `done` never settles.
+   */
+  detachAll(): void {
+    for (const handle of this.#following) handle.detach();
+    this.#following.clear();
+  }
+
+  #follow(handle: TrainingJobHandle): TrainingJobHandle {
+    this.#following.add(handle);
+    void handle.done.then(() => this.#following.delete(handle));
+    return handle;
   }
 
   /**
@@ -126,9 +145,11 @@ export class KubernetesRunner implements JobRunner {
     const recorded = job.attempts.at(-1)?.n;
     if (recorded !== undefined && attempt !== recorded) return null;
     // A Job that ended while no controller watched is decided from what it is now.
-    return new TrainingJobHandle(
-      this.#context(job.id, attempt, paths),
-      isFinished(newest) ? newest : undefined,
+    return this.#follow(
+      new TrainingJobHandle(
+        this.#context(job.id, attempt, paths),
+        isFinished(newest) ? newest : undefined,
+      ),
     );
   }
 
