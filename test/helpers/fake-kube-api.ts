@@ -43,6 +43,8 @@ export interface RecordedCall {
   status: number;
   /** The request body (create, update, the DeleteOptions of a delete), parsed. */
   body?: unknown;
+  /** The bearer token it came with (which client called). */
+  token?: string;
 }
 
 interface Route {
@@ -114,6 +116,11 @@ export class FakeKubeApi {
     resolve: (c: RecordedCall) => void;
   }>();
   url = '';
+  /**
+   * Runs before each authenticated request is served: a test's way to act "at the same moment"
+   * (another replica writes the Lease between a client's read and its update).
+   */
+  beforeRequest: ((method: string, path: string) => void) | undefined;
 
   private constructor(tokens: string[]) {
     this.tokens = new Set(tokens);
@@ -176,6 +183,7 @@ export class FakeKubeApi {
     };
     const watch = query.watch === '1' || query.watch === 'true';
     const verb = verbOf(method, route?.name !== undefined, watch);
+    const auth = /^Bearer (.+)$/.exec(req.headers.authorization ?? '');
     const record = (status: number) =>
       this.#record({
         method,
@@ -187,15 +195,16 @@ export class FakeKubeApi {
         ...(route?.name ? { name: route.name } : {}),
         status,
         ...(body !== undefined ? { body } : {}),
+        ...(auth ? { token: auth[1]! } : {}),
       });
     const answer = (status: number, payload: unknown, contentType?: string) => {
       record(status);
       send(res, status, payload, contentType);
     };
 
-    const auth = /^Bearer (.+)$/.exec(req.headers.authorization ?? '');
     if (!auth || !this.tokens.has(auth[1]!))
       return answer(401, statusBody(401, 'Unauthorized', 'Unauthorized'));
+    this.beforeRequest?.(method, url.pathname);
     if (!route)
       return answer(
         404,
