@@ -18,6 +18,8 @@
  * `calls` (method, path, query, verb, resource) to check the RBAC Role covers what was called.
  */
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
+import type { TLSSocket } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import type { KubernetesVerb } from '../../src/app/jobs/kubernetes-job.js';
 import { FakeKubeCluster } from './fake-kube-cluster.js';
@@ -45,6 +47,13 @@ export interface RecordedCall {
   body?: unknown;
   /** The bearer token it came with (which client called). */
   token?: string;
+}
+
+export interface FakeTls {
+  key: string;
+  cert: string;
+  /** The CA of the client certificates it accepts. */
+  ca: string;
 }
 
 interface Route {
@@ -122,19 +131,34 @@ export class FakeKubeApi {
    */
   beforeRequest: ((method: string, path: string) => void) | undefined;
 
-  private constructor(tokens: string[]) {
+  private constructor(tokens: string[], tls: FakeTls | undefined) {
     this.tokens = new Set(tokens);
-    this.#server = createServer((req, res) => {
+    const handler = (req: IncomingMessage, res: ServerResponse) => {
       this.#handle(req, res).catch((error: unknown) => {
         if (!res.headersSent) send(res, 500, statusBody(500, 'InternalError', String(error)));
       });
-    });
+    };
+    this.#server = tls
+      ? createTlsServer({ ...tls, requestCert: true, rejectUnauthorized: false }, handler)
+      : createServer(handler);
   }
 
-  static async start(...tokens: string[]): Promise<FakeKubeApi> {
-    const api = new FakeKubeApi(tokens);
+  /** Plain HTTP, accepting these bearer tokens. */
+  static start(...tokens: string[]): Promise<FakeKubeApi> {
+    return FakeKubeApi.#listen(new FakeKubeApi(tokens, undefined), 'http');
+  }
+
+  /**
+   * HTTPS with this certificate; as the real server, it also accepts a client certificate signed
+   * by `ca` (the user is its CN).
+   */
+  static startTls(tls: FakeTls, ...tokens: string[]): Promise<FakeKubeApi> {
+    return FakeKubeApi.#listen(new FakeKubeApi(tokens, tls), 'https');
+  }
+
+  static async #listen(api: FakeKubeApi, scheme: string): Promise<FakeKubeApi> {
     await new Promise<void>((resolve) => api.#server.listen(0, '127.0.0.1', resolve));
-    api.url = `http://127.0.0.1:${(api.#server.address() as AddressInfo).port}`;
+    api.url = `${scheme}://127.0.0.1:${(api.#server.address() as AddressInfo).port}`;
     return api;
   }
 
@@ -183,7 +207,11 @@ export class FakeKubeApi {
     };
     const watch = query.watch === '1' || query.watch === 'true';
     const verb = verbOf(method, route?.name !== undefined, watch);
-    const auth = /^Bearer (.+)$/.exec(req.headers.authorization ?? '');
+    const socket = req.socket as Partial<TLSSocket>;
+    const peer = socket.authorized ? socket.getPeerCertificate?.() : undefined;
+    const auth = peer?.subject?.CN
+      ? ['', `cert:${peer.subject.CN}`]
+      : /^Bearer (.+)$/.exec(req.headers.authorization ?? '');
     const record = (status: number) =>
       this.#record({
         method,
