@@ -133,7 +133,7 @@ async function started(s: Setup): Promise<{ handle: RunHandle; name: string; req
   return { handle, name: handle.ref, req };
 }
 
-describe('KubernetesRunner.start', () => {
+describe('KubernetesRunner.start', { timeout: 20_000 }, () => {
   test('creates the golden Job (k8s/base/training-job.example.yaml), schema-valid, and adopts its own AlreadyExists', async () => {
     const s = await setup();
     const req = await request(s);
@@ -203,7 +203,7 @@ describe('KubernetesRunner.start', () => {
   });
 });
 
-describe('KubernetesRunner: how a Job ended', () => {
+describe('KubernetesRunner: how a Job ended', { timeout: 20_000 }, () => {
   /** Plays one ending on a started Job; returns the handle's exit and the job's log. */
   async function ending(
     play: (s: Setup, name: string) => void,
@@ -264,7 +264,8 @@ describe('KubernetesRunner: how a Job ended', () => {
 
   test('BackoffLimitExceeded after OOMKilled pods: failed out_of_memory', async () => {
     const { exit } = await ending((s, job) => {
-      pod(s, job, { phase: 'Failed', exitCode: 137, reason: 'OOMKilled' });
+      // The last pod decides: the first crashed, the retry ran out of memory.
+      pod(s, job, { phase: 'Failed', exitCode: 1, reason: 'Error' });
       pod(s, job, { phase: 'Failed', exitCode: 137, reason: 'OOMKilled' });
       s.fake.cluster.setJobCondition(job, {
         type: 'Failed',
@@ -278,6 +279,7 @@ describe('KubernetesRunner: how a Job ended', () => {
 
   test('BackoffLimitExceeded after a crash: failed runner_error with the exit code', async () => {
     const { exit } = await ending((s, job) => {
+      pod(s, job, { phase: 'Failed', exitCode: 137, reason: 'OOMKilled' });
       pod(s, job, { phase: 'Failed', exitCode: 1, reason: 'Error' });
       s.fake.cluster.setJobCondition(job, { type: 'Failed', reason: 'BackoffLimitExceeded' });
     });
@@ -323,7 +325,7 @@ describe('KubernetesRunner: how a Job ended', () => {
   });
 });
 
-describe('KubernetesRunner.stop', () => {
+describe('KubernetesRunner.stop', { timeout: 20_000 }, () => {
   test('graceful: a foreground delete; done is cancelled once the pod has checkpointed and gone', async () => {
     const s = await setup();
     const { handle, name } = await started(s);
@@ -390,7 +392,7 @@ describe('KubernetesRunner.stop', () => {
   });
 });
 
-describe('KubernetesRunner: watch and re-adoption', () => {
+describe('KubernetesRunner: watch and re-adoption', { timeout: 20_000 }, () => {
   test('a watch the server ends is resumed from the last version, without a relist', async () => {
     const s = await setup();
     const { handle, name } = await started(s);
@@ -470,7 +472,7 @@ describe('KubernetesRunner: watch and re-adoption', () => {
   });
 });
 
-describe('KubernetesRunner and LeaderLease: API calls', () => {
+describe('KubernetesRunner and LeaderLease: API calls', { timeout: 20_000 }, () => {
   test('every call made is granted by KUBERNETES_RUNNER_API_CALLS (k8s/base/rbac.yaml), and every grant was used', async () => {
     // The Lease's calls, as the job controller's election makes them.
     const s = await setup();
