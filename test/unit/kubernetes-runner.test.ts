@@ -189,6 +189,18 @@ describe('KubernetesRunner.start', { timeout: 20_000 }, () => {
     assert.equal(s.fake.calls.filter((c) => c.verb === 'create').length, 1);
   });
 
+  test('the API refuses a Job its schema does not know (the fake validates as the server does)', async () => {
+    const s = await setup();
+    const job = s.runner.manifest(await request(s));
+    (job.spec!.template.spec!.containers[0] as unknown as Record<string, unknown>).gpus = 1;
+    await assert.rejects(s.api.createJob('gim', job), (e: unknown) => {
+      assert.ok(e instanceof KubeApiError && e.code === 'invalid' && e.status === 422, String(e));
+      assert.match(e.message, /containers\/0\/gpus unknown field/);
+      return true;
+    });
+    assert.deepEqual(s.fake.store.list('jobs', 'gim'), []);
+  });
+
   test('a refused token is a runner_error that says so', async () => {
     const s = await setup();
     s.fake.tokens.clear();
