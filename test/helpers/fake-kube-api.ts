@@ -12,7 +12,8 @@
  * lines replayed after `resourceVersion` (an ERROR event with a 410 Status below the compaction
  * point), deletes with propagationPolicy (Foreground keeps the Job until its pods are gone) and
  * gracePeriodSeconds. Created and updated Jobs and Leases are validated strictly against the
- * Kubernetes schemas (`validateStrict`), as server-side field validation would.
+ * Kubernetes schemas (`validateStrict`), as server-side field validation would. `startTls` serves
+ * HTTPS and also accepts a client certificate signed by its CA (the user is the CN).
  *
  * The test plays the cluster's controllers through `cluster` (fake-kube-cluster.ts) and reads
  * `calls` (method, path, query, verb, resource) to check the RBAC Role covers what was called.
