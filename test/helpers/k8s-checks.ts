@@ -53,9 +53,16 @@ export const NON_APP_ENV_NAMES: ReadonlyMap<string, string> = new Map([
   ['CUDA_CACHE_MAXSIZE', 'CUDA: the PTX JIT cache size'],
 ]);
 
-/** The training job the checks render with each overlay's runner config (and the golden file). */
+/**
+ * The training job the checks render with each overlay's runner config (and the golden file): the
+ * first attempt of encoder job example-0001, its arguments as the Kubernetes runner passes them
+ * (`trainerArgs` with the job directory as the pod sees it; always `--resume`, see
+ * src/jobs/kubernetes/kubernetes-runner.ts). test/unit/kubernetes-runner.test.ts checks the
+ * runner creates exactly this Job.
+ */
 export const EXAMPLE_TRAINING_SPEC: TrainingJobSpec = Object.freeze({
   jobId: 'example-0001',
+  attempt: 1,
   model: 'fashion-gim',
   kind: 'encoder',
   args: Object.freeze([
@@ -67,8 +74,8 @@ export const EXAMPLE_TRAINING_SPEC: TrainingJobSpec = Object.freeze({
     'fashion-gim',
     '--epochs',
     '3',
-    '--checkpoint-dir',
-    '/models/.jobs/example-0001/checkpoints',
+    '--progress-json=/models/.jobs/example-0001/progress.ndjson',
+    '--checkpoint-dir=/models/.jobs/example-0001/checkpoint',
     '--resume',
   ]),
   timeoutSeconds: 21_600,

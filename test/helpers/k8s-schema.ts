@@ -16,6 +16,7 @@ import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitorin
 import { Deployment } from 'kubernetes-models/apps/v1';
 import { HorizontalPodAutoscaler } from 'kubernetes-models/autoscaling/v2';
 import { Job } from 'kubernetes-models/batch/v1';
+import { Lease } from 'kubernetes-models/coordination.k8s.io/v1';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
 import { Role, RoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1';
@@ -33,7 +34,10 @@ interface ModelClass {
   readonly prototype: Model<unknown>;
 }
 
-/** The kinds k8s/ may contain; another kind is an error until it is added here. */
+/**
+ * The kinds k8s/ may contain, and the Lease the job controller writes (the fake API server of
+ * test/helpers/fake-kube-api.ts validates it); another kind is an error until it is added here.
+ */
 const MODELS: readonly ModelClass[] = [
   ConfigMap,
   Secret,
@@ -42,6 +46,7 @@ const MODELS: readonly ModelClass[] = [
   PersistentVolumeClaim,
   Deployment,
   Job,
+  Lease,
   HorizontalPodAutoscaler,
   PodDisruptionBudget,
   NetworkPolicy,

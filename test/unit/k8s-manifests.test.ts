@@ -437,9 +437,9 @@ describe('k8s manifests', () => {
       },
       {
         what: 'an RBAC verb too many',
-        mutate: (o) => find<any>(o, 'Role').rules[1].verbs.push('delete'),
+        mutate: (o) => find<any>(o, 'Role').rules[1].verbs.push('watch'),
         expect:
-          'rbac: Role grants delete on core pods, which the runner does not call (KUBERNETES_RUNNER_API_CALLS)',
+          'rbac: Role grants watch on core pods, which the runner does not call (KUBERNETES_RUNNER_API_CALLS)',
       },
       {
         what: 'an RBAC verb too few',
@@ -706,7 +706,8 @@ describe('kubernetes-job: renderTrainingJob', () => {
       false,
     );
     const gpu = renderTrainingJob(EXAMPLE_TRAINING_SPEC, baseRunner());
-    assert.equal(gpu.metadata?.name, 'gim-train-example-0001');
+    assert.equal(gpu.metadata?.name, 'gim-train-example-0001-1');
+    assert.equal(gpu.spec?.template.metadata?.labels?.['gim.dev/attempt'], '1');
     assert.equal(gpu.spec?.activeDeadlineSeconds, EXAMPLE_TRAINING_SPEC.timeoutSeconds);
     const train = gpu.spec!.template.spec!.containers[0]!;
     assert.deepEqual(train.command, ['node', 'dist/src/cli/main.js']);
@@ -729,6 +730,7 @@ describe('kubernetes-job: renderTrainingJob', () => {
         renderTrainingJob(
           {
             jobId: 'Job_1',
+            attempt: 0,
             model: 'x'.repeat(64),
             kind: 'train' as never,
             args: [],
@@ -740,9 +742,9 @@ describe('kubernetes-job: renderTrainingJob', () => {
         assert.ok(error instanceof JobTemplateError);
         assert.deepEqual(
           error.problems.map((p) => p.split(':')[0]),
-          ['jobId', 'model', 'kind', 'args', 'timeoutSeconds'],
+          ['jobId', 'attempt', 'model', 'kind', 'args', 'timeoutSeconds'],
         );
-        assert.match(error.message, /^cannot render the training Job:\n {2}jobId: expected 1-53/);
+        assert.match(error.message, /^cannot render the training Job:\n {2}jobId: expected 1-48/);
         return true;
       },
     );

@@ -19,8 +19,17 @@ export type TrainingKind = (typeof TRAINING_KINDS)[number];
 
 /** One training job, as the runner submits it. */
 export interface TrainingJobSpec {
-  /** The job's id: lowercase letters, digits and '-', at most 53 characters (Job `gim-train-<id>`). */
+  /**
+   * The job's id: lowercase letters, digits and '-', at most 48 characters, so that the Job's name
+   * `gim-train-<id>-<attempt>` fits the 63 of a label value (the Job controller labels its pods
+   * with it).
+   */
   readonly jobId: string;
+  /**
+   * 1-based attempt (1 to 9999): each attempt is its own Job, since a retry cannot reuse the name
+   * of a failed Job that still exists (until its ttlSecondsAfterFinished).
+   */
+  readonly attempt: number;
   /** The stack (or the stack a head or probe is for). */
   readonly model: string;
   readonly kind: TrainingKind;
@@ -72,10 +81,13 @@ export interface KubernetesApiCall {
  * Role grants it.
  */
 export const KUBERNETES_RUNNER_API_CALLS: readonly KubernetesApiCall[] = Object.freeze([
-  // Submit, re-adopt by label after a restart (list + watch), cancel (delete, pods by GC).
+  // Submit (get: adopt the Job of an AlreadyExists), follow (list + watch), re-adopt by label
+  // after a restart (list), cancel (delete).
   { apiGroup: 'batch', resource: 'jobs', verbs: ['create', 'get', 'list', 'watch', 'delete'] },
-  // Exit codes, node, OOMKilled of the Job's pods.
-  { apiGroup: '', resource: 'pods', verbs: ['get', 'list', 'watch'] },
+  // Exit codes and OOMKilled of the Job's pods; a forced cancel deletes them with no grace period
+  // (the garbage collector would give them their full terminationGracePeriodSeconds).
+  { apiGroup: '', resource: 'pods', verbs: ['list', 'delete'] },
+  // The trainer's output, copied to the job's log when its Job ends (logs outlive the pods).
   { apiGroup: '', resource: 'pods/log', verbs: ['get'] },
   // One replica reconciles: the Lease (gim-serve-jobs) decides which.
   { apiGroup: 'coordination.k8s.io', resource: 'leases', verbs: ['get', 'create', 'update'] },
@@ -126,7 +138,8 @@ const LABEL_VALUE_RE = /^(?=.{0,63}$)([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?
 const LABEL_NAME_RE = /^(?=.{1,63}$)[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
 // A resource quantity as Kubernetes writes them: 500m, 2, 1.5, 8Gi, 1e3.
 const QUANTITY_RE = /^(\d+(\.\d+)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][-+]?\d+)?$/;
-const JOB_ID_RE = /^(?=.{1,53}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const JOB_ID_RE = /^(?=.{1,48}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const MAX_ATTEMPT = 9999;
 const JOB_NAME_PREFIX = 'gim-train-';
 const GPU_RESOURCE = 'nvidia.com/gpu';
 const MAX_GPUS = 16;
@@ -303,16 +316,24 @@ function parseTolerations(value: unknown, problems: string[]): IToleration[] {
   });
 }
 
-/** The Job's name: `gim-train-<jobId>`. */
-export function trainingJobName(jobId: string): string {
-  return `${JOB_NAME_PREFIX}${jobId}`;
+/** Labels of the training Jobs and their pods (the runner lists and re-adopts by them). */
+export const JOB_ID_LABEL = 'gim.dev/job-id';
+export const ATTEMPT_LABEL = 'gim.dev/attempt';
+
+/** The Job's name: `gim-train-<jobId>-<attempt>` (at most 10 + 48 + 5 = 63 characters). */
+export function trainingJobName(jobId: string, attempt: number): string {
+  return `${JOB_NAME_PREFIX}${jobId}-${attempt}`;
 }
 
 function checkSpec(spec: TrainingJobSpec): void {
   const problems: string[] = [];
   if (typeof spec.jobId !== 'string' || !JOB_ID_RE.test(spec.jobId))
     problems.push(
-      `jobId: expected 1-53 lowercase letters, digits and '-' (not at either end), got ${show(spec.jobId)}`,
+      `jobId: expected 1-48 lowercase letters, digits and '-' (not at either end), got ${show(spec.jobId)}`,
+    );
+  if (!Number.isInteger(spec.attempt) || spec.attempt < 1 || spec.attempt > MAX_ATTEMPT)
+    problems.push(
+      `attempt: expected an integer from 1 to ${MAX_ATTEMPT}, got ${show(spec.attempt)}`,
     );
   // A stack name is also a label value here: at most 63 characters, ending in a letter or digit.
   if (
@@ -343,7 +364,8 @@ export function renderTrainingJob(spec: TrainingJobSpec, runner: RunnerConfig): 
   const labels = {
     'app.kubernetes.io/name': 'gim-serve',
     'app.kubernetes.io/component': 'training',
-    'gim.dev/job-id': spec.jobId,
+    [JOB_ID_LABEL]: spec.jobId,
+    [ATTEMPT_LABEL]: String(spec.attempt),
     'gim.dev/model': spec.model,
     'gim.dev/kind': spec.kind,
   };
@@ -376,7 +398,11 @@ export function renderTrainingJob(spec: TrainingJobSpec, runner: RunnerConfig): 
   return {
     apiVersion: 'batch/v1',
     kind: 'Job',
-    metadata: { name: trainingJobName(spec.jobId), namespace: runner.namespace, labels },
+    metadata: {
+      name: trainingJobName(spec.jobId, spec.attempt),
+      namespace: runner.namespace,
+      labels,
+    },
     spec: {
       backoffLimit: runner.backoffLimit,
       activeDeadlineSeconds: spec.timeoutSeconds,
