@@ -85,6 +85,21 @@ export interface JobsConfig {
   readonly stopGraceMs: number;
   /** Nice value added to local trainers, so that serving keeps its CPU (0 to 19). */
   readonly niceness: number;
+  /** The kubernetes runner (JOB_RUNNER=kubernetes). */
+  readonly kubernetes: KubernetesRunnerSettings;
+}
+
+export interface KubernetesRunnerSettings {
+  /** The runner's YAML (namespace, image, PVC, GPU, ...: k8s/base/training-runner.yaml). */
+  readonly runnerConfigPath: string;
+  /** This replica's identity in the jobs Lease (the pod's name, from the downward API). */
+  readonly podName?: string;
+  /** In a pod: the API server's address, set by the kubelet. */
+  readonly serviceHost?: string;
+  readonly servicePort?: string;
+  /** Outside a cluster: a kubeconfig and, optionally, its context. */
+  readonly kubeconfig?: string;
+  readonly context?: string;
 }
 
 /**
@@ -117,6 +132,12 @@ export const CONFIG_ENV_NAMES = Object.freeze([
   'JOB_MAX_RESUMES',
   'JOB_STOP_GRACE_MS',
   'JOB_NICENESS',
+  'KUBERNETES_RUNNER_CONFIG',
+  'POD_NAME',
+  'KUBERNETES_SERVICE_HOST',
+  'KUBERNETES_SERVICE_PORT',
+  'KUBECONFIG',
+  'KUBE_CONTEXT',
 ] as const);
 
 /** Nest injection token of the `AppConfig`. */
@@ -238,8 +259,32 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
         int(100, 600_000),
       ),
       niceness: setting('JOB_NICENESS', 'an integer from 0 to 19', 10, int(0, 19)),
+      kubernetes: {
+        runnerConfigPath: setting(
+          'KUBERNETES_RUNNER_CONFIG',
+          'a file path',
+          '/etc/gim/training-runner.yaml',
+          (text) => text,
+        ),
+        podName: optional(env.POD_NAME),
+        serviceHost: optional(env.KUBERNETES_SERVICE_HOST),
+        servicePort: optional(env.KUBERNETES_SERVICE_PORT),
+        kubeconfig: optional(env.KUBECONFIG),
+        context: optional(env.KUBE_CONTEXT),
+      },
     },
   };
+  if (config.jobs.runner === 'kubernetes') {
+    const k = config.jobs.kubernetes;
+    if (k.podName === undefined)
+      problems.push(
+        'POD_NAME: required with JOB_RUNNER=kubernetes (the pod name, from the downward API)',
+      );
+    if (k.serviceHost === undefined && k.kubeconfig === undefined)
+      problems.push(
+        'JOB_RUNNER=kubernetes: no Kubernetes API (KUBERNETES_SERVICE_HOST in a pod, or KUBECONFIG outside)',
+      );
+  }
   // Checked together: a queue smaller than a batch could never fill one.
   if (config.maxQueue < config.maxBatchSize) {
     problems.push(
@@ -253,6 +298,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
 /** The Nest logger levels enabled by a `LOG_LEVEL` (`fatal` is always on). */
 export function nestLogLevels(level: LogLevelName): LogLevel[] {
   return ['fatal', ...LOG_LEVEL_NAMES.slice(0, LOG_LEVEL_NAMES.indexOf(level) + 1)];
+}
+
+function optional(raw: string | undefined): string | undefined {
+  const text = raw?.trim();
+  return text ? text : undefined;
 }
 
 /** A secret: its value never goes into a message. */

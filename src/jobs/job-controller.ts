@@ -31,6 +31,13 @@ export interface JobControllerOptions {
   now?: () => Date;
   log?: (line: string) => void;
   hooks?: JobHooks;
+  /**
+   * With several API replicas (kubernetes runner), only the Lease holder starts and follows
+   * trainers; the others record jobs and requests (submit, cancel, retry) for it to act on.
+   */
+  leader?: { readonly isLeader: boolean };
+  /** How often the leader rescans the store for what other replicas recorded. */
+  reconcileMs?: number;
 }
 
 /** Reports for metrics; a hook that throws is ignored. */
@@ -53,6 +60,8 @@ interface Active {
   reading: Promise<void>;
   /** Settles once the job's record shows how the trainer ended. */
   settled?: Promise<void>;
+  /** A stop this controller has asked of the trainer. */
+  stopRequested?: 'graceful' | 'force';
 }
 
 /** Trainer event types copied into the job's own stream. */
@@ -77,6 +86,7 @@ export class JobController {
   /** Serialises changes to one job's record. */
   private readonly locks = new Map<string, Promise<unknown>>();
   private draining = false;
+  private reconciler?: NodeJS.Timeout;
   private pumping: Promise<void> = Promise.resolve();
   private readonly listeners = new Set<(job: JobRecord) => void>();
 
@@ -92,8 +102,17 @@ export class JobController {
     return this.runner.kind;
   }
 
+  /** Whether this process runs trainers (always, unless a Lease decides). */
+  get leading(): boolean {
+    return this.options.leader?.isLeader ?? true;
+  }
+
   /** Recovers every non-terminal job, then starts what the limits allow. */
   async start(): Promise<void> {
+    if (this.options.reconcileMs !== undefined && this.reconciler === undefined) {
+      this.reconciler = setInterval(() => void this.reconcile(), this.options.reconcileMs);
+      this.reconciler.unref();
+    }
     const jobs = await this.store.list((id, e) =>
       this.log(`job ${id}: unreadable record skipped: ${String(e)}`),
     );
@@ -189,6 +208,12 @@ export class JobController {
         ...(opts.reason ? { reason: opts.reason } : {}),
       };
       const running = this.active.get(id);
+      if (!running && isActive(job.status) && !this.leading) {
+        // The leader's trainer: it sees the request at its next reconcile and stops it.
+        return job.status === 'cancelling'
+          ? this.save({ ...job, cancel })
+          : this.move({ ...job, cancel }, 'cancelling', { message: 'cancel requested' });
+      }
       if (!running) {
         return this.move({ ...job, cancel }, 'cancelled', {
           message: `cancelled by ${opts.by}${opts.reason ? `: ${opts.reason}` : ''}`,
@@ -204,6 +229,7 @@ export class JobController {
             });
       if (job.status === 'cancelling') await this.store.write(next);
       await running.handle.stop(opts.force ? 'force' : 'graceful');
+      running.stopRequested = opts.force ? 'force' : 'graceful';
       return next;
     });
   }
@@ -249,12 +275,17 @@ export class JobController {
    */
   async drain(): Promise<void> {
     this.draining = true;
+    clearInterval(this.reconciler);
     const running = [...this.active.values()];
     await Promise.all(running.map((a) => a.handle.stop('graceful')));
     await Promise.all(running.map((a) => a.settled));
   }
 
-  /** Resolves once `id` is terminal (or `timeoutMs` passed); returns the latest record. */
+  /**
+   * Resolves once `id` is terminal (or `timeoutMs` passed); returns the latest record. Changes by
+   * this controller wake it at once; the store is read every `pollMs` as well, for changes made
+   * by another replica's controller.
+   */
   async waitFor(id: string, timeoutMs: number, signal?: AbortSignal): Promise<JobRecord> {
     const job = await this.get(id);
     if (isTerminal(job.status) || timeoutMs <= 0) return job;
@@ -263,20 +294,54 @@ export class JobController {
       const finish = (): void => {
         off();
         clearTimeout(timer);
+        clearInterval(poll);
         signal?.removeEventListener('abort', finish);
         resolve(latest);
       };
-      const off = this.subscribe((j) => {
-        if (j.id !== id) return;
+      const seen = (j: JobRecord | null): void => {
+        if (j === null || j.id !== id) return;
         latest = j;
         if (isTerminal(j.status)) finish();
-      });
+      };
+      const off = this.subscribe(seen);
       const timer = setTimeout(finish, timeoutMs);
+      const poll = setInterval(
+        () => void this.store.read(id).then(seen, () => undefined),
+        Math.max(this.pollMs, 250),
+      );
       signal?.addEventListener('abort', finish, { once: true });
     });
   }
 
   // --- internals -------------------------------------------------------------------------------
+
+  /**
+   * The leader's periodic pass: starts jobs other replicas queued, and stops trainers whose jobs
+   * another replica asked to cancel.
+   */
+  private async reconcile(): Promise<void> {
+    if (this.draining || !this.leading) return;
+    for (const [id, active] of this.active) {
+      const job = await this.store.read(id).catch(() => null);
+      const wanted = job?.cancel ? (job.cancel.force ? 'force' : 'graceful') : undefined;
+      if (
+        wanted !== undefined &&
+        active.stopRequested !== wanted &&
+        active.stopRequested !== 'force'
+      ) {
+        active.stopRequested = wanted;
+        await active.handle
+          .stop(wanted)
+          .catch((e: unknown) => this.log(`job ${id}: stopping it failed: ${errorMessage(e)}`));
+      }
+    }
+    this.pump();
+  }
+
+  private async save(job: JobRecord): Promise<JobRecord> {
+    await this.store.write(job);
+    return job;
+  }
 
   private pump(): void {
     this.pumping = this.pumping
@@ -285,7 +350,7 @@ export class JobController {
   }
 
   private async startQueued(): Promise<void> {
-    if (this.draining) return;
+    if (this.draining || !this.leading) return;
     const jobs = await this.store.list();
     const busyModels = new Set(jobs.filter((j) => isActive(j.status)).map((j) => j.model));
     let running = this.active.size;

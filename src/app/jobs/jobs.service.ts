@@ -1,4 +1,6 @@
+import { readFileSync } from 'node:fs';
 import { dirname, extname, join } from 'node:path';
+import { parse as parseYaml } from 'yaml';
 import { fileURLToPath } from 'node:url';
 import {
   type BeforeApplicationShutdown,
@@ -13,6 +15,14 @@ import type { JobRecord } from '../../jobs/job-record.js';
 import { type JobPlan, planJob } from '../../jobs/job-spec.js';
 import { JobStore } from '../../jobs/job-store.js';
 import { LocalRunner } from '../../jobs/local-runner.js';
+import { KubeApi } from '../../jobs/kubernetes/kube-api.js';
+import {
+  inClusterConnection,
+  kubeconfigConnection,
+} from '../../jobs/kubernetes/kube-connection.js';
+import { KubernetesRunner } from '../../jobs/kubernetes/kubernetes-runner.js';
+import { LeaderLease } from '../../jobs/kubernetes/leader-lease.js';
+import { parseRunnerConfig } from './kubernetes-job.js';
 import type { JobRunner } from '../../jobs/runner.js';
 import { APP_CONFIG, type AppConfig } from '../config.js';
 import { Lifecycle } from '../lifecycle/lifecycle.service.js';
@@ -29,6 +39,9 @@ export class JobsService implements OnApplicationBootstrap, BeforeApplicationShu
   private readonly logger = new Logger('Jobs');
   readonly store: JobStore;
   readonly controller: JobController;
+  /** The kubernetes runner's Lease (one replica runs trainers) and API client. */
+  private readonly cluster?: { lease: LeaderLease; api: KubeApi; runner: KubernetesRunner };
+  private shuttingDown = false;
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
@@ -37,22 +50,38 @@ export class JobsService implements OnApplicationBootstrap, BeforeApplicationShu
     private readonly audit: AuditLog,
   ) {
     this.store = new JobStore(config.modelsDir);
+    let runner: JobRunner;
+    if (config.jobs.runner === 'kubernetes' && config.adminToken !== undefined) {
+      this.cluster = this.kubernetes();
+      runner = this.cluster.runner;
+    } else runner = this.localRunner();
     this.controller = new JobController({
       store: this.store,
-      runner: this.createRunner(),
+      runner,
       maxRunning: config.jobs.maxRunning,
       log: (line) => this.logger.log(line),
       hooks: metrics.jobHooks(),
+      ...(this.cluster ? { leader: this.cluster.lease, reconcileMs: 2000 } : {}),
     });
   }
 
   async onApplicationBootstrap(): Promise<void> {
     // Admin routes are off without a token: so are jobs (nothing could submit or see them).
     if (this.config.adminToken === undefined) return;
-    await this.controller.start();
+    // Kubernetes: the controller starts on the replica that holds the Lease (onStartedLeading).
+    if (this.cluster) this.cluster.lease.start();
+    else await this.controller.start();
   }
 
   async beforeApplicationShutdown(): Promise<void> {
+    this.shuttingDown = true;
+    if (this.cluster) {
+      // Trainers are Kubernetes Jobs: they go on without this replica; another one adopts them.
+      this.cluster.runner.detachAll();
+      await this.cluster.lease.stop();
+      this.cluster.api.close();
+      return;
+    }
     await this.controller.drain();
   }
 
@@ -102,10 +131,8 @@ export class JobsService implements OnApplicationBootstrap, BeforeApplicationShu
     return this.audit.record(actor, 'job.delete', id, () => this.controller.remove(id));
   }
 
-  private createRunner(): JobRunner {
+  private localRunner(): JobRunner {
     const { jobs } = this.config;
-    if (jobs.runner === 'kubernetes')
-      throw new Error('JOB_RUNNER=kubernetes is not wired into the service yet');
     const env: NodeJS.ProcessEnv = { ...process.env, MODELS_DIR: this.config.modelsDir };
     if (this.config.backend) env.GIM_BACKEND = this.config.backend;
     return new LocalRunner({
@@ -115,6 +142,49 @@ export class JobsService implements OnApplicationBootstrap, BeforeApplicationShu
       stopGraceMs: jobs.stopGraceMs,
       log: (line) => this.logger.log(line),
     });
+  }
+
+  /**
+   * The kubernetes runner: its config file, the API (in-cluster service account, else a
+   * kubeconfig), and the Lease. Losing the Lease ends this process's part: it shuts down
+   * gracefully (the orchestrator restarts it as a follower), as Kubernetes controllers do.
+   */
+  private kubernetes(): { lease: LeaderLease; api: KubeApi; runner: KubernetesRunner } {
+    const k = this.config.jobs.kubernetes;
+    const runnerConfig = parseRunnerConfig(parseYaml(readFileSync(k.runnerConfigPath, 'utf8')));
+    const connection =
+      k.serviceHost !== undefined
+        ? inClusterConnection({ host: k.serviceHost, port: k.servicePort ?? '443' })
+        : kubeconfigConnection(k.kubeconfig as string, k.context);
+    const api = new KubeApi(connection);
+    const warn = (line: string): void => this.logger.warn(line);
+    const lease = new LeaderLease({
+      api,
+      namespace: runnerConfig.namespace,
+      identity: k.podName as string,
+      onStartedLeading: () => {
+        this.logger.log(`${k.podName} leads the training jobs: recovering and starting them`);
+        this.controller
+          .start()
+          .catch((e: unknown) => this.logger.error(`job recovery failed: ${String(e)}`));
+      },
+      onStoppedLeading: () => {
+        this.logger.error(
+          `${k.podName} lost the jobs Lease: shutting down (restarted as a follower)`,
+        );
+        runner.detachAll();
+        // Not when the Lease was given up by this process's own shutdown.
+        if (!this.shuttingDown && !this.lifecycle.draining) process.kill(process.pid, 'SIGTERM');
+      },
+      onWarning: warn,
+    });
+    const runner = new KubernetesRunner({
+      api,
+      config: runnerConfig,
+      leader: lease,
+      onWarning: warn,
+    });
+    return { lease, api, runner };
   }
 }
 
