@@ -16,6 +16,9 @@
 #   tone-16k.ogg              Ogg Vorbis quality 0, 16 kHz, mono
 #   truncated.flac            the first 30% of the bytes of tone-16k-s16.flac
 #   too-short.wav             0.01 s of the tone (160 samples at 16 kHz)
+#   flac-lengths/             FLACs of lengths off the block size, 16/24-bit, mono/stereo, of
+#                             samples computed in test/helpers/flac-reference.ts
+#                             (scripts/make-flac-fixtures.ts; about 70 KB)
 # Speech: speakers/<speaker>/<chapter>/<speaker>-<chapter>-000N.flac, the LibriSpeech layout: two
 # espeak-ng voices (speakers 101 and 202) x the same three short sentences, silence trimmed, 16 kHz
 # 16-bit mono FLAC of 0.8-1.1 s each, spoken quietly (-a 30) to keep the FLACs small: all fixtures
@@ -65,6 +68,8 @@ speak en-us+m3 101 1001 3 'She sells shells.'
 speak en-gb+f4 202 2002 1 'The cat sat down.'
 speak en-gb+f4 202 2002 2 'Rain on the hill.'
 speak en-gb+f4 202 2002 3 'She sells shells.'
+
+(cd "$out/../../.." && node --import @swc-node/register/esm-register scripts/make-flac-fixtures.ts)
 
 du -ab . | sort -k2
 echo "total: $(du -cb $(find . -type f) | tail -1 | cut -f1) bytes"

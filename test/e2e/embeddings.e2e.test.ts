@@ -342,6 +342,13 @@ describe('POST /v1/models/{name}/embeddings (e2e)', () => {
       ],
       ['a truncated PNG', () => embedOne(truncated), 422, 'invalid_data', /^item 0: /],
       [
+        'a PNG without its IEND chunk',
+        () => embedOne(png.subarray(0, png.length - 12)),
+        422,
+        'invalid_data',
+        /^item 0: PNG is truncated: it ends before its IEND chunk$/,
+      ],
+      [
         'a truncated PNG as item 2 of a multipart body',
         () =>
           request(t.server)

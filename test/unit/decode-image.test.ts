@@ -130,7 +130,7 @@ describe('PNGs decoded inline', () => {
     corrupt[idat + 10] = (corrupt[idat + 10] as number) ^ 0xff;
     assert.ok(pngDecodesInline(corrupt, grey28), 'the header walk still accepts it');
     await assert.rejects(decodeImage(corrupt, grey28), gimError('invalid_data'));
-    // Truncated: no IEND, so the header walk sends it to sharp.
+    // Truncated: not inline (no IEND), and refused before either path (see 'Images cut short').
     const truncated = png.subarray(0, png.length - 20);
     assert.equal(pngDecodesInline(truncated, grey28), false);
     await assert.rejects(decodeImage(truncated, grey28), gimError('invalid_data'));
@@ -165,5 +165,82 @@ describe('PNGs decoded inline', () => {
       decodeImage(png, { ...grey28, maxPixels: 100 }),
       gimError('too_large', /100 pixels/),
     );
+  });
+});
+
+describe('Images cut short', () => {
+  /** The PNG without its last `n` bytes (IEND is the last 12). */
+  const cut = (bytes: Buffer, n: number) => bytes.subarray(0, bytes.length - n);
+  const rgb40 = async () => raw(40, 40, 3).png().toBuffer(); // resized and converted by sharp
+
+  test('a PNG without its IEND chunk is refused on the inline path and through sharp', async () => {
+    const grey = await raw(28, 28, 1).toColourspace('b-w').png().toBuffer();
+    const cases: [string, Buffer, DecodeImageOptions][] = [
+      ['inline candidate', grey, grey28],
+      ['inline candidate, inline off', grey, { ...grey28, inlinePng: false }],
+      ['RGB to a grey model (sharp)', await raw(28, 28, 3).png().toBuffer(), grey28],
+      ['40x40 RGB resized to 28x28 (sharp)', await rgb40(), grey28],
+      ['8-bit RGB, RGB model (inline)', await raw(8, 6, 3).png().toBuffer(), rgb8x6],
+    ];
+    for (const [what, png, opts] of cases) {
+      // Whole, it decodes; so does it with bytes after IEND (not a truncation).
+      assert.equal((await decodeImage(png, opts)).length, opts.height * opts.width * opts.channels);
+      const trailing = Buffer.concat([png, Buffer.from('trailing bytes')]);
+      await decodeImage(trailing, opts);
+      for (const [how, n] of [
+        ['no IEND', 12],
+        ['half an IEND', 6],
+        ['IEND without its CRC', 4],
+      ] as const) {
+        await assert.rejects(
+          decodeImage(cut(png, n), opts),
+          gimError('invalid_data', /^PNG is truncated: it ends before its IEND chunk$/),
+          `${what}, ${how}`,
+        );
+      }
+      // Cut inside the image data: the chunk walk says so before any decoder runs.
+      await assert.rejects(
+        decodeImage(cut(png, 20), opts),
+        gimError('invalid_data', /^PNG is truncated: a chunk declares \d+ bytes, \d+ follow$/),
+        `${what}, cut in IDAT`,
+      );
+    }
+  });
+
+  test('a JPEG without its EOI marker or cut in its scan is refused', async () => {
+    const jpeg = await raw(40, 40, 3).jpeg().toBuffer();
+    assert.equal((await decodeImage(jpeg, grey28)).length, 28 * 28);
+    assert.deepEqual([...jpeg.subarray(-2)], [0xff, 0xd9], 'ends with EOI');
+    for (const n of [2, 1, 12, Math.floor(jpeg.length / 2)]) {
+      await assert.rejects(
+        decodeImage(cut(jpeg, n), grey28),
+        gimError('invalid_data', /premature end of JPEG/),
+        `${n} bytes cut`,
+      );
+    }
+  });
+
+  test('a GIF without its trailer is refused; one with it, or with extensions, decodes', async () => {
+    const gif = await raw(40, 40, 3).gif().toBuffer();
+    // Two frames, a NETSCAPE looping extension and graphic control extensions.
+    const frame = (seed: number) => raw(40, 40, 3, seed).png().toBuffer();
+    const animated = await sharp([await frame(1), await frame(2)], { join: { animated: true } })
+      .gif({ loop: 0, delay: [100, 100] })
+      .toBuffer();
+    assert.equal((await sharp(animated, { pages: -1 }).metadata()).pages, 2);
+    for (const [what, whole] of [
+      ['one frame', gif],
+      ['two frames', animated],
+    ] as const) {
+      assert.equal(whole.at(-1), 0x3b, `${what}: ends with the trailer`);
+      assert.equal((await decodeImage(whole, grey28)).length, 28 * 28, what);
+      for (const n of [1, 2, 30]) {
+        await assert.rejects(
+          decodeImage(cut(whole, n), grey28),
+          gimError('invalid_data', /^GIF is truncated/),
+          `${what}: ${n} bytes cut`,
+        );
+      }
+    }
   });
 });

@@ -1,4 +1,4 @@
-import { GimError } from '../../gim/errors.js';
+import { GimError, quoteValue } from '../../gim/errors.js';
 import { type OptionSource, parseEmbedOptions } from '../embeddings/embedding-options.js';
 
 /** The options of a classify request, from the query string, JSON fields or multipart fields. */
@@ -40,7 +40,7 @@ export function parseClassifyOptions(sources: OptionSource[]): ClassifyOptions {
       } else if (!(CLASSIFY_OPTION_NAMES as readonly string[]).includes(key)) {
         throw new GimError(
           'invalid_argument',
-          `unknown option "${key}" in the ${where}: use ${CLASSIFY_OPTION_NAMES.join(', ')}`,
+          `unknown option ${quoteValue(key)} in the ${where}: use ${CLASSIFY_OPTION_NAMES.join(', ')}`,
         );
       } else {
         rest[key] = value;
@@ -63,7 +63,7 @@ function parseHeadSelector(value: unknown): string {
   if (typeof text !== 'string' || !HEAD_SELECTOR_RE.test(text)) {
     throw new GimError(
       'invalid_argument',
-      `bad head_version ${JSON.stringify(value)}: a version number or a label (such as stable)`,
+      `bad head_version ${quoteValue(value)}: a version number or a label (such as stable)`,
     );
   }
   return text;
@@ -75,7 +75,7 @@ function parseTopK(value: unknown): number {
   if (!ok || !Number.isSafeInteger(n) || n < 1) {
     throw new GimError(
       'invalid_argument',
-      `bad top_k ${JSON.stringify(value)}: a positive integer (capped at the class count)`,
+      `bad top_k ${quoteValue(value)}: a positive integer (capped at the class count)`,
     );
   }
   return n;

@@ -7,7 +7,7 @@ import {
 } from '@nestjs/common';
 import type { FastifyRequest } from 'fastify';
 import type { Observable } from 'rxjs';
-import { GimError } from '../../gim/errors.js';
+import { GimError, quoteValue } from '../../gim/errors.js';
 import { APP_CONFIG, type AppConfig } from '../config.js';
 
 /** Text fields (options) a multipart body may carry besides its files, and their size. */
@@ -59,7 +59,7 @@ export class MultipartInterceptor implements NestInterceptor {
           } else if (part.valueTruncated) {
             throw new GimError(
               'invalid_argument',
-              `text field "${part.fieldname}" is longer than ${MULTIPART_LIMITS.fieldBytes} bytes`,
+              `text field ${quoteValue(part.fieldname)} is longer than ${MULTIPART_LIMITS.fieldBytes} bytes`,
             );
           } else {
             body.fields[part.fieldname] = String(part.value);

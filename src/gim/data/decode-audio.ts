@@ -95,7 +95,12 @@ export async function decodeAudio(
   }
   if (declared?.truncated) throw new GimError('invalid_data', declared.truncated);
 
-  const decoded = await decodeMono(payload, decoderFor(format, payload), maxSeconds);
+  const decoded = await decodeMono(
+    payload,
+    decoderFor(format, payload),
+    maxSeconds,
+    format === 'flac' && ascii(payload, 0, 'fLaC') ? flacChunkEnd : plainChunkEnd,
+  );
   if (declared && declared.frames > 0 && decoded.samples.length !== declared.frames) {
     throw new GimError(
       'invalid_data',
@@ -175,15 +180,42 @@ function decoderFor(format: AudioFormat, payload: Uint8Array): () => Promise<Str
   return decode.oga;
 }
 
+/** Where the chunk that starts at `from` ends: CHUNK_BYTES on, at most the end of `payload`. */
+type ChunkEnd = (payload: Uint8Array, from: number) => number;
+
+const plainChunkEnd: ChunkEnd = (payload, from) => Math.min(payload.length, from + CHUNK_BYTES);
+
+/** How far past CHUNK_BYTES a FLAC chunk may reach for the next sync code. */
+const FLAC_SYNC_REACH = 4096;
+
 /**
- * Feeds the decoder CHUNK_BYTES at a time, mixing each decoded block down to mono as it arrives
- * (mpg123 switches between one and two channels mid-stream), and stops once the audio is longer
- * than `maxSeconds`.
+ * A chunk end that cuts no FLAC frame header in two. @audio/decode-flac 1.3.5 finds frames by
+ * their sync code as the bytes arrive, and a header whose first bytes end one chunk is passed over
+ * when the next arrives: its frame is merged into the one before and lost (the last, partial
+ * block of a 107,475-sample clip, which the declared length then refuses). So a chunk ends just
+ * before the first sync code (0xFFF8 or 0xFFF9) at or after CHUNK_BYTES, where a frame starts
+ * whole in the next chunk; with none within FLAC_SYNC_REACH, at the end of that sync-free stretch,
+ * which no header can straddle. Chunks stay bounded (a chunk of tiny frames is a decompression
+ * bomb that the duration check must see in pieces).
+ */
+const flacChunkEnd: ChunkEnd = (payload, from) => {
+  const limit = Math.min(payload.length, from + CHUNK_BYTES + FLAC_SYNC_REACH);
+  for (let i = from + CHUNK_BYTES; i < limit; i++) {
+    if (payload[i] === 0xff && ((payload[i + 1] ?? 0) & 0xfe) === 0xf8) return i;
+  }
+  return limit;
+};
+
+/**
+ * Feeds the decoder a chunk of about CHUNK_BYTES at a time (cut by `chunkEnd`), mixing each
+ * decoded block down to mono as it arrives (mpg123 switches between one and two channels
+ * mid-stream), and stops once the audio is longer than `maxSeconds`.
  */
 async function decodeMono(
   payload: Uint8Array,
   createDecoder: () => Promise<StreamDecoder>,
   maxSeconds: number,
+  chunkEnd: ChunkEnd,
 ): Promise<{ samples: Float32Array; rate: number; channels: number }> {
   const blocks: Float32Array[] = [];
   let frames = 0;
@@ -218,8 +250,10 @@ async function decodeMono(
   }
   let finished = false;
   try {
-    for (let offset = 0; offset < payload.length; offset += CHUNK_BYTES) {
-      take(await dec(payload.subarray(offset, offset + CHUNK_BYTES)));
+    for (let offset = 0; offset < payload.length;) {
+      const end = chunkEnd(payload, offset);
+      take(await dec(payload.subarray(offset, end)));
+      offset = end;
     }
     finished = true; // dec() flushes and frees, also when it throws
     take(await dec());

@@ -7,6 +7,7 @@ import { inflateSync } from 'node:zlib';
 import pngjs from 'pngjs';
 import sharp, { type OutputInfo } from 'sharp';
 import { GimError } from '../errors.js';
+import { imageTruncation } from './image-end.js';
 
 export interface DecodeImageOptions {
   height: number;
@@ -121,7 +122,7 @@ function inlinePng(bytes: Uint8Array, opts: DecodeImageOptions): InlinePng | und
     if (type === 'IEND') return pngChannels && idat.length > 0 ? { idat, pngChannels } : undefined;
     at = end;
   }
-  return undefined; // truncated, or no IEND: sharp says what is wrong
+  return undefined; // cut short, or no IEND: refused by decodeImage before it gets here
 }
 
 /**
@@ -176,13 +177,18 @@ export async function decodeImage(
       'not a supported image format (expected PNG, JPEG, WebP, GIF, TIFF or AVIF)',
     );
   }
+  // Before either path: the inline one sees no IEND and hands over to sharp, which decodes it.
+  const truncated = imageTruncation(bytes, format);
+  if (truncated !== undefined) throw new GimError('invalid_data', truncated);
   const inline = opts.inlinePng === false ? undefined : inlinePng(bytes, opts);
   if (inline !== undefined) {
     const pixels = decodeInlinePng(bytes, inline, opts);
     if (pixels !== undefined) return pixels;
   }
 
-  let pipeline = sharp(bytes, { limitInputPixels: maxPixels, autoOrient: true })
+  // failOn 'warning' (sharp's default, kept on purpose): libjpeg's warning of a missing EOI or a
+  // scan cut short is what makes a truncated JPEG an error rather than grey rows.
+  let pipeline = sharp(bytes, { limitInputPixels: maxPixels, autoOrient: true, failOn: 'warning' })
     .resize(width, height, { fit: 'fill' })
     .flatten({ background: '#000000' });
   pipeline = channels === 1 ? pipeline.greyscale() : pipeline.toColourspace('srgb');
