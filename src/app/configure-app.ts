@@ -65,9 +65,20 @@ async function configureApp(app: NestFastifyApplication, config: AppConfig): Pro
       .setTitle('gim-serve')
       .setDescription(
         'Greedy InfoMax embeddings of images and audio at any layer of any stack version, with dynamic ' +
-          'batching in an inference worker. Errors are `{"error": message, "error_type": code}`.',
+          'batching in an inference worker. Errors are `{"error": message, "error_type": code}`, ' +
+          'on every route and beside them: a path no route serves is a 404 `not_found` (405 ' +
+          '`method_not_allowed` with `Allow` when another method is served there), a malformed ' +
+          'request or URL a 400 `bad_request`, a request line and headers over 16 KiB a 431 ' +
+          '`too_large`, a request that does not arrive in time a 408 `request_timeout`.',
       )
       .setVersion('1')
+      // Relative: the document is right behind any host, port or path prefix it is served at.
+      .addServer('/', 'this server')
+      // The admin routes' `Authorization: Bearer <ADMIN_TOKEN>` (ApiBearerAuth names it `bearer`).
+      .addBearerAuth(
+        { type: 'http', scheme: 'bearer', bearerFormat: 'opaque', description: 'ADMIN_TOKEN' },
+        'bearer',
+      )
       .build(),
   );
 

@@ -100,7 +100,7 @@ export function shapeServerAnswers(server: Server): void {
       new HttpException('CONNECT is not served: this is not a proxy (use GET, HEAD or POST)', 405),
     );
     socket.on('error', () => undefined);
-    socket.end(rawResponse(error, { allow: 'GET, HEAD, POST' }));
+    socket.end(rawResponse(error, { allow: 'GET, HEAD, POST' }), () => socket.destroy());
   });
 }
 
