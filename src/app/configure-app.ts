@@ -3,8 +3,16 @@ import { NestFactory } from '@nestjs/core';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import multipart from '@fastify/multipart';
+import { maxHeaderSize } from 'node:http';
 import type { AppConfig } from './config.js';
 import { Lifecycle } from './lifecycle/lifecycle.service.js';
+import {
+  clientErrorHandler,
+  frameworkErrors,
+  requireHost,
+  shapeServerAnswers,
+  unmatchedRoutes,
+} from './errors/framework-errors.js';
 import { MULTIPART_LIMITS } from './embeddings/multipart.interceptor.js';
 import { requestMetrics } from './metrics/request-metrics.hook.js';
 import { MetricsService } from './metrics/metrics.service.js';
@@ -30,7 +38,13 @@ export async function createApp(
     // ignoreTrailingSlash: `/v1/models/` is `/v1/models`, as it was under Express.
     new FastifyAdapter({
       bodyLimit: config.maxBodyBytes,
-      routerOptions: { ignoreTrailingSlash: true },
+      // maxParamLength: find-my-way answers a longer path segment with a 414 of its own; as long
+      // as the headers may be, every name reaches the service's checks (a 400 naming the limit).
+      routerOptions: { ignoreTrailingSlash: true, maxParamLength: maxHeaderSize },
+      // What Fastify and Node would answer on their own, in the service's error shape.
+      frameworkErrors,
+      clientErrorHandler,
+      http: { requireHostHeader: false },
       // Shutdown (main.ts): requests that reach the server while the listener closes are still
       // served (they were sent before the signal, or on a connection opened before it), each
       // answered with `Connection: close`; idle connections are closed by main.ts, a moment
@@ -51,9 +65,20 @@ async function configureApp(app: NestFastifyApplication, config: AppConfig): Pro
       .setTitle('gim-serve')
       .setDescription(
         'Greedy InfoMax embeddings of images and audio at any layer of any stack version, with dynamic ' +
-          'batching in an inference worker. Errors are `{"error": message, "error_type": code}`.',
+          'batching in an inference worker. Errors are `{"error": message, "error_type": code}`, ' +
+          'on every route and beside them: a path no route serves is a 404 `not_found` (405 ' +
+          '`method_not_allowed` with `Allow` when another method is served there), a malformed ' +
+          'request or URL a 400 `bad_request`, a request line and headers over 16 KiB a 431 ' +
+          '`too_large`, a request that does not arrive in time a 408 `request_timeout`.',
       )
       .setVersion('1')
+      // Relative: the document is right behind any host, port or path prefix it is served at.
+      .addServer('/', 'this server')
+      // The admin routes' `Authorization: Bearer <ADMIN_TOKEN>` (ApiBearerAuth names it `bearer`).
+      .addBearerAuth(
+        { type: 'http', scheme: 'bearer', bearerFormat: 'opaque', description: 'ADMIN_TOKEN' },
+        'bearer',
+      )
       .build(),
   );
 
@@ -70,6 +95,9 @@ async function configureApp(app: NestFastifyApplication, config: AppConfig): Pro
     if (lifecycle.closing) void reply.header('connection', 'close');
     done();
   });
+  fastify.addHook('onRequest', requireHost);
+  fastify.addHook('onRequest', unmatchedRoutes(routes));
+  shapeServerAnswers(app.getHttpServer());
 
   // A body reaches a route as parsed JSON, or as a Buffer read within the body limit: a raw item
   // of a media type the service decodes (RAW_MEDIA_TYPES), or any other type, which the route

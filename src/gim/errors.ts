@@ -39,23 +39,3 @@ export function isGimError(e: unknown): e is GimError {
   return e instanceof GimError;
 }
 
-/** At most this many characters of a caller's value are quoted back in a message. */
-const QUOTE_CHARS = 32;
-
-/**
- * A caller's value for an error message: JSON (control characters and lone surrogates escaped),
- * cut to QUOTE_CHARS with `...`: enough to see which value was wrong, never a request echoed back
- * whole. `"abc"`, `[1,2]`, `"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx..."`.
- */
-export function quoteValue(value: unknown): string {
-  let json: string;
-  try {
-    // A long string is cut before JSON.stringify, which escapes a surrogate half left at the cut.
-    const short = typeof value === 'string' ? value.slice(0, QUOTE_CHARS + 2) : value;
-    json = JSON.stringify(short) ?? String(value);
-  } catch {
-    json = typeof value; // a BigInt or a cycle: never from JSON
-  }
-  const chars = Array.from(json); // by code point: no pair is cut in two
-  return chars.length > QUOTE_CHARS + 2 ? `${chars.slice(0, QUOTE_CHARS + 1).join('')}...` : json;
-}

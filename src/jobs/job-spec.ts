@@ -8,6 +8,7 @@
 import { realpath, stat } from 'node:fs/promises';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
 import { GimError } from '../gim/errors.js';
+import { quoteInput } from '../gim/quote-input.js';
 import { NAME_RE } from '../gim/store/versioned-dir.js';
 import { JOB_KINDS, type JobKind } from './job-record.js';
 
@@ -167,7 +168,7 @@ export async function planJob(body: unknown, opts: JobPlanOptions): Promise<JobP
   if (!isObject(body)) bad('the body must be a JSON object: {"kind", "model", "spec": {...}}');
   const top = body as Record<string, unknown>;
   for (const key of Object.keys(top))
-    if (!TOP_LEVEL.includes(key)) bad(`unknown field ${quote(key)}: use ${TOP_LEVEL.join(', ')}`);
+    if (!TOP_LEVEL.includes(key)) bad(`unknown field ${quoteInput(key)}: use ${TOP_LEVEL.join(', ')}`);
   const kind = top.kind;
   if (typeof kind !== 'string' || !(JOB_KINDS as readonly string[]).includes(kind))
     bad(`"kind" must be one of ${JOB_KINDS.join(', ')}`);
@@ -230,7 +231,7 @@ async function commandArgs(
   ];
   for (const key of Object.keys(fields))
     if (!allowed.includes(key))
-      bad(`unknown field ${quote(`spec.${key}`)}: use ${allowed.join(', ')}`);
+      bad(`unknown field ${quoteInput(`spec.${key}`)}: use ${allowed.join(', ')}`);
   for (const key of shape.required) if (fields[key] === undefined) bad(`"spec.${key}" is required`);
 
   let modelArg = model;
@@ -329,7 +330,7 @@ export async function confineDataPath(
     await stat(full);
     real = await realpath(full);
   } catch {
-    return bad(`"${field}": no dataset ${quote(value)} under the data root`);
+    return bad(`"${field}": no dataset ${quoteInput(value)} under the data root`);
   }
   let realRoot = root;
   try {
@@ -344,13 +345,4 @@ export async function confineDataPath(
 function inside(root: string, path: string): boolean {
   const rel = relative(root, path);
   return rel === '' || (!rel.startsWith(`..${sep}`) && rel !== '..' && !isAbsolute(rel));
-}
-
-/** User input in a message: JSON-quoted, control characters escaped, at most 64 characters. */
-export function quote(text: string): string {
-  const cut = text.length > 64 ? `${text.slice(0, 64)}…` : text;
-  return JSON.stringify(cut).replace(
-    /[\u007f-\uffff]/g,
-    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
-  );
 }

@@ -22,6 +22,11 @@ import { EncoderStack, visionModuleConfigs } from '../../src/gim/encoders/encode
 import { defaultAudioAdapter } from '../../src/gim/modality/audio.js';
 import { defaultImageAdapter } from '../../src/gim/modality/image.js';
 import { StackStore } from '../../src/gim/store/stack-store.js';
+import {
+  type OpenApiDocument,
+  OpenApiContract,
+  type RecordedResponse,
+} from '../helpers/openapi-contract.js';
 import { untrainedDraft } from '../helpers/stack-draft.js';
 import { InferenceClient } from '../../src/inference/inference-client.js';
 
@@ -105,9 +110,51 @@ export async function bootApp(
         }
       }
     });
+  recordAnswers(app);
   await app.init();
   await app.getHttpAdapter().getInstance().ready();
   return { app, routes, server: app.getHttpServer() as Server, config };
+}
+
+/**
+ * Records every answer of the app, and makes `app.close()` fail when one of them is not what
+ * the served OpenAPI document says (status, content type, JSON body): every e2e test that boots
+ * the app holds the document to the answers it saw, without asking.
+ */
+function recordAnswers(app: NestFastifyApplication): void {
+  const recorded: RecordedResponse[] = [];
+  const fastify = app.getHttpAdapter().getInstance();
+  fastify.addHook('onSend', async (req, reply, payload) => {
+    const url = req.routeOptions.url;
+    if (url?.startsWith('/docs') || req.url.startsWith('/docs')) return payload; // the document itself
+    recorded.push({
+      method: req.method,
+      route: req.is404 || url === undefined ? undefined : url.replace(/:(\w+)/g, '{$1}'),
+      url: req.url.length > 120 ? `${req.url.slice(0, 120)}...` : req.url,
+      status: reply.statusCode,
+      contentType: reply.getHeader('content-type')?.toString(),
+      body: typeof payload === 'string' || Buffer.isBuffer(payload) ? payload : undefined,
+    });
+    return payload;
+  });
+  // Nest's application proxy drops assignments (so define the property), and its `close` looks
+  // the method up at each call (so take the prototype's).
+  const prototype = Object.getPrototypeOf(app) as { close: () => Promise<void> };
+  const close = (): Promise<void> => prototype.close.call(app);
+  let checked = false;
+  Object.defineProperty(app, 'close', {
+    configurable: true,
+    value: async (): Promise<void> => {
+      if (checked) return close();
+      checked = true;
+      // Asked for at the end, without a socket: no request of the test's is counted beside it.
+      const document = (await fastify.inject({ url: '/docs-json' })).json<OpenApiDocument>();
+      await close();
+      const contract = new OpenApiContract(document);
+      for (const r of recorded) contract.record(r);
+      assert.deepEqual(contract.problems(), [], 'answers the OpenAPI document does not describe');
+    },
+  });
 }
 
 /** Polls /health/ready until 200 (and asserts it comes). */

@@ -12,6 +12,7 @@ import type { HeadManifest } from '../../gim/store/head-manifest.js';
 import { AdminTokenGuard } from '../admin/admin-token.guard.js';
 import { ApiErrors } from '../errors/api-errors.decorator.js';
 import { ClientSignal } from '../http/client-signal.decorator.js';
+import { JsonBody } from '../http/json-body.decorator.js';
 import { ClassifierTrainer, type ProbeReport } from './classifier-trainer.js';
 import {
   HeadManifestDto,
@@ -40,9 +41,10 @@ export class AdminClassifiersController {
       'on the server, admin routes answer 404.',
   })
   @ApiParam({ name: 'name', description: 'Stack name', example: 'fashion-gim' })
+  @JsonBody()
   @ApiBody({ type: TrainHeadBodyDto })
   @ApiCreatedResponse({ type: HeadManifestDto, description: 'The published head manifest' })
-  @ApiErrors(400, 401, 404, 409, 422, 499, 504)
+  @ApiErrors(400, 401, 404, 409, 413, 415, 422, 499, 504)
   train(
     @Param('name') name: string,
     @Body() body: unknown,
@@ -63,12 +65,13 @@ export class AdminClassifiersController {
       'minutes, one admin job at a time, 409 meanwhile); needs the admin bearer token.',
   })
   @ApiParam({ name: 'name', description: 'Stack name', example: 'fashion-gim' })
+  @JsonBody()
   @ApiBody({ type: ProbeBodyDto })
   @ApiOkResponse({
     type: ProbeReportDto,
     description: 'Accuracy per layer and pooling, and the best',
   })
-  @ApiErrors(400, 401, 404, 409, 422, 499, 504)
+  @ApiErrors(400, 401, 404, 409, 413, 415, 422, 499, 504)
   probe(
     @Param('name') name: string,
     @Body() body: unknown,

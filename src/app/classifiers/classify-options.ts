@@ -1,5 +1,6 @@
-import { GimError, quoteValue } from '../../gim/errors.js';
+import { GimError } from '../../gim/errors.js';
 import { type OptionSource, parseEmbedOptions } from '../embeddings/embedding-options.js';
+import { quoteInput } from '../../gim/quote-input.js';
 
 /** The options of a classify request, from the query string, JSON fields or multipart fields. */
 export const CLASSIFY_OPTION_NAMES = ['version', 'label', 'head_version', 'top_k'] as const;
@@ -33,14 +34,14 @@ export function parseClassifyOptions(sources: OptionSource[]): ClassifyOptions {
         if (before !== undefined) {
           throw new GimError(
             'invalid_argument',
-            `option "${key}" is given in both the ${before.where} and the ${where}: give it once`,
+            `option ${quoteInput(key)} is given in both the ${before.where} and the ${where}: give it once`,
           );
         }
         own.set(key, { where, value });
       } else if (!(CLASSIFY_OPTION_NAMES as readonly string[]).includes(key)) {
         throw new GimError(
           'invalid_argument',
-          `unknown option ${quoteValue(key)} in the ${where}: use ${CLASSIFY_OPTION_NAMES.join(', ')}`,
+          `unknown option ${quoteInput(key)} in the ${where}: use ${CLASSIFY_OPTION_NAMES.join(', ')}`,
         );
       } else {
         rest[key] = value;
@@ -63,7 +64,7 @@ function parseHeadSelector(value: unknown): string {
   if (typeof text !== 'string' || !HEAD_SELECTOR_RE.test(text)) {
     throw new GimError(
       'invalid_argument',
-      `bad head_version ${quoteValue(value)}: a version number or a label (such as stable)`,
+      `bad head_version ${quoteInput(value)}: a version number or a label (such as stable)`,
     );
   }
   return text;
@@ -75,7 +76,7 @@ function parseTopK(value: unknown): number {
   if (!ok || !Number.isSafeInteger(n) || n < 1) {
     throw new GimError(
       'invalid_argument',
-      `bad top_k ${quoteValue(value)}: a positive integer (capped at the class count)`,
+      `bad top_k ${quoteInput(value)}: a positive integer (capped at the class count)`,
     );
   }
   return n;

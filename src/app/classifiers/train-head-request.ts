@@ -1,4 +1,5 @@
 import { GimError } from '../../gim/errors.js';
+import { quoteInput } from '../../gim/quote-input.js';
 
 /**
  * Bodies of the admin routes that run a `gim` command, checked for shape and turned into its
@@ -66,14 +67,17 @@ export function commandArgs(spec: CommandBody, model: string, body: unknown): st
   const allowed = [...Object.keys(spec.fields), ...ENCODER, ...(spec.labels ? ['labels'] : [])];
   for (const key of Object.keys(fields))
     if (!allowed.includes(key))
-      throw new GimError('invalid_argument', `unknown field "${key}": use ${allowed.join(', ')}`);
+      throw new GimError(
+        'invalid_argument',
+        `unknown field ${quoteInput(key)}: use ${allowed.join(', ')}`,
+      );
   for (const key of spec.required)
     if (fields[key] === undefined) throw new GimError('invalid_argument', `"${key}" is required`);
   if (fields.version !== undefined && fields.label !== undefined)
     throw new GimError('invalid_argument', 'give either version or label, not both');
   const encoder = fields.version ?? fields.label;
   if (encoder !== undefined && !SELECTOR_RE.test(String(encoder)))
-    throw new GimError('invalid_argument', `bad stack version or label ${JSON.stringify(encoder)}`);
+    throw new GimError('invalid_argument', `bad stack version or label ${quoteInput(encoder)}`);
 
   // `--flag=value`: a value starting with '-' stays a value.
   const args = [`--model=${encoder === undefined ? model : `${model}@${String(encoder)}`}`];

@@ -1,7 +1,9 @@
 import type { FastifyRequest } from 'fastify';
 import { GimError } from '../../gim/errors.js';
+import { mediaTypeOf } from '../http/media-type.js';
 import { RAW_MEDIA_TYPES } from './input-decoders.js';
 import { multipartBody } from './multipart.interceptor.js';
+import { quoteInput } from '../../gim/quote-input.js';
 
 /** The encoded items of an embedding request and the options its body carries. */
 export interface EncodedInputs {
@@ -14,13 +16,6 @@ export interface EncodedInputs {
 }
 
 const ACCEPTED = `${RAW_MEDIA_TYPES.join(', ')} (one item), multipart/form-data or application/json`;
-
-/** The media type of a Content-Type header, lower-cased, without parameters; '' when absent. */
-export function mediaTypeOf(req: FastifyRequest): string {
-  const header = req.headers['content-type'] ?? '';
-  const semicolon = header.indexOf(';');
-  return (semicolon === -1 ? header : header.slice(0, semicolon)).trim().toLowerCase();
-}
 
 /**
  * Reads the items of a request whose body the parsers have seen: a raw Buffer for the media types
@@ -52,7 +47,7 @@ export function readEncodedInputs(req: FastifyRequest, maxItems: number): Encode
   const given = req.headers['content-type'];
   throw new GimError(
     'unsupported_media',
-    `${given ? `Content-Type ${given} is not supported` : 'no Content-Type'}: send ${ACCEPTED}`,
+    `${given ? `Content-Type ${quoteInput(given)} is not supported` : 'no Content-Type'}: send ${ACCEPTED}`,
   );
 }
 

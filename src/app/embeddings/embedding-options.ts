@@ -1,5 +1,6 @@
 import { type Pooling, parsePooling } from '../../gim/encoders/pooling.js';
-import { GimError, quoteValue } from '../../gim/errors.js';
+import { GimError } from '../../gim/errors.js';
+import { quoteInput } from '../../gim/quote-input.js';
 
 /**
  * The options of an embedding request, from the query string, JSON body fields, multipart text
@@ -42,14 +43,14 @@ export function parseEmbedOptions(
       if (!(allowed as readonly string[]).includes(key)) {
         throw new GimError(
           'invalid_argument',
-          `unknown option ${quoteValue(key)} in the ${where}: use ${allowed.join(', ')}`,
+          `unknown option ${quoteInput(key)} in the ${where}: use ${allowed.join(', ')}`,
         );
       }
       const before = seen.get(key);
       if (before !== undefined) {
         throw new GimError(
           'invalid_argument',
-          `option "${key}" is given in both the ${before} and the ${where}: give it once`,
+          `option ${quoteInput(key)} is given in both the ${before} and the ${where}: give it once`,
         );
       }
       seen.set(key, where);
@@ -106,7 +107,7 @@ export function parseLayerOption(value: unknown): LayerSelector[] | 'all' {
     const n = typeof text === 'number' ? text : typeof text === 'string' ? Number(text) : NaN;
     const ok =
       Number.isSafeInteger(n) && n >= 1 && (typeof text === 'number' || /^\d+$/.test(String(text)));
-    if (!ok) throw new GimError('invalid_argument', `bad layer ${quoteValue(part)}: ${LAYER_HELP}`);
+    if (!ok) throw new GimError('invalid_argument', `bad layer ${quoteInput(part)}: ${LAYER_HELP}`);
     return n;
   });
 }
@@ -116,7 +117,7 @@ function parseVersion(value: unknown): string {
   if (!/^[1-9][0-9]{0,8}$/.test(text)) {
     throw new GimError(
       'invalid_argument',
-      `bad version ${quoteValue(value)}: a version is a positive integer (use label for a label)`,
+      `bad version ${quoteInput(value)}: a version is a positive integer (use label for a label)`,
     );
   }
   return text;
@@ -127,7 +128,7 @@ function parseLabel(value: unknown): string {
   if (!LABEL_RE.test(text)) {
     throw new GimError(
       'invalid_argument',
-      `bad label ${quoteValue(value)}: 1-32 of a-z 0-9 _ - starting with a letter`,
+      `bad label ${quoteInput(value)}: 1-32 of a-z 0-9 _ - starting with a letter`,
     );
   }
   return text;
@@ -137,7 +138,7 @@ function parseBoolean(name: string, value: unknown): boolean {
   if (typeof value === 'boolean') return value;
   if (value === 'true') return true;
   if (value === 'false') return false;
-  throw new GimError('invalid_argument', `bad ${name} ${quoteValue(value)}: use true or false`);
+  throw new GimError('invalid_argument', `bad ${name} ${quoteInput(value)}: use true or false`);
 }
 
 function single(name: string, value: unknown): string {

@@ -7,8 +7,9 @@ import {
 } from '@nestjs/common';
 import type { FastifyRequest } from 'fastify';
 import type { Observable } from 'rxjs';
-import { GimError, quoteValue } from '../../gim/errors.js';
+import { GimError } from '../../gim/errors.js';
 import { APP_CONFIG, type AppConfig } from '../config.js';
+import { quoteInput } from '../../gim/quote-input.js';
 
 /** Text fields (options) a multipart body may carry besides its files, and their size. */
 export const MULTIPART_LIMITS = { fields: 16, fieldBytes: 1024 } as const;
@@ -59,7 +60,7 @@ export class MultipartInterceptor implements NestInterceptor {
           } else if (part.valueTruncated) {
             throw new GimError(
               'invalid_argument',
-              `text field ${quoteValue(part.fieldname)} is longer than ${MULTIPART_LIMITS.fieldBytes} bytes`,
+              `text field ${quoteInput(part.fieldname)} is longer than ${MULTIPART_LIMITS.fieldBytes} bytes`,
             );
           } else {
             body.fields[part.fieldname] = String(part.value);

@@ -14,11 +14,14 @@ export class ErrorBodyDto {
       'bad_request',
       'unauthorized',
       'not_found',
+      'method_not_allowed',
+      'request_timeout',
       'conflict',
       'precondition_failed',
       'precondition_required',
       'too_large',
       'unsupported_media',
+      'expectation_failed',
       'invalid_data',
       'overloaded',
       'cancelled',
@@ -35,7 +38,7 @@ export class ErrorBodyDto {
 
 /** What each status means on this API; a route lists the ones it can answer. */
 const ERROR_DESCRIPTIONS: Record<number, string> = {
-  400: 'Bad option or input (`invalid_argument`, `bad_request`)',
+  400: 'Bad option or input (`invalid_argument`), or a malformed request (`bad_request`)',
   401: 'Admin route without a valid `Authorization: Bearer <ADMIN_TOKEN>` (`unauthorized`)',
   404: 'Unknown model, version, label, layer or head (`not_found`); admin routes: ADMIN_TOKEN unset',
   409:
@@ -58,27 +61,32 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   504: 'The request timed out in the batch queue or the worker (`timeout`)',
 };
 
-/** Documents the error responses of a route, each with the `{error, error_type}` body. */
+/**
+ * Documents the error responses of a route, each with the `{error, error_type}` body. Every
+ * route can answer 400 (a malformed request: no Host header, say) and 500.
+ */
 export function ApiErrors(...statuses: number[]): MethodDecorator & ClassDecorator {
   const schema = { $ref: getSchemaPath(ErrorBodyDto) };
   return applyDecorators(
     ApiExtraModels(ErrorBodyDto),
-    ...[...new Set([...statuses, 500])].map((status) =>
-      ApiResponse({
-        status,
-        description: ERROR_DESCRIPTIONS[status] ?? 'Error',
-        content: { 'application/json': { schema } },
-        ...(status === 429
-          ? {
-              headers: {
-                'Retry-After': {
-                  description: 'Seconds to wait before retrying',
-                  schema: { type: 'integer', minimum: 1 },
+    ...[...new Set([400, ...statuses, 500])]
+      .sort((a, b) => a - b)
+      .map((status) =>
+        ApiResponse({
+          status,
+          description: ERROR_DESCRIPTIONS[status] ?? 'Error',
+          content: { 'application/json': { schema } },
+          ...(status === 429
+            ? {
+                headers: {
+                  'Retry-After': {
+                    description: 'Seconds to wait before retrying',
+                    schema: { type: 'integer', minimum: 1 },
+                  },
                 },
-              },
-            }
-          : {}),
-      }),
-    ),
+              }
+            : {}),
+        }),
+      ),
   );
 }

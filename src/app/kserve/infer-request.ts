@@ -1,4 +1,4 @@
-import { GimError, quoteValue } from '../../gim/errors.js';
+import { GimError } from '../../gim/errors.js';
 import {
   type EmbedOptions,
   type LayerSelector,
@@ -6,6 +6,7 @@ import {
   parseEmbedOptions,
 } from '../embeddings/embedding-options.js';
 import type { TensorInput } from '../embeddings/input-decoders.js';
+import { quoteInput } from '../../gim/quote-input.js';
 
 /** A KServe v2 inference request, checked against one stack's input. */
 export interface InferRequest {
@@ -43,10 +44,7 @@ export function parseInferRequest(
     (k) => !['id', 'inputs', 'parameters', 'outputs'].includes(k),
   );
   if (extra.length > 0)
-    throw bad(
-      `unknown field ${extra.slice(0, 3).map(quoteValue).join(', ')}${extra.length > 3 ? ', ...' : ''}: ` +
-        'use id, inputs, parameters, outputs',
-    );
+    throw bad(`unknown field ${quoteInput(extra.join(', '))}: use id, inputs, parameters, outputs`);
   if (id !== undefined && typeof id !== 'string') throw bad('"id" must be a string');
 
   if (!Array.isArray(inputs) || inputs.length !== 1) {
@@ -63,7 +61,7 @@ export function parseInferRequest(
     !shape.every((d) => Number.isSafeInteger(d) && (d as number) >= 1) ||
     shape.slice(1).some((d, i) => (itemShape[i] as number) >= 0 && d !== itemShape[i])
   ) {
-    throw bad(`inputs[0].shape must be ${expected}, got ${quoteValue(shape)}`);
+    throw bad(`inputs[0].shape must be ${expected}, got ${quoteInput(shape)}`);
   }
   const n = shape[0] as number;
   if (n > maxItems) {
@@ -93,7 +91,7 @@ function outputLayers(outputs: unknown): LayerSelector[] {
     const name = object(output, `outputs[${i}]`).name;
     const match = typeof name === 'string' ? OUTPUT_RE.exec(name) : null;
     if (match === null)
-      throw bad(`outputs[${i}].name must be "layer_<k>", got ${quoteValue(name)}`);
+      throw bad(`outputs[${i}].name must be "layer_<k>", got ${quoteInput(name)}`);
     return Number(match[1]);
   });
 }

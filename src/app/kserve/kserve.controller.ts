@@ -2,6 +2,7 @@ import { Body, Controller, Get, HttpCode, Param, Post } from '@nestjs/common';
 import { ApiBody, ApiOkResponse, ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
 import { ApiErrors } from '../errors/api-errors.decorator.js';
 import { ClientSignal } from '../http/client-signal.decorator.js';
+import { JsonBody } from '../http/json-body.decorator.js';
 import {
   InferRequestDto,
   InferResponseDto,
@@ -91,6 +92,7 @@ export class KserveController {
     summary: 'Embeddings of images (FP32 pixels) or audio (FP32 samples), default version',
   })
   @NAME
+  @JsonBody()
   @ApiBody({ type: InferRequestDto })
   @ApiOkResponse({ type: InferResponseDto })
   @ApiErrors(400, 404, 413, 415, 422, 429, 499, 503, 504)
@@ -109,6 +111,7 @@ export class KserveController {
   })
   @NAME
   @VERSION
+  @JsonBody()
   @ApiBody({ type: InferRequestDto })
   @ApiOkResponse({ type: InferResponseDto })
   @ApiErrors(400, 404, 413, 415, 422, 429, 499, 503, 504)

@@ -33,6 +33,14 @@ export class RouteTable {
     const trimmed = path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path;
     return this.routes.find((r) => r.method === wanted && r.regex.test(trimmed))?.pattern;
   }
+
+  /** The methods some route serves on a path (HEAD with GET), for a 405's `Allow`. */
+  methodsAt(path: string): string[] {
+    const trimmed = path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path;
+    const methods = new Set(this.routes.filter((r) => r.regex.test(trimmed)).map((r) => r.method));
+    if (methods.has('GET')) methods.add('HEAD');
+    return [...methods].sort();
+  }
 }
 
 function patternRegex(pattern: string): RegExp {

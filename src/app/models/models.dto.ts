@@ -1,4 +1,4 @@
-import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { ApiProperty, type ApiPropertyOptions, ApiPropertyOptional } from '@nestjs/swagger';
 import { POOLINGS } from '../../gim/encoders/pooling.js';
 
 const LABELS_SCHEMA = {
@@ -100,12 +100,25 @@ export class LayerDto {
   frame_rate_hz?: number;
 }
 
-export class ParentDto {
-  @ApiProperty()
-  version!: number;
-  @ApiProperty({ description: 'First module retrained; the ones below are the parent’s' })
-  from_module!: number;
-}
+/**
+ * Inline rather than a `$ref`: OpenAPI 3.0 has no nullable reference (`nullable` beside an
+ * `allOf` does not admit null, and strict validators refuse `null` for it).
+ */
+const PARENT_SCHEMA: ApiPropertyOptions = {
+  type: 'object',
+  nullable: true,
+  description: 'The version this one was retrained from, or null',
+  required: ['version', 'from_module'],
+  selfRequired: true,
+  properties: {
+    version: { type: 'integer', example: 1 },
+    from_module: {
+      type: 'integer',
+      description: 'First module retrained; the ones below are the parent’s',
+      example: 3,
+    },
+  },
+};
 
 export class VersionDto extends ModelSummaryDto {
   @ApiProperty({ example: 1 })
@@ -120,8 +133,8 @@ export class VersionDto extends ModelSummaryDto {
   @ApiProperty({ format: 'date-time' })
   created_at!: string;
 
-  @ApiPropertyOptional({ type: ParentDto, nullable: true })
-  parent!: ParentDto | null;
+  @ApiProperty(PARENT_SCHEMA)
+  parent!: { version: number; from_module: number } | null;
 
   @ApiProperty({ type: [LayerDto] })
   layers!: LayerDto[];

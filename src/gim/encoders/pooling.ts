@@ -1,4 +1,5 @@
-import { GimError, quoteValue } from '../errors.js';
+import { GimError } from '../errors.js';
+import { quoteInput } from '../quote-input.js';
 
 /**
  * How a layer's patch grid [n, rows, cols, C] becomes one vector per item.
@@ -16,7 +17,7 @@ export function parsePooling(value: string): Pooling {
   if ((POOLINGS as readonly string[]).includes(value)) return value as Pooling;
   throw new GimError(
     'invalid_argument',
-    `unknown pooling ${quoteValue(value)}: use one of ${POOLINGS.join(', ')}`,
+    `unknown pooling ${quoteInput(value)}: use one of ${POOLINGS.join(', ')}`,
   );
 }
 

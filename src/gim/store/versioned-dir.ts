@@ -13,6 +13,7 @@ import {
   type LabelMove,
   type LabelMoveMeta,
 } from './label-history.js';
+import { quoteInput } from '../quote-input.js';
 
 export const NAME_RE = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 export const LABEL_RE = /^[a-z][a-z0-9_-]{0,31}$/;
@@ -366,7 +367,7 @@ export function parseRef(
   if (selector !== undefined && !VERSION_RE.test(selector) && !LABEL_RE.test(selector)) {
     throw new GimError(
       'invalid_argument',
-      `'${ref}' is not a ${kind} reference (name, name@<version> or name@<label>)`,
+      `${quoteInput(ref)} is not a ${kind} reference (name, name@<version> or name@<label>)`,
     );
   }
   return { name, selector };
@@ -376,7 +377,7 @@ export function checkName(name: string, kind: string): void {
   if (!NAME_RE.test(name)) {
     throw new GimError(
       'invalid_argument',
-      `bad ${kind} name '${name}': use 1-64 of a-z 0-9 . _ - starting with a letter or digit`,
+      `bad ${kind} name ${quoteInput(name)}: use 1-64 of a-z 0-9 . _ - starting with a letter or digit`,
     );
   }
 }
@@ -385,7 +386,7 @@ export function checkLabel(label: string): void {
   if (!LABEL_RE.test(label)) {
     throw new GimError(
       'invalid_argument',
-      `bad label '${label}': use 1-32 of a-z 0-9 _ - starting with a letter`,
+      `bad label ${quoteInput(label)}: use 1-32 of a-z 0-9 _ - starting with a letter`,
     );
   }
 }
