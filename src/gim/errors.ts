@@ -38,4 +38,3 @@ export class GimError extends Error {
 export function isGimError(e: unknown): e is GimError {
   return e instanceof GimError;
 }
-

@@ -471,7 +471,7 @@ export class JobController {
         if (job.status === 'starting')
           next = await this.move(next, 'running', { message: 'training' });
         if (type === 'progress') {
-          const progress = { ...(fields as unknown as JobProgress), at: t };
+          const progress = progressOf(fields, t);
           next = { ...next, progress };
           this.hook(() => this.options.hooks?.onProgress?.(next, progress));
           // The last step is done: what follows is publishing the version.
@@ -633,6 +633,33 @@ export class JobController {
     );
     return run;
   }
+}
+
+/** The progress fields the job record keeps from a trainer's `progress` event. */
+function progressOf(fields: Record<string, unknown>, at: string): JobProgress {
+  const num = (key: string): number =>
+    typeof fields[key] === 'number' ? (fields[key] as number) : 0;
+  const losses = Array.isArray(fields.losses)
+    ? fields.losses.map((l) => (typeof l === 'number' ? l : null))
+    : [];
+  return {
+    phase: num('phase'),
+    phases: num('phases'),
+    module: typeof fields.module === 'number' ? fields.module : null,
+    epoch: num('epoch'),
+    epochs: num('epochs'),
+    step: num('step'),
+    stepsPerEpoch: num('stepsPerEpoch'),
+    globalStep: num('globalStep'),
+    totalSteps: num('totalSteps'),
+    losses,
+    unitsPerSecond: num('unitsPerSecond'),
+    unitName: typeof fields.unitName === 'string' ? fields.unitName : 'items',
+    itemsPerSecond: num('itemsPerSecond'),
+    etaSeconds: num('etaSeconds'),
+    ...(typeof fields.validationLoss === 'number' ? { validationLoss: fields.validationLoss } : {}),
+    at,
+  };
 }
 
 /** A handle for a trainer that is gone (recovery reads what it left). */

@@ -111,7 +111,10 @@ export interface JobProgress {
   losses: (number | null)[];
   unitsPerSecond: number;
   unitName: string;
+  itemsPerSecond: number;
   etaSeconds: number;
+  /** Head fits: the validation loss of the epoch. */
+  validationLoss?: number;
   at: string;
 }
 

@@ -168,7 +168,8 @@ export async function planJob(body: unknown, opts: JobPlanOptions): Promise<JobP
   if (!isObject(body)) bad('the body must be a JSON object: {"kind", "model", "spec": {...}}');
   const top = body as Record<string, unknown>;
   for (const key of Object.keys(top))
-    if (!TOP_LEVEL.includes(key)) bad(`unknown field ${quoteInput(key)}: use ${TOP_LEVEL.join(', ')}`);
+    if (!TOP_LEVEL.includes(key))
+      bad(`unknown field ${quoteInput(key)}: use ${TOP_LEVEL.join(', ')}`);
   const kind = top.kind;
   if (typeof kind !== 'string' || !(JOB_KINDS as readonly string[]).includes(kind))
     bad(`"kind" must be one of ${JOB_KINDS.join(', ')}`);

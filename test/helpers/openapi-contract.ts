@@ -87,6 +87,8 @@ export class OpenApiContract {
       if (operation === undefined) return `the document has no operation ${method} ${r.route}`;
       const response = operation.responses[String(r.status)] ?? operation.responses.default;
       if (response === undefined) return `status ${r.status} is not documented for this operation`;
+      // 204 and 304 have no content by definition (RFC 9110).
+      if (r.status === 204 || r.status === 304) return undefined;
       const empty = r.body === undefined ? false : r.body.length === 0;
       if (empty || r.method === 'HEAD') return undefined;
       const content = response.content ?? {};

@@ -31,6 +31,7 @@ import { AdminActor } from '../admin/admin-actor.decorator.js';
 import { AdminTokenGuard } from '../admin/admin-token.guard.js';
 import { ApiErrors } from '../errors/api-errors.decorator.js';
 import { ClientSignal } from '../http/client-signal.decorator.js';
+import { JsonBody } from '../http/json-body.decorator.js';
 import { JobEventStream } from './job-event-stream.js';
 import { CancelJobBodyDto, JobDto, JobListDto, JobPlanDto, SubmitJobBodyDto } from './jobs.dto.js';
 import { JobsService } from './jobs.service.js';
@@ -52,6 +53,7 @@ export class JobsController {
   constructor(private readonly jobs: JobsService) {}
 
   @Post()
+  @JsonBody()
   @HttpCode(202)
   @ApiOperation({
     summary: 'Submit a training job (encoder, head or probe)',
@@ -77,10 +79,11 @@ export class JobsController {
     const { job, created } = await this.jobs.submit(body, actor, key);
     void reply.header('location', `/admin/v1/training-jobs/${job.id}`);
     if (!created) void reply.status(200);
-    return job;
+    return view(job);
   }
 
   @Post('validate')
+  @JsonBody()
   @HttpCode(200)
   @ApiOperation({
     summary: 'Check a job spec without running it',
@@ -131,7 +134,7 @@ export class JobsController {
     const jobs = all.slice(start, start + size);
     const last = jobs.at(-1);
     return {
-      jobs: jobs as unknown as JobDto[],
+      jobs: jobs.map(view) as unknown as JobDto[],
       ...(start + size < all.length && last ? { next_cursor: last.id } : {}),
     };
   }
@@ -147,13 +150,13 @@ export class JobsController {
   @ApiQuery({ name: 'wait_seconds', required: false, description: `0 to ${MAX_WAIT_SECONDS}` })
   @ApiOkResponse({ type: JobDto })
   @ApiErrors(400, 401, 404)
-  get(
+  async get(
     @Param('id') id: string,
     @Query('wait_seconds') wait: string | undefined,
     @ClientSignal() signal: AbortSignal,
   ): Promise<JobRecord> {
     const seconds = intParam('wait_seconds', wait, 0, MAX_WAIT_SECONDS, 0);
-    return this.jobs.controller.waitFor(id, seconds * 1000, signal);
+    return view(await this.jobs.controller.waitFor(id, seconds * 1000, signal));
   }
 
   @Get(':id/events')
@@ -171,7 +174,10 @@ export class JobsController {
   @ApiQuery({ name: 'from', required: false, description: 'Events after this sequence number' })
   @ApiQuery({ name: 'ping_ms', required: false, description: '1000 to 60000 (default 15000)' })
   @ApiProduces('text/event-stream')
-  @ApiOkResponse({ description: 'text/event-stream' })
+  @ApiOkResponse({
+    description: 'The events, as Server-Sent Events',
+    content: { 'text/event-stream': { schema: { type: 'string' } } },
+  })
   @ApiErrors(400, 401, 404)
   async events(
     @Param('id') id: string,
@@ -191,7 +197,10 @@ export class JobsController {
   @ApiParam(JOB_ID)
   @ApiQuery({ name: 'tail', required: false, description: 'Only the last n lines' })
   @ApiProduces('text/plain')
-  @ApiOkResponse({ description: 'text/plain' })
+  @ApiOkResponse({
+    description: 'The log, as text',
+    content: { 'text/plain': { schema: { type: 'string' } } },
+  })
   @ApiErrors(400, 401, 404)
   async logs(
     @Param('id') id: string,
@@ -217,13 +226,13 @@ export class JobsController {
   @ApiBody({ type: CancelJobBodyDto, required: false })
   @ApiAcceptedResponse({ type: JobDto })
   @ApiErrors(400, 401, 404, 409)
-  cancel(
+  async cancel(
     @Param('id') id: string,
     @Body() body: unknown,
     @AdminActor() actor: Actor,
   ): Promise<JobRecord> {
     const { force, reason } = cancelBody(body);
-    return this.jobs.cancel(id, actor, force, reason);
+    return view(await this.jobs.cancel(id, actor, force, reason));
   }
 
   @Post(':id/retry')
@@ -237,8 +246,8 @@ export class JobsController {
   @ApiParam(JOB_ID)
   @ApiAcceptedResponse({ type: JobDto })
   @ApiErrors(401, 404, 409)
-  retry(@Param('id') id: string, @AdminActor() actor: Actor): Promise<JobRecord> {
-    return this.jobs.retry(id, actor);
+  async retry(@Param('id') id: string, @AdminActor() actor: Actor): Promise<JobRecord> {
+    return view(await this.jobs.retry(id, actor));
   }
 
   @Delete(':id')
@@ -253,6 +262,14 @@ export class JobsController {
   async remove(@Param('id') id: string, @AdminActor() actor: Actor): Promise<void> {
     await this.jobs.remove(id, actor);
   }
+}
+
+/** A job record as the API shows it: without the controller's read offsets. */
+function view(job: JobRecord): JobRecord {
+  return {
+    ...job,
+    attempts: job.attempts.map(({ progressOffset: _o, progressRead: _r, ...attempt }) => attempt),
+  };
 }
 
 function intParam(
@@ -271,7 +288,12 @@ function intParam(
 function cancelBody(body: unknown): { force: boolean; reason?: string } {
   if (body === undefined || body === null || (Buffer.isBuffer(body) && body.length === 0))
     return { force: false };
-  if (typeof body !== 'object' || Array.isArray(body) || Buffer.isBuffer(body))
+  if (Buffer.isBuffer(body))
+    throw new GimError(
+      'unsupported_media',
+      'the body, if any, must be JSON (Content-Type: application/json)',
+    );
+  if (typeof body !== 'object' || Array.isArray(body))
     throw new GimError(
       'invalid_argument',
       'the body must be a JSON object {"force", "reason"} or empty',

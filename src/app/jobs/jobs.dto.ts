@@ -77,8 +77,17 @@ class JobProgressDto {
   @ApiProperty({ description: 'Patches (image) or frames (audio) per second' })
   unitsPerSecond!: number;
   @ApiProperty() unitName!: string;
+  @ApiProperty({ description: 'Images or clips per second' }) itemsPerSecond!: number;
   @ApiProperty() etaSeconds!: number;
+  @ApiPropertyOptional({ description: 'Head fits: the validation loss' }) validationLoss?: number;
   @ApiProperty() at!: string;
+}
+
+class JobCancelDto {
+  @ApiProperty({ description: 'Kill instead of checkpoint-and-stop' }) force!: boolean;
+  @ApiProperty() requestedAt!: string;
+  @ApiProperty({ description: 'Who asked: `token:<hash>`' }) by!: string;
+  @ApiPropertyOptional() reason?: string;
 }
 
 export class JobDto {
@@ -104,6 +113,10 @@ export class JobDto {
     additionalProperties: true,
   })
   result?: Record<string, unknown>;
+  @ApiPropertyOptional({ type: JobCancelDto, description: 'A cancel that was asked for' })
+  cancel?: JobCancelDto;
+  @ApiPropertyOptional({ description: 'The Idempotency-Key of its submit' })
+  idempotencyKey?: string;
   @ApiProperty() createdBy!: string;
   @ApiProperty() createdAt!: string;
   @ApiProperty() updatedAt!: string;

@@ -32,6 +32,7 @@ import { AdminActor } from '../admin/admin-actor.decorator.js';
 import type { Actor } from '../admin/audit-log.js';
 import { AdminTokenGuard } from '../admin/admin-token.guard.js';
 import { ApiErrors } from '../errors/api-errors.decorator.js';
+import { JsonBody } from '../http/json-body.decorator.js';
 import { type LabelOwner, LabelsService, type MoveRequest } from './labels.service.js';
 
 class LabelMoveDto {
@@ -114,6 +115,7 @@ export class LabelsController {
   }
 
   @Put('labels/:label')
+  @JsonBody()
   @ApiOperation({
     summary: 'Point a stack label at a version',
     description:
@@ -206,6 +208,7 @@ export class LabelsController {
   }
 
   @Put('classifiers/:head/labels/:label')
+  @JsonBody()
   @ApiOperation({ summary: 'Point a head label at a head version' })
   @ApiParam({ name: 'name', example: 'fashion-gim' })
   @ApiParam({ name: 'head', example: 'clothes' })
@@ -305,7 +308,12 @@ function moveBody(body: unknown, needsVersion: boolean): { version?: unknown; re
       );
     return {};
   }
-  if (typeof body !== 'object' || Array.isArray(body) || Buffer.isBuffer(body))
+  if (Buffer.isBuffer(body))
+    throw new GimError(
+      'unsupported_media',
+      'the body, if any, must be JSON (Content-Type: application/json)',
+    );
+  if (typeof body !== 'object' || Array.isArray(body))
     throw new GimError(
       'invalid_argument',
       'the body must be a JSON object {"version": n, "reason"?: "..."}',
