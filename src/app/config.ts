@@ -104,11 +104,11 @@ export const CONFIG_ENV_NAMES = Object.freeze([
 ] as const);
 
 /**
- * Seconds of audio per request by default: a request of this much audio (e.g. 32 clips of 3 s)
+ * Seconds of audio per request by default (one clip of the longest `max_seconds`, or 32 of ~2 s)
  * is embedded well within the default REQUEST_TIMEOUT_MS (10 s) by a stack of the default audio
  * recipe on a 2-core machine (bench:overload, fit).
  */
-export const DEFAULT_MAX_AUDIO_SECONDS_PER_REQUEST = 120;
+export const DEFAULT_MAX_AUDIO_SECONDS_PER_REQUEST = 60;
 
 /** Nest injection token of the `AppConfig`. */
 export const APP_CONFIG = Symbol('APP_CONFIG');

@@ -110,7 +110,7 @@ describe('loadConfig', () => {
     assert.equal(config.refCacheMs, 1000);
     assert.equal(config.maxQueue, 256);
     assert.equal(config.requestTimeoutMs, 10_000);
-    assert.equal(config.maxAudioSecondsPerRequest, 120);
+    assert.equal(config.maxAudioSecondsPerRequest, 60);
     assert.equal(config.maxBodyBytes, 10 * 1024 * 1024);
     assert.equal(config.maxItems, 64);
     assert.equal(config.maxInputPixels, 25_000_000);

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import { declaredSeconds } from '../../gim/data/decode-audio.js';
 import { type Pooling, l2Normalize, poolGrid, pooledDim } from '../../gim/encoders/pooling.js';
@@ -190,10 +191,9 @@ export class EmbeddingsService implements OnApplicationShutdown {
         ),
       Math.max(0, this.deadlineOf(request) - performance.now()),
     );
-    return {
-      signal: AbortSignal.any([request.signal, expired.signal]),
-      clear: () => clearTimeout(timer),
-    };
+    const signal = AbortSignal.any([request.signal, expired.signal]);
+    setMaxListeners(0, signal); // one listener per clip of the request
+    return { signal, clear: () => clearTimeout(timer) };
   }
 
   /** When the request's answer is due: its arrival + REQUEST_TIMEOUT_MS (performance.now()). */
@@ -234,11 +234,10 @@ export class EmbeddingsService implements OnApplicationShutdown {
 
   /**
    * Embeds model inputs (each [h, w, c] pixels for an image stack, [T] normalised samples for an
-   * audio stack) through the model's Batcher, due by the request's deadline. A request the
-   * worker cannot answer in time is refused before its items queue: 413 when it alone needs more
-   * than REQUEST_TIMEOUT_MS of compute (or holds more than MAX_AUDIO_SECONDS_PER_REQUEST of
-   * audio), 429 when the work queued ahead would make it late. One failing item cancels the
-   * others still queued, and so does the client going away.
+   * audio stack) through the model's Batcher, due by the request's deadline. Refused before its
+   * items queue: 413 when it holds more than MAX_AUDIO_SECONDS_PER_REQUEST of audio, 429 when
+   * the work queued ahead would make it late. One failing item cancels the others still queued,
+   * and so does the client going away.
    */
   async embedItems(
     model: LoadedModel,
@@ -261,7 +260,7 @@ export class EmbeddingsService implements OnApplicationShutdown {
         deadline,
       );
     } catch (error) {
-      throw explainAdmission(error, model, this.config.requestTimeoutMs);
+      throw explainAdmission(error);
     }
     // One failing item cancels its siblings still queued (a single item has none).
     const failed = items.length > 1 ? new AbortController() : undefined;
@@ -321,18 +320,10 @@ export class EmbeddingsService implements OnApplicationShutdown {
   }
 }
 
-/** A refusal of `Batcher.admit`, with what the user can change. */
-function explainAdmission(error: unknown, model: LoadedModel, timeoutMs: number): unknown {
-  if (!isGimError(error)) return error;
-  const what = model.manifest.modality === 'audio' ? 'fewer or shorter clips' : 'fewer items';
-  const hint =
-    error.code === 'too_large'
-      ? `${model.name}@${model.version} on this server: send ${what} per request, or raise ` +
-        `REQUEST_TIMEOUT_MS (${timeoutMs} ms)`
-      : error.code === 'overloaded'
-        ? `retry after ${String(error.details.retryAfterSeconds)} s`
-        : undefined;
-  if (hint === undefined) return error;
+/** A refusal of `Batcher.admit`, saying when to retry. */
+function explainAdmission(error: unknown): unknown {
+  if (!isGimError(error) || error.code !== 'overloaded') return error;
+  const hint = `retry after ${String(error.details.retryAfterSeconds)} s`;
   return new GimError(error.code, `${error.message} (${hint})`, {
     cause: error,
     details: { ...error.details },

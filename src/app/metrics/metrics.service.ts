@@ -95,7 +95,7 @@ export class MetricsService {
     help:
       'Items refused or dropped before compute: overloaded (queue full, or the work ahead would ' +
       'make them late), timeout (deadline passed), too_late (could not finish before their ' +
-      'deadline), too_large (alone more compute than REQUEST_TIMEOUT_MS), cancelled (client gone)',
+      'deadline), cancelled (client gone)',
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
@@ -145,7 +145,7 @@ export class MetricsService {
       },
     });
     // Zero rows for each reason, so a rate() over them works before the first rejection.
-    for (const reason of ['overloaded', 'timeout', 'too_late', 'too_large', 'cancelled']) {
+    for (const reason of ['overloaded', 'timeout', 'too_late', 'cancelled']) {
       this.rejected.inc({ reason }, 0);
     }
   }

@@ -69,10 +69,10 @@ export interface BatchStats {
 /**
  * Why an item was refused or dropped: the queue is full or the work ahead would make it late
  * (`overloaded`), its deadline passed (`timeout`), the batch-time estimate says it cannot be
- * computed before its deadline (`too_late`, left out of a batch), it alone needs more compute than
- * `timeoutMs` (`too_large`, at `admit`), or its caller went away (`cancelled`).
+ * computed before its deadline (`too_late`, left out of a batch), or its caller went away
+ * (`cancelled`).
  */
-export type RejectReason = 'overloaded' | 'timeout' | 'too_late' | 'too_large' | 'cancelled';
+export type RejectReason = 'overloaded' | 'timeout' | 'too_late' | 'cancelled';
 
 export interface BatcherHooks {
   onBatch?(stats: BatchStats): void;
@@ -130,8 +130,7 @@ interface SignalWatch<I, O> {
  *   the queue and never runs; running, its result is discarded.
  * - A full queue (`maxQueue` items) rejects 'overloaded' with `details.retryAfterSeconds`,
  *   estimated from the work queued and the learnt batch times. `admit` refuses, before they
- *   queue, a request's items that the work ahead would make late ('overloaded') or that alone
- *   need more than `timeoutMs` ('too_large').
+ *   queue, a request's items that the work ahead would make late ('overloaded').
  * - `dispatch()` starts a batch now; when every slot is busy, it starts as soon as one frees.
  * - `close()` rejects new and queued items 'cancelled' and waits for running batches, whose
  *   callers still get their results.
@@ -158,6 +157,8 @@ export class Batcher<I, O> {
   private flushPending = false;
   private closed = false;
   private readonly batchTime = new BatchTimeModel();
+  /** When a batch that computed something last finished. */
+  private lastObservedAt?: number;
 
   constructor(
     private readonly run: (items: I[], batch: BatchContext) => Promise<(O | Error)[]>,
@@ -183,32 +184,24 @@ export class Batcher<I, O> {
   }
 
   /**
-   * Refuses, before they queue, items that would not be answered by `deadline` (default now +
-   * `timeoutMs`) at the pace of recent batches: 'too_large' when their own compute alone exceeds
-   * `timeoutMs` (too much for one request, however idle the server), 'overloaded' with
-   * `retryAfterSeconds` when the work queued ahead (and the rest of the running batches) makes
-   * them late. Each refused item counts as a rejection. Before any batch has run, admits all.
+   * Refuses, before they queue, items that the work queued ahead (and the rest of the running
+   * batches) would make late for `deadline` (default now + `timeoutMs`) at the pace of recent
+   * batches: 'overloaded' with `retryAfterSeconds`, each item counted as a rejection. Items that
+   * would be late even on an idle batcher are admitted (the estimate is too rough to refuse a
+   * request for its size: limits in the caller's units do that), as is everything before the
+   * pace is known.
    */
   admit(costs: readonly number[], deadline?: number): void {
     const now = this.now();
     const costSum = costs.reduce((a, b) => a + b, 0);
     const { maxInFlight, timeoutMs } = this.options;
-    const ownMs = this.batchTime.estimate(costs.length, costSum);
+    const ownMs = this.estimateMs(costs.length, costSum, now);
     if (ownMs === undefined || costs.length === 0) return;
     const own = ownMs / maxInFlight;
     const details = { items: costs.length, cost: costSum, ownMs: Math.round(own), timeoutMs };
-    if (own > timeoutMs) {
-      this.countRejects('too_large', costs.length);
-      throw new GimError(
-        'too_large',
-        `${costs.length} items need about ${seconds(own)} of compute at the recent pace, more ` +
-          `than the ${seconds(timeoutMs)} timeout`,
-        { details },
-      );
-    }
     const aheadMs = this.drainMs(now);
     const leftMs = (deadline ?? now + timeoutMs) - now;
-    if (aheadMs + own > leftMs) {
+    if (own <= leftMs && aheadMs + own > leftMs) {
       this.countRejects('overloaded', costs.length);
       throw new GimError(
         'overloaded',
@@ -343,12 +336,12 @@ export class Batcher<I, O> {
         this.drop(entry, 'timeout', this.timeoutError('queued'));
         continue;
       }
-      const alone = this.batchTime.estimate(1, entry.cost);
+      const alone = this.estimateMs(1, entry.cost, now);
       if (alone !== undefined && now + alone > entry.deadline) {
         this.drop(entry, 'too_late', this.tooLateError(entry, now, alone));
         continue;
       }
-      const together = this.batchTime.estimate(batch.length + 1, cost + entry.cost);
+      const together = this.estimateMs(batch.length + 1, cost + entry.cost, now);
       if (together !== undefined && now + together > Math.min(due, entry.deadline)) continue;
       batch.push(entry);
       cost += entry.cost;
@@ -395,10 +388,11 @@ export class Batcher<I, O> {
       results = Promise.reject(e);
     }
     const finished = (
+      outputs: unknown,
       settle: () => Omit<BatchStats, 'size' | 'queueMs' | 'computeMs' | 'cost'>,
     ) => {
       const computeMs = this.now() - startedAt;
-      this.batchTime.observe(batch.length, cost, computeMs);
+      this.learn(batch, outputs, computeMs);
       this.running.delete(done);
       const counts = settle();
       this.callHook(() =>
@@ -407,11 +401,44 @@ export class Batcher<I, O> {
       this.pump();
     };
     const done: Promise<void> = results.then(
-      (outputs) => finished(() => this.deliver(batch, outputs)),
-      (error: unknown) => finished(() => this.failAll(batch, error)),
+      (outputs) => finished(outputs, () => this.deliver(batch, outputs)),
+      (error: unknown) => finished(undefined, () => this.failAll(batch, error)),
     );
     this.running.set(done, { startedAt, estimateMs });
     return true;
+  }
+
+  /**
+   * Learns the pace from a finished batch: the items `run` computed (its non-Error results) and
+   * the time it took. A batch that computed nothing (it failed, or every item was skipped or
+   * refused past its deadline) says nothing about compute time.
+   */
+  private learn(batch: Entry<I, O>[], outputs: unknown, ms: number): void {
+    if (!Array.isArray(outputs) || outputs.length !== batch.length) return;
+    let items = 0;
+    let cost = 0;
+    batch.forEach((entry, i) => {
+      if (outputs[i] instanceof Error) return;
+      items++;
+      cost += entry.cost;
+    });
+    if (items === 0) return;
+    this.batchTime.observe(items, cost, ms);
+    this.lastObservedAt = this.now();
+  }
+
+  /**
+   * Estimated ms to compute `items` items of total `cost`, undefined before a batch has been
+   * learnt from, or when the estimate is stale: no batch finished within `timeoutMs` and none is
+   * running. A stall or a slow outlier must not refuse work for ever: the next batch measures
+   * again.
+   */
+  private estimateMs(items: number, cost: number, now: number): number | undefined {
+    if (this.lastObservedAt === undefined) return undefined;
+    if (this.running.size === 0 && now - this.lastObservedAt > this.options.timeoutMs) {
+      return undefined;
+    }
+    return this.batchTime.estimate(items, cost);
   }
 
   /** Hands each result to its caller, if it still waits; counts what was delivered and wasted. */
@@ -577,7 +604,7 @@ export class Batcher<I, O> {
     let runningMs = 0;
     for (const { startedAt, estimateMs } of this.running.values())
       runningMs += Math.max(0, startedAt + estimateMs - now);
-    const queuedMs = this.batchTime.estimate(this.queue.size, this.queuedCost) ?? 0;
+    const queuedMs = this.estimateMs(this.queue.size, this.queuedCost, now) ?? 0;
     return (runningMs + queuedMs) / this.options.maxInFlight;
   }
 
@@ -587,7 +614,7 @@ export class Batcher<I, O> {
    */
   private retryAfterSeconds(now: number): number {
     const ceiling = Math.max(1, Math.ceil(this.options.timeoutMs / 1000));
-    if (this.batchTime.rates() === undefined) return 1;
+    if (this.estimateMs(1, 0, now) === undefined) return 1;
     return Math.min(ceiling, Math.max(1, Math.ceil(this.drainMs(now) / 1000)));
   }
 
