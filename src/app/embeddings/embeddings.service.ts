@@ -143,11 +143,15 @@ export class EmbeddingsService implements OnApplicationShutdown {
         `${inputs.items.length} items: at most ${this.config.maxItems} per request (MAX_ITEMS)`,
       );
     }
-    if (model.manifest.modality === 'audio') {
-      // Before decoding: what the headers declare (MP3 and Ogg are counted once decoded).
-      let seconds = 0;
-      for (const item of inputs.items) seconds += declaredSeconds(item) ?? 0;
-      this.checkAudioSeconds(seconds, 'declared by the WAV and FLAC headers');
+    const { adapter } = model.manifest;
+    if (adapter.kind === 'audio') {
+      // Before decoding: what the headers declare (MP3 and Ogg are counted once decoded). A clip
+      // over the stack's own max_seconds is left to decoding, whose 413 names that clip.
+      const declared = inputs.items.map((item) => declaredSeconds(item) ?? 0);
+      if (declared.every((seconds) => seconds <= adapter.maxSeconds)) {
+        const seconds = declared.reduce((sum, s) => sum + s, 0);
+        this.checkAudioSeconds(seconds, 'declared by the WAV and FLAC headers');
+      }
     }
     const stop = request ? this.untilAnswered(request) : undefined;
     try {
