@@ -9,25 +9,28 @@ import { join } from 'node:path';
 import type autocannon from 'autocannon';
 
 const ROOT = new URL('..', import.meta.url).pathname;
-const SERVER_ENTRY = join(ROOT, 'dist/src/main.js');
+const entryOf = (root: string) => join(root, 'dist/src/main.js');
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
-/** Runs `npm run build` when dist/src/main.js is missing or older than some file under src/. */
-export async function buildIfStale(): Promise<void> {
-  const built = await stat(SERVER_ENTRY).catch(() => null);
+/**
+ * Runs `npm run build` when dist/src/main.js is missing or older than some file under src/, in
+ * this checkout or in `root` (another checkout's, e.g. a base commit's, for before/after runs).
+ */
+export async function buildIfStale(root = ROOT): Promise<void> {
+  const built = await stat(entryOf(root)).catch(() => null);
   let stale = built === null;
   if (built !== null) {
-    for (const file of await readdir(join(ROOT, 'src'), { recursive: true })) {
-      if (file.endsWith('.ts') && (await stat(join(ROOT, 'src', file))).mtimeMs > built.mtimeMs) {
+    for (const file of await readdir(join(root, 'src'), { recursive: true })) {
+      if (file.endsWith('.ts') && (await stat(join(root, 'src', file))).mtimeMs > built.mtimeMs) {
         stale = true;
         break;
       }
     }
   }
   if (!stale) return;
-  log('dist is missing or older than src/: npm run build');
-  const build = spawnSync('npm', ['run', 'build'], { cwd: ROOT, stdio: ['ignore', 2, 2] });
+  log(`${root}: dist is missing or older than src/: npm run build`);
+  const build = spawnSync('npm', ['run', 'build'], { cwd: root, stdio: ['ignore', 2, 2] });
   if (build.status !== 0) throw new Error(`npm run build failed (exit ${build.status})`);
 }
 
@@ -65,12 +68,15 @@ export interface Server {
   stop(): Promise<void>;
 }
 
-/** Starts the server with `env` on top of this process's and waits until /health/ready is 200. */
-export async function startServer(env: Record<string, string>): Promise<Server> {
+/**
+ * Starts the server with `env` on top of this process's and waits until /health/ready is 200.
+ * `root`: the checkout whose build to run (default this one).
+ */
+export async function startServer(env: Record<string, string>, root = ROOT): Promise<Server> {
   const port = await freePort();
   const fullEnv = { PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...env };
-  const child = spawn(process.execPath, [SERVER_ENTRY], {
-    cwd: ROOT,
+  const child = spawn(process.execPath, [entryOf(root)], {
+    cwd: root,
     env: { ...process.env, ...fullEnv },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

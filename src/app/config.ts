@@ -36,8 +36,17 @@ export interface AppConfig {
   readonly refCacheMs: number;
   /** Items queued per (model, version) beyond which requests get 429. */
   readonly maxQueue: number;
-  /** From an item's entry into the queue to its result; past it the request gets 504. */
+  /**
+   * From a request's arrival to its answer: past it the request gets 504, and its items still
+   * queued are dropped, as are items that cannot be computed before it.
+   */
   readonly requestTimeoutMs: number;
+  /**
+   * Seconds of audio one request may carry (all its clips together), refused with 413 before
+   * decoding where the headers tell (WAV, FLAC), else before computing. The default fits the
+   * default REQUEST_TIMEOUT_MS on a 2-core machine (README: Audio stacks).
+   */
+  readonly maxAudioSecondsPerRequest: number;
   /** Largest request body (a multipart body: all its files together). */
   readonly maxBodyBytes: number;
   /** Items per request. */
@@ -118,6 +127,7 @@ export const CONFIG_ENV_NAMES = Object.freeze([
   'REF_CACHE_MS',
   'MAX_QUEUE',
   'REQUEST_TIMEOUT_MS',
+  'MAX_AUDIO_SECONDS_PER_REQUEST',
   'MAX_BODY_BYTES',
   'MAX_ITEMS',
   'AUDIO_DECODE_THREADS',
@@ -139,6 +149,13 @@ export const CONFIG_ENV_NAMES = Object.freeze([
   'KUBECONFIG',
   'KUBE_CONTEXT',
 ] as const);
+
+/**
+ * Seconds of audio per request by default (one clip of the longest `max_seconds`, or 32 of ~2 s)
+ * is embedded well within the default REQUEST_TIMEOUT_MS (10 s) by a stack of the default audio
+ * recipe on a 2-core machine (bench:overload, fit).
+ */
+export const DEFAULT_MAX_AUDIO_SECONDS_PER_REQUEST = 60;
 
 /** Nest injection token of the `AppConfig`. */
 export const APP_CONFIG = Symbol('APP_CONFIG');
@@ -203,6 +220,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
       'an integer from 1 to 3600000',
       10_000,
       int(1, 3_600_000),
+    ),
+    maxAudioSecondsPerRequest: setting(
+      'MAX_AUDIO_SECONDS_PER_REQUEST',
+      'an integer from 1 to 86400',
+      DEFAULT_MAX_AUDIO_SECONDS_PER_REQUEST,
+      int(1, 86_400),
     ),
     maxBodyBytes: setting(
       'MAX_BODY_BYTES',

@@ -113,7 +113,8 @@ export class InferenceClient {
    * Embedding grids of `n` items of equal size, one forward pass for all `layers`: images
    * [n, h, w, c] in [0, 1] give patch grids [n, rows, cols, C]; audio clips [n, T] (normalised)
    * give frames [n, 1, frames, C]. `input`'s buffer is transferred to the worker (detached here)
-   * when the view spans all of it; otherwise the view is copied first.
+   * when the view spans all of it; otherwise the view is copied first. Past `deadline` (ms since
+   * the epoch) the call rejects with `timeout`, here or in the worker, rather than compute.
    */
   async embed(
     name: string,
@@ -121,7 +122,10 @@ export class InferenceClient {
     input: Float32Array,
     n: number,
     layers: number[],
+    opts: { deadline?: number } = {},
   ): Promise<EmbedResult> {
+    const { deadline } = opts;
+    if (deadline !== undefined && epochNow() >= deadline) throw lateError();
     const sent =
       input.buffer instanceof ArrayBuffer &&
       input.byteOffset === 0 &&
@@ -130,8 +134,10 @@ export class InferenceClient {
         : input.slice();
     const transfer = sent.byteLength > 0 ? [sent.buffer as ArrayBuffer] : [];
     const { grids, computeMs } = await this.call(
-      { type: 'embed', name, version, input: sent, n, layers },
+      { type: 'embed', name, version, input: sent, n, layers, deadline },
       transfer,
+      // A restarting worker can hold the call: checked again just before it is posted.
+      () => deadline !== undefined && epochNow() >= deadline,
     );
     return {
       grids: new Map(grids.map((g) => [g.layer, { data: g.data, shape: g.shape }])),
@@ -171,6 +177,7 @@ export class InferenceClient {
   private async call<T extends RequestType>(
     body: RequestOf<T>,
     transfer: TransferListItem[] = [],
+    late: () => boolean = () => false,
   ): Promise<ResultOf[T]> {
     if (this.closed) throw closedError();
     if (this.calls >= this.maxPending) {
@@ -184,6 +191,7 @@ export class InferenceClient {
     try {
       // Sent in this tick when the worker is up: no await in between.
       const worker = this.worker ?? (await this.readyWorker());
+      if (late()) throw lateError();
       return await this.send(worker, body, transfer);
     } finally {
       this.calls--;
@@ -332,6 +340,15 @@ export class InferenceClient {
       }
     }
   }
+}
+
+/** Wall-clock ms as every thread of the process reads it (deadlines cross threads). */
+export function epochNow(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+function lateError(): GimError {
+  return new GimError('timeout', 'the request was past its deadline before the worker got to it');
 }
 
 function closedError(): GimError {

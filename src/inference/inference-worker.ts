@@ -72,7 +72,12 @@ const handlers: Handlers = {
     return { result: { manifest, spaceDigests, golden } };
   },
 
-  async embed({ name, version, input, n, layers }) {
+  async embed({ name, version, input, n, layers, deadline }) {
+    // The request may have waited in this thread's queue behind other work (another stack's
+    // batch, a load and its golden check): nobody waits for it past its deadline.
+    if (typeof deadline === 'number' && performance.timeOrigin + performance.now() >= deadline) {
+      throw new GimError('timeout', 'the request was past its deadline when the worker got to it');
+    }
     const loaded = await stacks.get(`${name}@${version}`)?.catch(() => undefined);
     if (loaded === undefined) {
       throw new GimError('not_found', `stack ${name}@${version} is not loaded in the worker`);

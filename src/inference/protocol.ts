@@ -35,6 +35,11 @@ export interface EmbedRequest {
   input: Float32Array;
   n: number;
   layers: number[];
+  /**
+   * Ms since the epoch (`performance.timeOrigin + performance.now()`) after which nobody waits
+   * for the result: the worker refuses with `timeout` instead of computing it.
+   */
+  deadline?: number;
 }
 
 export interface StatsRequest {

@@ -111,6 +111,7 @@ describe('loadConfig', () => {
     assert.equal(config.refCacheMs, 1000);
     assert.equal(config.maxQueue, 256);
     assert.equal(config.requestTimeoutMs, 10_000);
+    assert.equal(config.maxAudioSecondsPerRequest, 60);
     assert.equal(config.maxBodyBytes, 10 * 1024 * 1024);
     assert.equal(config.maxItems, 64);
     assert.equal(config.maxInputPixels, 25_000_000);
@@ -154,6 +155,7 @@ describe('loadConfig', () => {
           AUDIO_DECODE_THREADS: '0',
           MAX_INPUT_PIXELS: 'lots',
           REQUEST_TIMEOUT_MS: '0',
+          MAX_AUDIO_SECONDS_PER_REQUEST: '1.5',
         }),
       (error: unknown) => {
         assert.ok(error instanceof ConfigError);
@@ -164,6 +166,7 @@ describe('loadConfig', () => {
             'MAX_BATCH_SIZE',
             'REF_CACHE_MS',
             'REQUEST_TIMEOUT_MS',
+            'MAX_AUDIO_SECONDS_PER_REQUEST',
             'MAX_BODY_BYTES',
             'MAX_ITEMS',
             'AUDIO_DECODE_THREADS',

@@ -5,6 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { GimError } from '../../src/gim/errors.js';
 import {
   Batcher,
+  type BatchContext,
   type BatcherOptions,
   type BatchStats,
   type RejectReason,
@@ -455,5 +456,265 @@ describe('Batcher', () => {
       () => new Batcher(run, { ...MANUAL, maxDelayMs: Infinity }),
       gimError('invalid_argument', /maxDelayMs/),
     );
+  });
+});
+
+/**
+ * Deadlines and batch-time estimates on a clock the test moves: a batch's compute time is the
+ * clock's advance between its start and the test resolving it, so the learnt pace is exact.
+ */
+describe('Batcher: no compute for callers already answered', () => {
+  const clock = { t: 0 };
+  const now = () => clock.t;
+  /** Far in real time: no deadline timer fires during a test. */
+  const LONG = 1e6;
+
+  /** A batcher on the test clock whose batches the test finishes, with every hook recorded. */
+  function setup(options: Partial<BatcherOptions<number>> = {}) {
+    clock.t = 0;
+    const held = heldRun<number, number>();
+    const reasons: RejectReason[] = [];
+    const stats: BatchStats[] = [];
+    const b = new Batcher(
+      held.run,
+      { ...MANUAL, timeoutMs: LONG, now, ...options },
+      { onReject: (r) => reasons.push(r), onBatch: (s) => stats.push(s) },
+    );
+    return { b, ...held, reasons, stats };
+  }
+
+  /** Runs one batch of `items` that takes `ms` on the test clock, so the batcher learns it. */
+  async function learn(
+    b: Batcher<number, number>,
+    call: (i: number) => { resolve(r: (number | Error)[]): void },
+    index: number,
+    items: number[],
+    ms: number,
+  ): Promise<void> {
+    const results = items.map((x) => b.submit(x));
+    b.dispatch();
+    clock.t += ms;
+    call(index).resolve(items);
+    await Promise.all(results);
+    await tick();
+  }
+
+  test('an item whose deadline has passed is dropped when a batch forms, and never runs', async () => {
+    const { b, call, reasons } = setup();
+    const late = b.submit(1, { deadline: 1000 });
+    const onTime = b.submit(2, { deadline: 5000 });
+    clock.t = 1000; // the event loop was busy: the deadline timer has not fired yet
+    b.dispatch();
+    assert.deepEqual(call(0).items, [2]);
+    await assert.rejects(late, gimError('timeout', /\(queued\)/));
+    assert.deepEqual(reasons, ['timeout']);
+    call(0).resolve([20]);
+    assert.equal(await onTime, 20);
+    await b.close();
+  });
+
+  test('a submit past its deadline is refused at once', async () => {
+    const { b, calls, reasons } = setup();
+    clock.t = 500;
+    await assert.rejects(
+      b.submit(1, { deadline: 500 }),
+      gimError('timeout', /before it was queued/),
+    );
+    assert.equal(b.queueDepth, 0);
+    b.dispatch();
+    assert.equal(calls.length, 0);
+    assert.deepEqual(reasons, ['timeout']);
+    await b.close();
+  });
+
+  test('items that cannot be computed before their deadline are refused at once, not run', async () => {
+    const { b, call, calls, reasons } = setup();
+    await learn(b, call, 0, [0], 100); // 100 ms per item
+    const t = clock.t;
+    const hopeless = b.submit(1, { deadline: t + 50 }); // even alone it needs ~100 ms
+    const soon = b.submit(2, { deadline: t + 150 }); // fits alone, not with a second item
+    const later = b.submit(3, { deadline: t + 1000 });
+    b.dispatch();
+    await assert.rejects(hopeless, (e: unknown) => {
+      gimError('timeout', /50 ms were left, and computing it takes about 100 ms/)(e);
+      return true;
+    });
+    assert.deepEqual(call(1).items, [2], 'item 3 would make the batch late for item 2');
+    assert.deepEqual(reasons, ['too_late']);
+    assert.equal(b.queueDepth, 1);
+    clock.t += 100;
+    call(1).resolve([20]);
+    assert.equal(await soon, 20);
+    b.dispatch();
+    assert.deepEqual(call(2).items, [3], 'it runs in the next batch');
+    clock.t += 100;
+    call(2).resolve([30]);
+    assert.equal(await later, 30);
+    assert.equal(calls.length, 3);
+    await b.close();
+  });
+
+  test('the estimate counts item costs: a costly item leaves a batch another one fits', async () => {
+    const { b, call, reasons } = setup({ itemCost: (x) => x });
+    // Two batches that separate the rates: 10 ms per item + 20 ms per unit of cost.
+    await learn(b, call, 0, [1], 30);
+    await learn(b, call, 1, [4, 1], 2 * 10 + 5 * 20);
+    const rates = b.batchRates;
+    assert.ok(rates);
+    assert.ok(Math.abs(rates.perItemMs - 10) < 1e-6 && Math.abs(rates.perCostMs - 20) < 1e-6);
+    const t = clock.t;
+    const cheap = b.submit(1, { deadline: t + 100 }); // ~30 ms
+    const costly = b.submit(10, { deadline: t + 150 }); // ~210 ms: cannot make it
+    const cheap2 = b.submit(2, { deadline: t + 100 }); // ~50 ms, with the first ~80 ms
+    b.dispatch();
+    await assert.rejects(costly, gimError('timeout', /takes about 210 ms/));
+    assert.deepEqual(call(2).items, [1, 2]);
+    assert.deepEqual(reasons, ['too_late']);
+    clock.t += 80;
+    call(2).resolve([1, 2]);
+    assert.deepEqual(await Promise.all([cheap, cheap2]), [1, 2]);
+    await b.close();
+  });
+
+  test('a result that comes after its deadline is discarded: the caller gets timeout, not a late value', async () => {
+    const { b, call, reasons, stats } = setup();
+    const late = b.submit(1, { deadline: 1000 });
+    const fine = b.submit(2, { deadline: 3000 });
+    b.dispatch();
+    clock.t = 2000;
+    call(0).resolve([10, 20]);
+    await assert.rejects(late, gimError('timeout', /\(running\)/));
+    assert.equal(await fine, 20);
+    assert.deepEqual(reasons, ['timeout']);
+    assert.deepEqual(
+      stats.map(({ ok, failed, discarded }) => ({ ok, failed, discarded })),
+      [{ ok: 1, failed: 0, discarded: 1 }],
+    );
+    await b.close();
+  });
+
+  test('results of cancelled items are counted as discarded compute', async () => {
+    const { b, call, stats } = setup();
+    const controller = new AbortController();
+    const gone = b.submit(1, { signal: controller.signal });
+    const stays = b.submit(2);
+    b.dispatch();
+    controller.abort();
+    await assert.rejects(gone, gimError('cancelled'));
+    call(0).resolve([10, 20]);
+    assert.equal(await stays, 20);
+    assert.deepEqual(
+      stats.map(({ ok, discarded }) => ({ ok, discarded })),
+      [{ ok: 1, discarded: 1 }],
+    );
+    await b.close();
+  });
+
+  test('run asks which items are still wanted; a skipped item is not counted as computed', async () => {
+    const contexts: BatchContext[] = [];
+    const held = heldRun<number, number>();
+    clock.t = 0;
+    const stats: BatchStats[] = [];
+    const reasons: RejectReason[] = [];
+    const b = new Batcher(
+      (items: number[], batch: BatchContext) => {
+        contexts.push(batch);
+        return held.run(items);
+      },
+      { ...MANUAL, timeoutMs: LONG, now },
+      { onBatch: (s) => stats.push(s), onReject: (r) => reasons.push(r) },
+    );
+    const controller = new AbortController();
+    const cancelled = b.submit(1, { signal: controller.signal, deadline: 5000 });
+    const expiring = b.submit(2, { deadline: 1000 });
+    const wanted = b.submit(3, { deadline: 5000 });
+    b.dispatch();
+    const [ctx] = contexts;
+    assert.ok(ctx);
+    assert.deepEqual(
+      [0, 1, 2].map((i) => ctx.deadline(i)),
+      [5000, 1000, 5000],
+    );
+    assert.deepEqual(
+      [0, 1, 2].map((i) => ctx.wanted(i)),
+      [true, true, true],
+    );
+    controller.abort();
+    await assert.rejects(cancelled, gimError('cancelled'));
+    clock.t = 1000;
+    assert.deepEqual(
+      [0, 1, 2].map((i) => ctx.wanted(i)),
+      [false, false, true],
+    );
+    await assert.rejects(expiring, gimError('timeout', /\(running\)/), 'rejected when asked');
+    assert.deepEqual(reasons, ['cancelled', 'timeout']);
+    // The run skipped items 0 and 1: it returns errors for them.
+    const skipped = new GimError('cancelled', 'not computed');
+    held.call(0).resolve([skipped, skipped, 30]);
+    assert.equal(await wanted, 30);
+    assert.deepEqual(
+      stats.map(({ ok, failed, discarded }) => ({ ok, failed, discarded })),
+      [{ ok: 1, failed: 0, discarded: 0 }],
+    );
+    await b.close();
+  });
+
+  test('admit refuses what the work ahead would make late, with when to retry', async () => {
+    const { b, call, calls, reasons } = setup({ timeoutMs: 1000, maxBatchSize: 8 });
+    b.admit(new Array<number>(30).fill(0)); // nothing to estimate from yet: admitted
+    await learn(b, call, 0, [0], 100); // 100 ms per item
+    b.admit(new Array<number>(11).fill(0)); // late even alone: not for the estimate to refuse
+
+    const deadline = LONG; // theirs do not matter here
+    const running = [1, 2, 3].map((x) => b.submit(x, { deadline })); // a batch of ~300 ms
+    b.dispatch();
+    const queued = [4, 5, 6, 7].map((x) => b.submit(x, { deadline })); // ~400 ms more
+    clock.t += 100; // 200 ms of the running batch left: 600 ms ahead
+    b.admit([0, 0, 0, 0]); // 600 + 400 = 1000 ms: in time
+    assert.throws(
+      () => b.admit([0, 0, 0, 0, 0]),
+      (e: unknown) => {
+        gimError('overloaded', /queued ahead needs about 0\.6 s/)(e);
+        const { retryAfterSeconds, aheadMs } = (e as GimError).details;
+        assert.equal(aheadMs, 600);
+        assert.equal(retryAfterSeconds, 1);
+        return true;
+      },
+    );
+    // A request that arrived 200 ms ago has 800 ms left.
+    assert.throws(() => b.admit([0, 0, 0], clock.t + 800), gimError('overloaded'));
+    b.admit([0, 0], clock.t + 800);
+    assert.deepEqual(reasons, new Array<RejectReason>(8).fill('overloaded'));
+    assert.equal(calls.length, 2, 'admit runs nothing');
+    clock.t += 200;
+    call(1).resolve([1, 2, 3]);
+    await Promise.all(running);
+    b.dispatch();
+    call(2).resolve([4, 5, 6, 7]);
+    await Promise.all(queued);
+    await b.close();
+  });
+
+  test('a batch that computed nothing teaches nothing; an estimate goes stale when no batch runs', async () => {
+    const { b, call, reasons } = setup({ timeoutMs: 1000, maxBatchSize: 16 });
+    // The worker refused the whole batch after a long wait (restarting, say): not its pace.
+    const refused = b.submit(1, { deadline: LONG });
+    b.dispatch();
+    clock.t += 5000;
+    call(0).resolve([new GimError('timeout', 'too late for the worker')]);
+    await assert.rejects(refused, gimError('timeout'));
+    assert.equal(b.batchRates, undefined);
+    b.admit(new Array<number>(100).fill(0));
+
+    await learn(b, call, 1, [0], 100); // 100 ms per item
+    const queued = [1, 2, 3, 4, 5, 6, 7, 8].map((x) => b.submit(x, { deadline: LONG }));
+    assert.throws(() => b.admit([0, 0, 0]), gimError('overloaded')); // 800 + 300 ms > 1 s
+    clock.t += 1001; // nothing ran for longer than the timeout: the next batch measures again
+    b.admit([0, 0, 0]);
+    assert.deepEqual(reasons, new Array<RejectReason>(3).fill('overloaded'));
+    b.dispatch();
+    call(2).resolve([1, 2, 3, 4, 5, 6, 7, 8]);
+    await Promise.all(queued);
+    await b.close();
   });
 });

@@ -15,7 +15,7 @@ import { GimError } from '../../src/gim/errors.js';
 import { defaultImageAdapter } from '../../src/gim/modality/image.js';
 import { embeddingSpaceId, layerDigests } from '../../src/gim/store/embedding-space.js';
 import { StackStore } from '../../src/gim/store/stack-store.js';
-import { InferenceClient } from '../../src/inference/inference-client.js';
+import { InferenceClient, epochNow } from '../../src/inference/inference-client.js';
 import { rejectsWith } from '../helpers/gim-error.js';
 import { describeEachBackend, testBackends } from '../helpers/backends.js';
 
@@ -218,6 +218,28 @@ test('round trip of a 32-image batch vs in-process embed (measured, printed)', a
       `overhead ${(remote - compute / runs).toFixed(2)} ms)`,
   );
   assert.ok(remote > 0 && local > 0);
+});
+
+test('an embed past its deadline is refused, by the client before posting and by the worker when it gets to it', async () => {
+  await client.load('tiny@1');
+  await rejectsWith(
+    client.embed('tiny', 1, images(1), 1, [3], { deadline: epochNow() - 1 }),
+    'timeout',
+    /before the worker got to it/,
+  );
+  // Due in 20 ms, but posted behind a batch that takes longer: it waits in the worker's queue.
+  const [big, small] = await Promise.allSettled([
+    client.embed('tiny', 1, images(512), 512, [1, 2, 3]),
+    client.embed('tiny', 1, images(1), 1, [3], { deadline: epochNow() + 20 }),
+  ]);
+  assert.equal(big.status, 'fulfilled');
+  assert.ok(big.value.computeMs > 20, `the big batch took only ${big.value.computeMs} ms`);
+  assert.equal(small.status, 'rejected');
+  await rejectsWith(Promise.reject(small.reason), 'timeout', /when the worker got to it/);
+  const inTime = await client.embed('tiny', 1, images(1), 1, [3], {
+    deadline: epochNow() + 60_000,
+  });
+  assert.equal(inTime.grids.get(3)?.shape.n, 1);
 });
 
 test('a killed worker fails its pending calls with backend_unavailable and is restarted with its stacks', async () => {

@@ -3,6 +3,7 @@ import { describe, test } from 'node:test';
 import { type EmbedGrids, embeddingBatchRun } from '../../src/app/inference/embedding-batch.js';
 import { parseEmbedOptions, resolveLayers } from '../../src/app/embeddings/embedding-options.js';
 import { RouteTable } from '../../src/app/metrics/route-table.js';
+import type { BatchContext } from '../../src/gim/batching/batcher.js';
 import { GimError } from '../../src/gim/errors.js';
 
 describe('embeddingBatchRun', () => {
@@ -80,6 +81,44 @@ describe('embeddingBatchRun', () => {
     ]);
     assert.ok(out[0] instanceof Map);
     assert.equal(out[1], boom);
+  });
+
+  test('each pass leaves out the items nobody waits for any more, and carries the latest deadline of the rest', async () => {
+    const calls: { n: number; input: number[]; deadline?: number }[] = [];
+    const wanted = new Set([0, 1, 2, 3]);
+    const embed: EmbedGrids = async (input, n, layers, deadline) => {
+      calls.push({ n, input: Array.from(input), deadline });
+      // While the first pass runs, item 1 times out and item 3's client goes away.
+      wanted.delete(1);
+      wanted.delete(3);
+      const shape = { n, rows: 1, cols: 1, channels: 1 };
+      const data = Float32Array.from({ length: n }, (_, i) => input[(i * input.length) / n]!);
+      return { grids: new Map(layers.map((layer) => [layer, { data, shape }])) };
+    };
+    const deadlines = [100, 200, 300, 400];
+    const batch: BatchContext = {
+      wanted: (i) => wanted.has(i),
+      deadline: (i) => deadlines[i]!,
+    };
+    const out = await embeddingBatchRun(embed)(
+      [
+        { input: Float32Array.of(1, 1), layers: [1] },
+        { input: Float32Array.of(2, 2, 2), layers: [1] },
+        { input: Float32Array.of(3, 3, 3), layers: [1] },
+        { input: Float32Array.of(4, 4, 4, 4), layers: [1] },
+      ],
+      batch,
+    );
+    const epoch = (ms: number) => performance.timeOrigin + ms;
+    assert.deepEqual(calls, [
+      { n: 1, input: [1, 1], deadline: epoch(100) },
+      { n: 1, input: [3, 3, 3], deadline: epoch(300) }, // item 1 left out of its pass
+    ]); // no pass at all for item 3
+    assert.equal((out[0] as Map<number, { data: Float32Array }>).get(1)?.data[0], 1);
+    assert.equal((out[2] as Map<number, { data: Float32Array }>).get(1)?.data[0], 3);
+    for (const skipped of [out[1], out[3]]) {
+      assert.ok(skipped instanceof GimError && /not computed/.test(skipped.message));
+    }
   });
 });
 

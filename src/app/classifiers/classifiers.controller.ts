@@ -24,7 +24,7 @@ import { readEncodedInputs } from '../embeddings/embedding-inputs.js';
 import { RAW_MEDIA_TYPES } from '../embeddings/input-decoders.js';
 import { MultipartInterceptor } from '../embeddings/multipart.interceptor.js';
 import { ApiErrors } from '../errors/api-errors.decorator.js';
-import { ClientSignal } from '../http/client-signal.decorator.js';
+import { InFlight, type InFlightRequest } from '../http/in-flight.decorator.js';
 import {
   ClassifyJsonBodyDto,
   ClassifyQueryDto,
@@ -122,9 +122,9 @@ export class ClassifiersController {
     @Param('head') head: string,
     @Query() query: ClassifyQueryDto,
     @Req() req: FastifyRequest,
-    @ClientSignal() signal: AbortSignal,
+    @InFlight() request: InFlightRequest,
   ): Promise<ClassifyResponse> {
     const inputs = readEncodedInputs(req, this.config.maxItems);
-    return this.classifiers.classify(name, head, inputs, { ...query }, signal);
+    return this.classifiers.classify(name, head, inputs, { ...query }, request);
   }
 }

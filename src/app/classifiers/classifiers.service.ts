@@ -6,6 +6,7 @@ import { type HeadManifest, bindHead } from '../../gim/store/head-manifest.js';
 import { StackStore } from '../../gim/store/stack-store.js';
 import type { EncodedInputs } from '../embeddings/embedding-inputs.js';
 import { EmbeddingsService } from '../embeddings/embeddings.service.js';
+import type { InFlightRequest } from '../http/in-flight.decorator.js';
 import { MetricsService } from '../metrics/metrics.service.js';
 import { DEFAULT_TOP_K, parseClassifyOptions } from './classify-options.js';
 
@@ -109,7 +110,7 @@ export class ClassifiersService {
     headName: string,
     inputs: EncodedInputs,
     query: Record<string, unknown>,
-    signal: AbortSignal,
+    request: InFlightRequest,
   ): Promise<ClassifyResponse> {
     const options = parseClassifyOptions([
       { where: 'query string', values: query },
@@ -122,14 +123,14 @@ export class ClassifiersService {
     );
     // A conflict (409) unless this version gives the head's embedding space at its layer.
     const binding = bindHead(manifest, model.manifest, model.spaceDigests);
-    const decoded = await this.embeddings.decodeInputs(model, inputs, signal);
+    const decoded = await this.embeddings.decodeInputs(model, inputs, request);
     const [pooled] = await this.embeddings.embedItems(
       model,
       decoded,
       [binding.layer],
       binding.pooling,
       binding.normalize,
-      signal,
+      request,
     );
     if (pooled === undefined) throw new GimError('backend_unavailable', 'no embeddings came back');
     const x = new Float32Array(decoded.length * head.dim); // [n, D]

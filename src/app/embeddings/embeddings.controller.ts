@@ -19,7 +19,7 @@ import {
 import type { FastifyRequest } from 'fastify';
 import { APP_CONFIG, type AppConfig } from '../config.js';
 import { ApiErrors } from '../errors/api-errors.decorator.js';
-import { ClientSignal } from '../http/client-signal.decorator.js';
+import { InFlight, type InFlightRequest } from '../http/in-flight.decorator.js';
 import { readEncodedInputs } from './embedding-inputs.js';
 import { EmbedJsonBodyDto, EmbedQueryDto, EmbeddingsResponseDto } from './embeddings.dto.js';
 import { type EmbeddingsResponse, EmbeddingsService } from './embeddings.service.js';
@@ -76,9 +76,9 @@ export class EmbeddingsController {
     @Param('name') name: string,
     @Query() query: EmbedQueryDto,
     @Req() req: FastifyRequest,
-    @ClientSignal() signal: AbortSignal,
+    @InFlight() request: InFlightRequest,
   ): Promise<EmbeddingsResponse> {
     const inputs = readEncodedInputs(req, this.config.maxItems);
-    return this.embeddings.embedEncoded(name, inputs, { ...query }, signal);
+    return this.embeddings.embedEncoded(name, inputs, { ...query }, request);
   }
 }

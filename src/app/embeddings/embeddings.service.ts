@@ -1,8 +1,11 @@
+import { setMaxListeners } from 'node:events';
 import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
+import { declaredSeconds } from '../../gim/data/decode-audio.js';
 import { type Pooling, l2Normalize, poolGrid, pooledDim } from '../../gim/encoders/pooling.js';
-import { GimError } from '../../gim/errors.js';
+import { GimError, isGimError } from '../../gim/errors.js';
 import { embeddingSpaceId as spaceId } from '../../gim/store/embedding-space.js';
 import { APP_CONFIG, type AppConfig } from '../config.js';
+import type { InFlightRequest } from '../http/in-flight.decorator.js';
 import type { ItemGrid } from '../inference/embedding-batch.js';
 import { InferenceService, type LoadedModel } from '../inference/inference.service.js';
 import { AudioDecodePool } from './audio-decode-pool.js';
@@ -81,7 +84,7 @@ export class EmbeddingsService implements OnApplicationShutdown {
     name: string,
     inputs: EncodedInputs,
     query: Record<string, unknown>,
-    signal: AbortSignal,
+    request: InFlightRequest,
   ): Promise<EmbeddingsResponse> {
     const options = parseEmbedOptions([
       { where: 'query string', values: query },
@@ -93,14 +96,14 @@ export class EmbeddingsService implements OnApplicationShutdown {
       resolveLayers(options.layers, model.manifest.modules.length),
       options.pooling,
     );
-    const decoded = await this.decodeInputs(model, inputs, signal);
+    const decoded = await this.decodeInputs(model, inputs, request);
     const results = await this.embedItems(
       model,
       decoded,
       layers,
       options.pooling,
       options.normalize,
-      signal,
+      request,
     );
     return {
       model: model.name,
@@ -115,12 +118,14 @@ export class EmbeddingsService implements OnApplicationShutdown {
   /**
    * The model inputs of a request's encoded items, decoded on the main thread by the decoder of
    * the stack's modality: a raw body of another modality's media type is a 415, too many items a
-   * 413, an undecodable item a 422 naming it. Shared by every route that takes encoded items.
+   * 413, more audio than MAX_AUDIO_SECONDS_PER_REQUEST by the WAV and FLAC headers a 413, an
+   * undecodable item a 422 naming it. Audio decoding stops when the client goes away or the
+   * request's deadline passes (504). Shared by every route that takes encoded items.
    */
   async decodeInputs(
     model: LoadedModel,
     inputs: EncodedInputs,
-    signal?: AbortSignal,
+    request?: InFlightRequest,
   ): Promise<Float32Array[]> {
     const decoder = decoderFor(model.manifest);
     if (inputs.mediaType !== undefined && !decoder.mediaTypes.includes(inputs.mediaType)) {
@@ -136,10 +141,66 @@ export class EmbeddingsService implements OnApplicationShutdown {
         `${inputs.items.length} items: at most ${this.config.maxItems} per request (MAX_ITEMS)`,
       );
     }
-    return decodeItems(decoder, inputs.items, model.manifest, {
-      maxInputPixels: this.config.maxInputPixels,
-      decodeAudio: (bytes, spec) => this.audioDecoding.decode(bytes, spec, signal),
-    });
+    const { adapter } = model.manifest;
+    if (adapter.kind === 'audio') {
+      // Before decoding: what the headers declare (MP3 and Ogg are counted once decoded). A clip
+      // over the stack's own max_seconds is left to decoding, whose 413 names that clip.
+      const declared = inputs.items.map((item) => declaredSeconds(item) ?? 0);
+      if (declared.every((seconds) => seconds <= adapter.maxSeconds)) {
+        const seconds = declared.reduce((sum, s) => sum + s, 0);
+        this.checkAudioSeconds(seconds, 'declared by the WAV and FLAC headers');
+      }
+    }
+    const stop = request ? this.untilAnswered(request) : undefined;
+    try {
+      return await decodeItems(decoder, inputs.items, model.manifest, {
+        maxInputPixels: this.config.maxInputPixels,
+        decodeAudio: (bytes, spec) => this.audioDecoding.decode(bytes, spec, stop?.signal),
+      });
+    } finally {
+      stop?.clear();
+    }
+  }
+
+  /** 413 when a request's clips hold more audio than MAX_AUDIO_SECONDS_PER_REQUEST. */
+  private checkAudioSeconds(seconds: number, how: string): void {
+    const limit = this.config.maxAudioSecondsPerRequest;
+    if (seconds <= limit) return;
+    throw new GimError(
+      'too_large',
+      `the request holds ${seconds.toFixed(1)} s of audio (${how}): at most ${limit} s per ` +
+        'request (MAX_AUDIO_SECONDS_PER_REQUEST), so that it is answered within ' +
+        `REQUEST_TIMEOUT_MS (${this.config.requestTimeoutMs} ms); send the clips in several ` +
+        'requests, or raise both settings together',
+      { details: { seconds, limit } },
+    );
+  }
+
+  /**
+   * A signal that aborts when the client goes away or the request's deadline passes (with a
+   * timeout, 504), so that nothing is decoded for a request already answered; `clear` frees its
+   * timer once decoding is over.
+   */
+  private untilAnswered(request: InFlightRequest): { signal: AbortSignal; clear(): void } {
+    const timeoutMs = this.config.requestTimeoutMs;
+    const expired = new AbortController();
+    const timer = setTimeout(
+      () =>
+        expired.abort(
+          new GimError('timeout', `timed out after ${timeoutMs} ms (decoding)`, {
+            details: { timeoutMs, phase: 'decoding' },
+          }),
+        ),
+      Math.max(0, this.deadlineOf(request) - performance.now()),
+    );
+    const signal = AbortSignal.any([request.signal, expired.signal]);
+    setMaxListeners(0, signal); // one listener per clip of the request
+    return { signal, clear: () => clearTimeout(timer) };
+  }
+
+  /** When the request's answer is due: its arrival + REQUEST_TIMEOUT_MS (performance.now()). */
+  private deadlineOf(request: InFlightRequest): number {
+    return request.arrivedAt + this.config.requestTimeoutMs;
   }
 
   /** A stack version loaded in the worker: `selector` is a version, a label, or the default. */
@@ -174,8 +235,10 @@ export class EmbeddingsService implements OnApplicationShutdown {
 
   /**
    * Embeds model inputs (each [h, w, c] pixels for an image stack, [T] normalised samples for an
-   * audio stack) through the model's Batcher. One failing item cancels the others still queued,
-   * and so does the client going away (`signal`).
+   * audio stack) through the model's Batcher, due by the request's deadline. Refused before its
+   * items queue: 413 when it holds more than MAX_AUDIO_SECONDS_PER_REQUEST of audio, 429 when
+   * the work queued ahead would make it late. One failing item cancels the others still queued,
+   * and so does the client going away.
    */
   async embedItems(
     model: LoadedModel,
@@ -183,22 +246,35 @@ export class EmbeddingsService implements OnApplicationShutdown {
     layers: number[],
     pooling: Pooling,
     normalize: boolean,
-    signal: AbortSignal,
+    request: InFlightRequest,
   ): Promise<LayerEmbeddings[]> {
     const lengths = items.map((input) => input.length);
+    const deadline = this.deadlineOf(request);
+    const { adapter } = model.manifest;
+    if (adapter.kind === 'audio') {
+      const seconds = lengths.reduce((sum, n) => sum + n, 0) / adapter.sampleRate;
+      this.checkAudioSeconds(seconds, 'decoded');
+    }
+    try {
+      model.batcher.admit(
+        items.map((input) => model.itemCost(input)),
+        deadline,
+      );
+    } catch (error) {
+      throw explainAdmission(error);
+    }
     // One failing item cancels its siblings still queued (a single item has none).
     const failed = items.length > 1 ? new AbortController() : undefined;
-    const either = failed ? AbortSignal.any([signal, failed.signal]) : signal;
+    const either = failed ? AbortSignal.any([request.signal, failed.signal]) : request.signal;
     let grids;
     try {
       grids = await Promise.all(
-        items.map((input) => model.batcher.submit({ input, layers }, { signal: either })),
+        items.map((input) => model.batcher.submit({ input, layers }, { signal: either, deadline })),
       );
     } catch (error) {
       failed?.abort(error);
       throw error;
     }
-    const { adapter } = model.manifest;
     return layers.map((layer) => {
       const own = grids.map((g) => {
         const grid = g.get(layer);
@@ -243,6 +319,16 @@ export class EmbeddingsService implements OnApplicationShutdown {
       };
     });
   }
+}
+
+/** A refusal of `Batcher.admit`, saying when to retry. */
+function explainAdmission(error: unknown): unknown {
+  if (!isGimError(error) || error.code !== 'overloaded') return error;
+  const hint = `retry after ${String(error.details.retryAfterSeconds)} s`;
+  return new GimError(error.code, `${error.message} (${hint})`, {
+    cause: error,
+    details: { ...error.details },
+  });
 }
 
 /** The poolings of an audio layer's frames: over time, or none (the frame sequence). */

@@ -1,3 +1,4 @@
+import type { BatchContext } from '../../gim/batching/batcher.js';
 import type { GridShape } from '../../gim/encoders/pooling.js';
 import { GimError } from '../../gim/errors.js';
 
@@ -22,12 +23,19 @@ export interface ItemGrid {
 /** An item's grids, by layer (exactly the layers it asked for). */
 export type ItemGrids = Map<number, ItemGrid>;
 
-/** The worker's embed call, bound to one (model, version): `n` items of equal size. */
+/**
+ * The worker's embed call, bound to one (model, version): `n` items of equal size, wanted until
+ * `deadline` (ms since the epoch; past it the call is refused rather than computed).
+ */
 export type EmbedGrids = (
   input: Float32Array,
   n: number,
   layers: number[],
+  deadline?: number,
 ) => Promise<{ grids: Map<number, { data: Float32Array; shape: GridShape }> }>;
+
+/** The result of an item left out of its group's pass: its caller had been answered already. */
+const NOT_COMPUTED = new GimError('cancelled', 'not computed: the request was already answered');
 
 /**
  * The batch function of a (model, version) Batcher. Items are grouped by size and each group is
@@ -40,11 +48,16 @@ export type EmbedGrids = (
  * clip would embed differently alone and in company. So the worker is called once per distinct
  * length in the batch, one group after another (the worker is serial anyway). A failing group
  * fails only its own items.
+ *
+ * A batch of many clip lengths takes many passes: before each, the items whose callers have been
+ * answered since the batch started (timed out, cancelled, a sibling failed) are left out, and
+ * the worker is told the latest deadline of the rest, so that it drops a pass that waited in its
+ * queue past it.
  */
 export function embeddingBatchRun(
   embed: EmbedGrids,
-): (items: EmbedItem[]) => Promise<(ItemGrids | Error)[]> {
-  return async (items) => {
+): (items: EmbedItem[], batch?: BatchContext) => Promise<(ItemGrids | Error)[]> {
+  return async (items, batch) => {
     const groups = new Map<number, number[]>(); // item length -> indices in the batch
     items.forEach((item, i) => {
       const group = groups.get(item.input.length);
@@ -52,10 +65,17 @@ export function embeddingBatchRun(
       else group.push(i);
     });
     const out = new Array<ItemGrids | Error>(items.length);
-    for (const [itemLength, indices] of groups) {
+    for (const [itemLength, all] of groups) {
+      const indices = batch ? all.filter((i) => batch.wanted(i)) : all;
+      for (const index of all) if (!indices.includes(index)) out[index] = NOT_COMPUTED;
+      if (indices.length === 0) continue;
       const group = indices.map((i) => items[i] as EmbedItem);
+      // The batcher's clock is performance.now(); the worker's thread has its own origin.
+      const deadline = batch
+        ? performance.timeOrigin + Math.max(...indices.map((i) => batch.deadline(i)))
+        : undefined;
       try {
-        const results = await runGroup(embed, group, itemLength);
+        const results = await runGroup(embed, group, itemLength, deadline);
         indices.forEach((index, k) => (out[index] = results[k] as ItemGrids | Error));
       } catch (error) {
         const failure = error instanceof Error ? error : new Error(String(error));
@@ -71,12 +91,13 @@ async function runGroup(
   embed: EmbedGrids,
   items: EmbedItem[],
   itemLength: number,
+  deadline: number | undefined,
 ): Promise<(ItemGrids | Error)[]> {
   const input = new Float32Array(items.length * itemLength); // [n, h, w, c] or [n, T]
   items.forEach((item, i) => input.set(item.input, i * itemLength));
   const layers = [...new Set(items.flatMap((item) => item.layers))].sort((a, b) => a - b);
 
-  const { grids } = await embed(input, items.length, layers);
+  const { grids } = await embed(input, items.length, layers, deadline);
 
   return items.map((item, i) => {
     const own: ItemGrids = new Map();

@@ -38,6 +38,11 @@ export interface LoadedModel {
   manifest: StackManifest;
   /** Per layer (index layer - 1): the digest behind its embedding-space ids. */
   spaceDigests: string[];
+  /**
+   * An input's compute cost besides being one item, as its batcher estimates batch times:
+   * seconds for an audio clip (a forward pass is per sample), 0 for an image (all alike).
+   */
+  itemCost: (input: Float32Array) => number;
   batcher: Batcher<EmbedItem, ItemGrids>;
 }
 
@@ -193,16 +198,29 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
       this.logger.warn(`serving ${name}@${version} unchecked: ${golden.reason}`);
     }
     const { maxBatchSize, maxBatchDelayMs, maxQueue, requestTimeoutMs } = this.config;
+    const { adapter } = manifest;
+    const itemCost =
+      adapter.kind === 'audio'
+        ? (input: Float32Array) => input.length / adapter.sampleRate
+        : () => 0;
     const batcher = new Batcher<EmbedItem, ItemGrids>(
-      embeddingBatchRun((input, n, layers) => client.embed(name, version, input, n, layers)),
-      { maxBatchSize, maxDelayMs: maxBatchDelayMs, maxQueue, timeoutMs: requestTimeoutMs },
+      embeddingBatchRun((input, n, layers, deadline) =>
+        client.embed(name, version, input, n, layers, { deadline }),
+      ),
+      {
+        maxBatchSize,
+        maxDelayMs: maxBatchDelayMs,
+        maxQueue,
+        timeoutMs: requestTimeoutMs,
+        itemCost: (item) => itemCost(item.input),
+      },
       this.metrics.batcherHooks(name, version),
     );
     if (this.closing) {
       await batcher.close();
       throw new GimError('backend_unavailable', 'the service is shutting down');
     }
-    return { name, version, manifest, spaceDigests, batcher };
+    return { name, version, manifest, spaceDigests, itemCost, batcher };
   }
 
   /** Worker up, then every PRELOAD stack loaded and warmed up, one at a time: then ready. */

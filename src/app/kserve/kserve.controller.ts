@@ -1,7 +1,7 @@
 import { Body, Controller, Get, HttpCode, Param, Post } from '@nestjs/common';
 import { ApiBody, ApiOkResponse, ApiOperation, ApiParam, ApiTags } from '@nestjs/swagger';
 import { ApiErrors } from '../errors/api-errors.decorator.js';
-import { ClientSignal } from '../http/client-signal.decorator.js';
+import { InFlight, type InFlightRequest } from '../http/in-flight.decorator.js';
 import { JsonBody } from '../http/json-body.decorator.js';
 import {
   InferRequestDto,
@@ -99,9 +99,9 @@ export class KserveController {
   infer(
     @Param('name') name: string,
     @Body() body: unknown,
-    @ClientSignal() signal: AbortSignal,
+    @InFlight() request: InFlightRequest,
   ): Promise<InferResponse> {
-    return this.kserve.infer(name, undefined, body, signal);
+    return this.kserve.infer(name, undefined, body, request);
   }
 
   @Post('models/:name/versions/:version/infer')
@@ -119,8 +119,8 @@ export class KserveController {
     @Param('name') name: string,
     @Param('version') version: string,
     @Body() body: unknown,
-    @ClientSignal() signal: AbortSignal,
+    @InFlight() request: InFlightRequest,
   ): Promise<InferResponse> {
-    return this.kserve.infer(name, version, body, signal);
+    return this.kserve.infer(name, version, body, request);
   }
 }

@@ -7,6 +7,7 @@ import { resolveLayers } from '../embeddings/embedding-options.js';
 import { EmbeddingsService } from '../embeddings/embeddings.service.js';
 import { decoderFor } from '../embeddings/input-decoders.js';
 import { HealthService } from '../health/health.service.js';
+import type { InFlightRequest } from '../http/in-flight.decorator.js';
 import { InferenceService } from '../inference/inference.service.js';
 import { INPUT_NAME, outputName, parseInferRequest } from './infer-request.js';
 
@@ -91,7 +92,7 @@ export class KserveService {
     name: string,
     version: string | undefined,
     body: unknown,
-    signal: AbortSignal,
+    inFlight: InFlightRequest,
   ): Promise<InferResponse> {
     const manifest: StackManifest = await this.store.loadManifest(ref(name, version));
     const decoder = decoderFor(manifest);
@@ -111,7 +112,7 @@ export class KserveService {
       layers,
       options.pooling,
       options.normalize,
-      signal,
+      inFlight,
     );
     const n = items.length;
     return {

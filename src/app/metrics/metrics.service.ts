@@ -74,7 +74,9 @@ export class MetricsService {
   });
   private readonly items = new Counter({
     name: 'gim_items_total',
-    help: 'Items embedded (one image is one item), by batch outcome',
+    help:
+      'Items computed by the inference worker (one image or clip is one item), by outcome: ok ' +
+      '(answered), failed, discarded (computed for a request already answered: wasted)',
     labelNames: ['model', 'version', 'outcome'] as const,
     registers: [this.registry],
   });
@@ -92,7 +94,10 @@ export class MetricsService {
   });
   private readonly rejected = new Counter({
     name: 'gim_rejected_total',
-    help: 'Items refused or dropped by a batch queue: overloaded (full), timeout, cancelled',
+    help:
+      'Items refused or dropped before compute: overloaded (queue full, or the work ahead would ' +
+      'make them late), timeout (deadline passed), too_late (could not finish before their ' +
+      'deadline), cancelled (client gone)',
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
@@ -174,7 +179,9 @@ export class MetricsService {
       },
     });
     // Zero rows for each reason, so a rate() over them works before the first rejection.
-    for (const reason of ['overloaded', 'timeout', 'cancelled']) this.rejected.inc({ reason }, 0);
+    for (const reason of ['overloaded', 'timeout', 'too_late', 'cancelled']) {
+      this.rejected.inc({ reason }, 0);
+    }
   }
 
   get contentType(): string {
@@ -244,6 +251,8 @@ export class MetricsService {
         this.batchSize.observe(labels, stats.size);
         this.items.inc({ ...labels, outcome: 'ok' }, stats.ok);
         if (stats.failed > 0) this.items.inc({ ...labels, outcome: 'failed' }, stats.failed);
+        // Present from the first batch, so the wasted fraction is a plain ratio of two series.
+        this.items.inc({ ...labels, outcome: 'discarded' }, stats.discarded);
         this.computeDuration.observe(labels, stats.computeMs / 1000);
         for (const ms of stats.queueMs) this.queueDuration.observe(labels, ms / 1000);
       },

@@ -456,3 +456,22 @@ function ascii(b: Uint8Array, offset: number, text: string): boolean {
   for (let i = 0; i < text.length; i++) if (b[offset + i] !== text.charCodeAt(i)) return false;
   return true;
 }
+
+/**
+ * The duration a WAV or FLAC declares in its header, in seconds, read without decoding: what a
+ * request's clips add up to can be checked before any of them is decoded. Undefined for MP3 and
+ * Ogg (their length is known only by decoding them), a FLAC that does not declare its length,
+ * and bytes whose header cannot be read (decoding reports those).
+ */
+export function declaredSeconds(bytes: Uint8Array): number | undefined {
+  const format = sniffAudioFormat(bytes);
+  if (format !== 'wav' && format !== 'flac') return undefined;
+  const view = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const payload = view.subarray(id3Length(view));
+  try {
+    const { frames, rate } = format === 'wav' ? wavHeader(payload) : flacHeader(payload);
+    return frames > 0 ? frames / rate : undefined;
+  } catch {
+    return undefined;
+  }
+}
