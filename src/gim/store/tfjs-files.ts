@@ -2,7 +2,14 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import type * as tf from '@tensorflow/tfjs';
 import { GimError } from '../errors.js';
-import { isErrno, writeFileAtomic, writeJsonAtomic } from './atomic.js';
+import {
+  DISK_WRITER,
+  type FileWriter,
+  isErrno,
+  writeError,
+  writeFileAtomic,
+  writeJsonAtomic,
+} from './atomic.js';
 
 /**
  * A tf.io.ModelArtifacts on disk in the standard tfjs layout (`model.json` + `weights.bin`), the
@@ -13,10 +20,14 @@ import { isErrno, writeFileAtomic, writeJsonAtomic } from './atomic.js';
 export const MODEL_JSON = 'model.json';
 export const WEIGHTS_BIN = 'weights.bin';
 
-/** Writes `model.json` and `weights.bin` into `dir` (created if needed), each atomically. */
+/**
+ * Writes `model.json` and `weights.bin` into `dir` (created if needed), each atomically. A failed
+ * write is an `io_error` naming the file (see `writeError`).
+ */
 export async function saveModelArtifacts(
   dir: string,
   artifacts: tf.io.ModelArtifacts,
+  writer: FileWriter = DISK_WRITER,
 ): Promise<tf.io.SaveResult> {
   const topology = artifacts.modelTopology;
   if (topology === undefined || topology instanceof ArrayBuffer) {
@@ -56,12 +67,12 @@ export async function saveModelArtifacts(
 
   try {
     await mkdir(dir, { recursive: true });
-    // Weights first: a model.json on disk always has its weights next to it.
-    await writeFileAtomic(join(dir, WEIGHTS_BIN), weights);
-    await writeJsonAtomic(join(dir, MODEL_JSON), modelJson);
   } catch (e) {
-    throw new GimError('io_error', `cannot save the model to ${dir}: ${String(e)}`, { cause: e });
+    throw writeError(dir, e);
   }
+  // Weights first: a model.json on disk always has its weights next to it.
+  await writeFileAtomic(join(dir, WEIGHTS_BIN), weights, writer);
+  await writeJsonAtomic(join(dir, MODEL_JSON), modelJson, writer);
 
   return {
     modelArtifactsInfo: {
