@@ -25,10 +25,23 @@ export type StartInferenceClient = (opts: {
 /** Nest injection token of the `StartInferenceClient` (provided by `AppModule.forRoot`). */
 export const START_INFERENCE_CLIENT = Symbol('START_INFERENCE_CLIENT');
 
+/** A PRELOAD stack that is not served because its files on disk are damaged. */
+export interface UnavailableStack {
+  ref: string;
+  /** The `model_unavailable` message: which file, relative to the models directory. */
+  error: string;
+}
+
 export type InferenceState =
   | { phase: 'starting' }
-  | { phase: 'warming'; backend: BackendInfo; pending: string[]; loaded: string[] }
-  | { phase: 'ready'; backend: BackendInfo; loaded: string[] }
+  | {
+      phase: 'warming';
+      backend: BackendInfo;
+      pending: string[];
+      loaded: string[];
+      unavailable: UnavailableStack[];
+    }
+  | { phase: 'ready'; backend: BackendInfo; loaded: string[]; unavailable: UnavailableStack[] }
   | { phase: 'failed'; reason: string };
 
 /** A stack version loaded and warmed up in the worker, with its batch queue. */
@@ -164,7 +177,13 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
     return { name, version, manifest, spaceDigests, batcher };
   }
 
-  /** Worker up, then every PRELOAD stack loaded and warmed up, one at a time: then ready. */
+  /**
+   * Worker up, then every PRELOAD stack loaded and warmed up, one at a time: then ready. A stack
+   * whose files are damaged (`model_unavailable`) is logged and left out, and the others are
+   * served: every replica reads the same models directory, so pulling this one from the load
+   * balancer would not bring the stack back, only take the healthy ones away with it. Any other
+   * failure (the worker, a golden mismatch: this replica's own trouble) keeps it unready.
+   */
   private async warmUp(started: Promise<InferenceClient>): Promise<void> {
     let client: InferenceClient;
     try {
@@ -179,18 +198,35 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
     try {
       const refs = this.config.preload ?? (await this.store.list()).map((summary) => summary.name);
       const loaded: string[] = [];
+      const unavailable: UnavailableStack[] = [];
       const pending = [...refs];
-      this.current = { phase: 'warming', backend, pending: [...pending], loaded: [] };
+      const warming = (): InferenceState => ({
+        phase: 'warming',
+        backend,
+        pending: [...pending],
+        loaded: [...loaded],
+        unavailable: [...unavailable],
+      });
+      this.current = warming();
       for (const ref of refs) {
         if (this.closing) return;
-        const model = await this.model(await this.store.resolve(ref));
-        loaded.push(`${model.name}@${model.version}`);
+        try {
+          const model = await this.model(await this.store.resolve(ref));
+          loaded.push(`${model.name}@${model.version}`);
+        } catch (error) {
+          if (!isGimError(error) || error.code !== 'model_unavailable') throw error;
+          this.logger.error(`not serving ${ref}: ${error.message}`);
+          unavailable.push({ ref, error: error.message });
+        }
         pending.shift();
-        this.current = { phase: 'warming', backend, pending: [...pending], loaded: [...loaded] };
+        this.current = warming();
       }
-      this.current = { phase: 'ready', backend, loaded };
+      this.current = { phase: 'ready', backend, loaded, unavailable };
       this.logger.log(
-        `ready: tfjs backend ${backend.name}, warmed up ${loaded.join(', ') || 'no stacks'}`,
+        `ready: tfjs backend ${backend.name}, warmed up ${loaded.join(', ') || 'no stacks'}` +
+          (unavailable.length > 0
+            ? `; unavailable (damaged on disk): ${unavailable.map((u) => u.ref).join(', ')}`
+            : ''),
       );
     } catch (error) {
       this.fail(`warm-up failed: ${describe(error)}`, error);

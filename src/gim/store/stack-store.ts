@@ -5,7 +5,7 @@ import type { GoldenRecord } from '../golden/golden-record.js';
 import { STACK_FORMAT, type StackManifest } from './manifest.js';
 import { checkStackManifest } from './manifest-schema.js';
 import { DISK_WRITER, type FileWriter, writeJsonAtomic } from './atomic.js';
-import { loadModelArtifacts, saveModelArtifacts } from './tfjs-files.js';
+import { checkModelFiles, loadModelArtifacts, saveModelArtifacts } from './tfjs-files.js';
 import {
   checkLabel,
   checkName,
@@ -218,14 +218,38 @@ export class StackStore {
     const manifest = await this.readManifest(name, version);
     const modules: tf.io.ModelArtifacts[] = [];
     for (const m of manifest.modules) {
-      try {
-        modules.push(await loadModelArtifacts(join(this.versionDir(name, version), m.dir)));
-      } catch (e) {
-        if (!isGimError(e) || (e.code !== 'not_found' && e.code !== 'invalid_data')) throw e;
-        throw this.unavailable(name, version, e.message, e);
-      }
+      modules.push(
+        await this.moduleFiles(name, version, () =>
+          loadModelArtifacts(join(this.versionDir(name, version), m.dir)),
+        ),
+      );
     }
     return { manifest, modules };
+  }
+
+  /**
+   * The manifest of a stack version once its module files are checked as `load` would find them,
+   * without reading the weights (a `stat` each): `model_unavailable` if any is missing or damaged.
+   */
+  async check(ref: string): Promise<StackManifest> {
+    const { name, version } = await this.resolve(ref);
+    const manifest = await this.readManifest(name, version);
+    for (const m of manifest.modules) {
+      await this.moduleFiles(name, version, () =>
+        checkModelFiles(join(this.versionDir(name, version), m.dir)),
+      );
+    }
+    return manifest;
+  }
+
+  /** Runs a read of module files; a missing or damaged one makes the version unavailable. */
+  private async moduleFiles<T>(name: string, version: number, read: () => Promise<T>): Promise<T> {
+    try {
+      return await read();
+    } catch (e) {
+      if (!isGimError(e) || (e.code !== 'not_found' && e.code !== 'invalid_data')) throw e;
+      throw this.unavailable(name, version, e.message, e);
+    }
   }
 
   async loadManifest(ref: string): Promise<StackManifest> {
