@@ -32,7 +32,8 @@ export class HealthService {
    * Throws a 503 (error_type `not_ready`) until the inference worker is up and every PRELOAD stack
    * is loaded and warmed up or known to be damaged on disk (listed in `unavailable`: every replica
    * shares the models directory, so this one stays in the load balancer for the other stacks);
-   * for good if the worker or a warm-up failed otherwise. From SIGTERM on: 503 `shutting_down`.
+   * for good if the worker or a warm-up failed otherwise; again while a worker that died is
+   * restarted and its stacks loaded again. From SIGTERM on: 503 `shutting_down`.
    */
   ready(): ReadyStatus {
     // First: a draining replica must leave the load balancer even if its worker is fine.
@@ -43,6 +44,8 @@ export class HealthService {
       );
     }
     const state = this.inference.state;
+    const down = this.inference.workerDown;
+    if (down !== null && state.phase !== 'failed') throw new ServiceUnavailableException(down);
     switch (state.phase) {
       case 'ready':
         return {

@@ -65,6 +65,8 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
   private readonly logger = new Logger(InferenceService.name);
   private current: InferenceState = { phase: 'starting' };
   private started?: Promise<InferenceClient>;
+  /** The client once started (for readiness, which must answer without waiting). */
+  private client_?: InferenceClient;
   private warmup?: Promise<void>;
   /** By `name@version`; a failed load is removed so the next request retries it. */
   private readonly models = new Map<string, Promise<LoadedModel>>();
@@ -79,6 +81,14 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
 
   get state(): InferenceState {
     return this.current;
+  }
+
+  /**
+   * Why the inference worker serves nothing right now, after it died (restarting, with its
+   * stacks), or null while it is up; calls made meanwhile wait for the restart.
+   */
+  get workerDown(): string | null {
+    return this.client_?.down ?? null;
   }
 
   onApplicationBootstrap(): void {
@@ -192,6 +202,7 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
       this.fail(`the inference worker failed to start: ${describe(error)}`, error);
       return;
     }
+    this.client_ = client;
     const backend = client.backend;
     this.metrics.setBackend(backend.name);
     this.metrics.watchTfjsMemory(() => client.stats());
