@@ -14,6 +14,7 @@ import { after, before, describe, test } from 'node:test';
 import type { INestApplication } from '@nestjs/common';
 import request from 'supertest';
 import { useBackend } from '../helpers/backends.js';
+import { gim } from '../helpers/cli.js';
 import { bootApp, fixturePngs, publishStack, tinyStack, waitReady } from './serve-fixtures.js';
 
 const DAMAGED: Record<string, RegExp> = {
@@ -103,6 +104,21 @@ describe('stacks damaged on disk (e2e)', () => {
     for (const { name, error, error_type } of unavailable) {
       assert.equal(error_type, 'model_unavailable');
       assert.match(error, DAMAGED[name]!);
+    }
+  });
+
+  test('gim models lists the good stack and each damaged one with the reason, exit 0', async () => {
+    const { stdout } = await gim(['models', '--models-dir', modelsDir]);
+    const lines = stdout.trim().split('\n');
+    assert.ok(
+      lines.some((l) => l.startsWith('good@1 [latest]  image')),
+      stdout,
+    );
+    for (const [name, pattern] of Object.entries(DAMAGED)) {
+      const line = lines.find((l) => l.startsWith(name)) ?? '';
+      const at = name === 'badlabels' ? name : `${name}@1`;
+      assert.ok(line.startsWith(`${at}  UNAVAILABLE: `), stdout);
+      assert.match(line.slice(`${at}  UNAVAILABLE: `.length), pattern);
     }
   });
 
