@@ -17,6 +17,7 @@ export type GimErrorCode =
   | 'backend_unavailable' // no usable tfjs backend, or a kernel it lacks
   | 'shutting_down' // the process is draining: retry on another replica (HTTP 503)
   | 'golden_mismatch' // a stack version's golden embeddings do not match on this backend (HTTP 503)
+  | 'model_unavailable' // a stack's files on disk are damaged or incomplete (HTTP 503)
   | 'io_error'; // the filesystem failed under us
 
 export class GimError extends Error {

@@ -27,6 +27,8 @@ export interface InferenceClientOptions {
   maxPending?: number;
   /** A call without an answer after this long rejects with `timeout`. */
   callTimeoutMs?: number;
+  /** The worker's entry module (default: inference-worker beside this file); tests wrap it. */
+  workerUrl?: URL;
 }
 
 export interface EmbedResult {
@@ -61,6 +63,10 @@ export class InferenceClient {
   private readonly pending = new Map<number, Pending>();
   /** `name@version` of the loaded stacks: a restarted worker loads them again. */
   private readonly loaded = new Set<string>();
+  /** Loaded stacks a restarted worker could not load again: loaded at their next embed. */
+  private readonly lost = new Set<string>();
+  /** Why no worker serves, after one died (null while one is up, or before the first start). */
+  private downReason: string | null = null;
   /** Times of recent worker deaths and failed starts, for the restart backoff. */
   private failures: number[] = [];
   private restartWait: { timer: NodeJS.Timeout; wake: () => void } | null = null;
@@ -91,6 +97,15 @@ export class InferenceClient {
     return client;
   }
 
+  /**
+   * Why no worker serves calls right now (it died and is being restarted, with its stacks, or its
+   * restart failed and is retried), or null while one is up. Readiness reports it.
+   */
+  get down(): string | null {
+    if (this.closed) return 'the inference client is closed';
+    return this.worker === null ? this.downReason : null;
+  }
+
   /** The backend the worker selected. */
   get backend(): BackendInfo {
     if (this.info === null) throw new GimError('backend_unavailable', 'the worker never started');
@@ -105,7 +120,9 @@ export class InferenceClient {
     ref: string,
   ): Promise<{ manifest: StackManifest; spaceDigests: string[]; golden: GoldenCheck }> {
     const { manifest, spaceDigests, golden } = await this.call({ type: 'load', ref });
-    this.loaded.add(`${manifest.name}@${manifest.version}`);
+    const key = `${manifest.name}@${manifest.version}`;
+    this.loaded.add(key);
+    this.lost.delete(key);
     return { manifest, spaceDigests, golden };
   }
 
@@ -126,6 +143,8 @@ export class InferenceClient {
   ): Promise<EmbedResult> {
     const { deadline } = opts;
     if (deadline !== undefined && epochNow() >= deadline) throw lateError();
+    // Not reloaded by a restart (its files changed meanwhile?): load it now, or say why not.
+    if (this.lost.has(`${name}@${version}`)) await this.load(`${name}@${version}`);
     const sent =
       input.buffer instanceof ArrayBuffer &&
       input.byteOffset === 0 &&
@@ -225,6 +244,7 @@ export class InferenceClient {
           if (!this.workers.has(worker)) throw e;
           // One version that cannot be read again must not keep the others down.
           this.loaded.delete(ref);
+          this.lost.add(ref);
           this.log(`inference worker: could not load ${ref} again: ${describe(e)}`);
         }
       }
@@ -245,7 +265,10 @@ export class InferenceClient {
     if (dropped.length > 0) {
       this.log(`inference worker: started without ${dropped.join(' ')} (not for workers)`);
     }
-    const worker = new Worker(WORKER_URL, { execArgv, name: 'gim-inference' });
+    const worker = new Worker(this.opts.workerUrl ?? WORKER_URL, {
+      execArgv,
+      name: 'gim-inference',
+    });
     this.workers.add(worker);
     let failure: string | null = null;
     worker.on('message', (m: WorkerMessage) => this.onMessage(m));
@@ -303,10 +326,29 @@ export class InferenceClient {
     if (this.closed || worker !== this.worker) return;
     this.worker = null;
     this.failures.push(Date.now());
+    this.downReason =
+      `the inference worker died (${reason}); restarting it and loading its ` +
+      `${this.loaded.size} stacks again`;
     this.log(`inference worker died (${reason}); restarting it`);
+    this.restart();
+  }
+
+  /**
+   * Restarts the worker until one is up (or the client closes), with the backoff: no call may be
+   * needed to bring it back, since a replica that is not ready gets no calls.
+   */
+  private restart(): void {
     this.readyWorker().then(
-      () => this.log(`inference worker restarted; ${this.loaded.size} stacks loaded again`),
-      (e: unknown) => this.log(`inference worker: restart failed: ${describe(e)}`),
+      () => {
+        this.downReason = null;
+        this.log(`inference worker restarted; ${this.loaded.size} stacks loaded again`);
+      },
+      (e: unknown) => {
+        if (this.closed) return;
+        this.downReason = `restarting the inference worker failed (${describe(e)}); trying again`;
+        this.log(`inference worker: restart failed: ${describe(e)}; trying again`);
+        this.restart();
+      },
     );
   }
 

@@ -64,6 +64,7 @@ describe('model listing (v1) and the KServe v2 protocol (e2e)', () => {
           default_version: 1,
         },
       ],
+      unavailable: [],
     });
     const model = await get('/v1/models/tiny');
     assert.equal(model.status, 200);

@@ -323,11 +323,15 @@ describe('HeadStore', () => {
     ]);
   });
 
-  test('a corrupt weights file is invalid_data', async () => {
+  test('a corrupt weights file makes the head version model_unavailable, naming the file in the store', async () => {
     const file = join(dir, 'tiny', 'classifiers', 'race', '1', 'weights.json');
     const params = JSON.parse(await readFile(file, 'utf8'));
     await writeFile(file, JSON.stringify({ ...params, std: [1] }));
-    await rejectsWith(heads.load('tiny', 'race@1'), 'invalid_data', /std/);
+    await rejectsWith(
+      heads.load('tiny', 'race@1'),
+      'model_unavailable',
+      /^head race@1 of stack 'tiny' is unavailable: tiny\/classifiers\/race\/1\/weights\.json: .*std/,
+    );
   });
 });
 

@@ -268,26 +268,34 @@ describe('StackStore', () => {
     ]);
   });
 
-  test('a truncated weights.bin or a malformed manifest is invalid_data', async () => {
+  test('a truncated weights.bin or a malformed manifest makes the version model_unavailable, naming the file in the store', async () => {
     const store = await freshStore();
     await store.publish('broken', draft());
     await store.publish('broken', draft());
     const weights = join(await store.moduleDir('broken@1', 2), 'weights.bin');
     await truncate(weights, 5);
-    await rejectsWith(store.load('broken@1'), 'invalid_data', /weights\.bin|describes/);
+    await rejectsWith(
+      store.load('broken@1'),
+      'model_unavailable',
+      /^broken@1 is unavailable: broken\/1\/module-2\/model\.json: the weight files hold 5 bytes/,
+    );
 
     const manifestFile = join(store.root, 'broken', '2', 'manifest.json');
     const manifest = JSON.parse(await readFile(manifestFile, 'utf8')) as StackManifest;
     await writeFile(manifestFile, JSON.stringify({ ...manifest, format: 'gim-stack/0' }));
     await rejectsWith(
       store.loadManifest('broken@2'),
-      'invalid_data',
-      /2[/\\]manifest\.json.*format/,
+      'model_unavailable',
+      /^broken@2 is unavailable: broken\/2\/manifest\.json: format/,
     );
     await writeFile(manifestFile, JSON.stringify({ ...manifest, modules: 'none' }));
-    await rejectsWith(store.load('broken@2'), 'invalid_data', /modules/);
+    await rejectsWith(store.load('broken@2'), 'model_unavailable', /modules/);
     await writeFile(manifestFile, '{');
-    await rejectsWith(store.load('broken@2'), 'invalid_data', /manifest\.json/);
+    await rejectsWith(
+      store.load('broken@2'),
+      'model_unavailable',
+      /^broken@2 is unavailable: broken\/2\/manifest\.json is not valid JSON$/,
+    );
   });
 
   test('concurrent publishes get distinct versions and latest ends on the newest', async () => {

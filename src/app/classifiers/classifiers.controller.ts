@@ -59,7 +59,7 @@ export class ClassifiersController {
       'and pooling it is bound to, its classes and its train/validation/test accuracy.',
   })
   @ApiOkResponse({ type: [HeadSummaryDto] })
-  @ApiErrors(400, 404)
+  @ApiErrors(400, 404, 503)
   list(@Param('name') name: string): Promise<HeadSummaryBody[]> {
     return this.classifiers.list(name);
   }
@@ -74,7 +74,7 @@ export class ClassifiersController {
   })
   @ApiParam({ name: 'head', description: 'Head name', example: 'clothes' })
   @ApiOkResponse({ type: HeadManifestDto })
-  @ApiErrors(400, 404)
+  @ApiErrors(400, 404, 503)
   describe(
     @Param('name') name: string,
     @Param('head') head: string,

@@ -29,6 +29,7 @@ export class ErrorBodyDto {
       'backend_unavailable',
       'shutting_down',
       'golden_mismatch',
+      'model_unavailable',
       'timeout',
       'internal',
     ],
@@ -57,6 +58,7 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
     'Not ready: the inference worker is starting or warming up (`not_ready`, `backend_unavailable`), ' +
     'the stack version gives other embeddings on this backend than its golden record ' +
     '(`golden_mismatch`: not served here, see the log), ' +
+    'the stack’s files on disk are damaged (`model_unavailable`: the message names the file), ' +
     'or the process is shutting down (`shutting_down`: retry on another replica)',
   504: 'The request timed out in the batch queue or the worker (`timeout`)',
 };

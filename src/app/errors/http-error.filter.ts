@@ -38,6 +38,8 @@ const GIM_ERROR_STATUS: Record<GimErrorCode, number> = {
   // The version cannot be served by this replica (its weights or this backend are off); another
   // replica, on other hardware, may serve it: 503, not 500.
   golden_mismatch: 503,
+  // A stack's files on disk are damaged: an operator must fix them; the other stacks are served.
+  model_unavailable: 503,
   io_error: 500,
 };
 

@@ -21,7 +21,9 @@ export class HealthController {
   @ApiOperation({
     summary: 'The service can compute',
     description:
-      '503 until the inference worker is up and every PRELOAD stack is loaded and warmed up.',
+      '503 until the inference worker is up and every PRELOAD stack is loaded and warmed up ' +
+      '(or found damaged on disk: listed under `unavailable`, the others are served), and while ' +
+      'a worker that died is being restarted.',
   })
   @ApiOkResponse({ type: ReadyStatusDto })
   @ApiErrors(503)

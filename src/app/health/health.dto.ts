@@ -22,6 +22,17 @@ export class BackendInfoDto {
   fallbackReasons!: string[];
 }
 
+export class UnavailableStackDto {
+  @ApiProperty({ description: 'The PRELOAD reference', example: 'fashion-gim' })
+  ref!: string;
+
+  @ApiProperty({
+    description: 'What is damaged on disk, relative to the models directory',
+    example: 'fashion-gim@2 is unavailable: fashion-gim/2/module-3/model.json does not exist',
+  })
+  error!: string;
+}
+
 export class ReadyStatusDto {
   @ApiProperty({ enum: ['ready'] })
   status!: 'ready';
@@ -35,4 +46,12 @@ export class ReadyStatusDto {
     example: ['fashion-gim@1'],
   })
   models!: string[];
+
+  @ApiProperty({
+    type: [UnavailableStackDto],
+    description:
+      'PRELOAD stacks not served because their files are damaged (503 model_unavailable); the ' +
+      'replica is ready for the others, as every replica shares the models directory',
+  })
+  unavailable!: UnavailableStackDto[];
 }

@@ -25,10 +25,23 @@ export type StartInferenceClient = (opts: {
 /** Nest injection token of the `StartInferenceClient` (provided by `AppModule.forRoot`). */
 export const START_INFERENCE_CLIENT = Symbol('START_INFERENCE_CLIENT');
 
+/** A PRELOAD stack that is not served because its files on disk are damaged. */
+export interface UnavailableStack {
+  ref: string;
+  /** The `model_unavailable` message: which file, relative to the models directory. */
+  error: string;
+}
+
 export type InferenceState =
   | { phase: 'starting' }
-  | { phase: 'warming'; backend: BackendInfo; pending: string[]; loaded: string[] }
-  | { phase: 'ready'; backend: BackendInfo; loaded: string[] }
+  | {
+      phase: 'warming';
+      backend: BackendInfo;
+      pending: string[];
+      loaded: string[];
+      unavailable: UnavailableStack[];
+    }
+  | { phase: 'ready'; backend: BackendInfo; loaded: string[]; unavailable: UnavailableStack[] }
   | { phase: 'failed'; reason: string };
 
 /** A stack version loaded and warmed up in the worker, with its batch queue. */
@@ -57,6 +70,8 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
   private readonly logger = new Logger(InferenceService.name);
   private current: InferenceState = { phase: 'starting' };
   private started?: Promise<InferenceClient>;
+  /** The client once started (for readiness, which must answer without waiting). */
+  private client_?: InferenceClient;
   private warmup?: Promise<void>;
   /** By `name@version`; a failed load is removed so the next request retries it. */
   private readonly models = new Map<string, Promise<LoadedModel>>();
@@ -75,6 +90,14 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
 
   get state(): InferenceState {
     return this.current;
+  }
+
+  /**
+   * Why the inference worker serves nothing right now, after it died (restarting, with its
+   * stacks), or null while it is up; calls made meanwhile wait for the restart.
+   */
+  get workerDown(): string | null {
+    return this.client_?.down ?? null;
   }
 
   onApplicationBootstrap(): void {
@@ -223,7 +246,13 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
     return { name, version, manifest, spaceDigests, itemCost, batcher };
   }
 
-  /** Worker up, then every PRELOAD stack loaded and warmed up, one at a time: then ready. */
+  /**
+   * Worker up, then every PRELOAD stack loaded and warmed up, one at a time: then ready. A stack
+   * whose files are damaged (`model_unavailable`) is logged and left out, and the others are
+   * served: every replica reads the same models directory, so pulling this one from the load
+   * balancer would not bring the stack back, only take the healthy ones away with it. Any other
+   * failure (the worker, a golden mismatch: this replica's own trouble) keeps it unready.
+   */
   private async warmUp(started: Promise<InferenceClient>): Promise<void> {
     let client: InferenceClient;
     try {
@@ -232,24 +261,42 @@ export class InferenceService implements OnApplicationBootstrap, OnApplicationSh
       this.fail(`the inference worker failed to start: ${describe(error)}`, error);
       return;
     }
+    this.client_ = client;
     const backend = client.backend;
     this.metrics.setBackend(backend.name);
     this.metrics.watchTfjsMemory(() => client.stats());
     try {
       const refs = this.config.preload ?? (await this.store.list()).map((summary) => summary.name);
       const loaded: string[] = [];
+      const unavailable: UnavailableStack[] = [];
       const pending = [...refs];
-      this.current = { phase: 'warming', backend, pending: [...pending], loaded: [] };
+      const warming = (): InferenceState => ({
+        phase: 'warming',
+        backend,
+        pending: [...pending],
+        loaded: [...loaded],
+        unavailable: [...unavailable],
+      });
+      this.current = warming();
       for (const ref of refs) {
         if (this.closing) return;
-        const model = await this.model(await this.store.resolve(ref));
-        loaded.push(`${model.name}@${model.version}`);
+        try {
+          const model = await this.model(await this.store.resolve(ref));
+          loaded.push(`${model.name}@${model.version}`);
+        } catch (error) {
+          if (!isGimError(error) || error.code !== 'model_unavailable') throw error;
+          this.logger.error(`not serving ${ref}: ${error.message}`);
+          unavailable.push({ ref, error: error.message });
+        }
         pending.shift();
-        this.current = { phase: 'warming', backend, pending: [...pending], loaded: [...loaded] };
+        this.current = warming();
       }
-      this.current = { phase: 'ready', backend, loaded };
+      this.current = { phase: 'ready', backend, loaded, unavailable };
       this.logger.log(
-        `ready: tfjs backend ${backend.name}, warmed up ${loaded.join(', ') || 'no stacks'}`,
+        `ready: tfjs backend ${backend.name}, warmed up ${loaded.join(', ') || 'no stacks'}` +
+          (unavailable.length > 0
+            ? `; unavailable (damaged on disk): ${unavailable.map((u) => u.ref).join(', ')}`
+            : ''),
       );
     } catch (error) {
       this.fail(`warm-up failed: ${describe(error)}`, error);

@@ -46,7 +46,7 @@ export class KserveController {
   @ApiOperation({ summary: 'Model metadata at the default version' })
   @NAME
   @ApiOkResponse({ type: ModelMetadataDto })
-  @ApiErrors(400, 404)
+  @ApiErrors(400, 404, 503)
   metadata(@Param('name') name: string): Promise<ModelMetadata> {
     return this.kserve.metadata(name);
   }
@@ -56,7 +56,7 @@ export class KserveController {
   @NAME
   @VERSION
   @ApiOkResponse({ type: ModelMetadataDto })
-  @ApiErrors(400, 404)
+  @ApiErrors(400, 404, 503)
   versionMetadata(
     @Param('name') name: string,
     @Param('version') version: string,

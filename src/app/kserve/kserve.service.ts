@@ -80,6 +80,8 @@ export class KserveService {
   async modelReady(name: string, version?: string): Promise<{ name: string; ready: true }> {
     const resolved = await this.store.resolve(ref(name, version));
     if ((await this.inference.loaded(resolved)) === undefined) {
+      // A version whose files are damaged will never load: say so (model_unavailable).
+      await this.store.check(`${resolved.name}@${resolved.version}`);
       throw new GimError(
         'backend_unavailable',
         `${resolved.name}@${resolved.version} is not loaded yet (the first request loads it)`,

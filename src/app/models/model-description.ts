@@ -33,6 +33,20 @@ export interface LayerDescription {
   frame_rate_hz?: number;
 }
 
+/** A stack that cannot be served: its labels or default version's files are damaged. */
+export interface UnavailableModel {
+  name: string;
+  /** What is damaged, naming the file relative to the models directory. */
+  error: string;
+  error_type: 'model_unavailable';
+}
+
+/** `GET /v1/models` */
+export interface ModelList {
+  models: ModelSummary[];
+  unavailable: UnavailableModel[];
+}
+
 /** One version of a stack, as `GET /v1/models/{name}[/versions/{version}]` describes it. */
 export interface VersionDescription extends ModelSummary {
   version: number;

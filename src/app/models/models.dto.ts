@@ -25,9 +25,31 @@ export class ModelSummaryDto {
   default_version!: number;
 }
 
+export class UnavailableModelDto {
+  @ApiProperty({ example: 'fashion-gim' })
+  name!: string;
+
+  @ApiProperty({
+    description: 'What is damaged on disk, relative to the models directory',
+    example:
+      "stack 'fashion-gim' is unavailable: fashion-gim/labels.json is not valid JSON; fix or " +
+      'remove that file (without it, the highest version is the default)',
+  })
+  error!: string;
+
+  @ApiProperty({ enum: ['model_unavailable'] })
+  error_type!: string;
+}
+
 export class ModelListDto {
   @ApiProperty({ type: [ModelSummaryDto] })
   models!: ModelSummaryDto[];
+
+  @ApiProperty({
+    type: [UnavailableModelDto],
+    description: 'Stacks whose files are damaged: requests to them answer 503 model_unavailable',
+  })
+  unavailable!: UnavailableModelDto[];
 }
 
 export class InputDto {

@@ -1,7 +1,8 @@
-import { Injectable } from '@nestjs/common';
+import { Injectable, Logger } from '@nestjs/common';
+import { isGimError } from '../../gim/errors.js';
 import { StackStore } from '../../gim/store/stack-store.js';
 import {
-  type ModelSummary,
+  type ModelList,
   type VersionDescription,
   describeSummary,
   describeVersion,
@@ -10,22 +11,33 @@ import {
 /** Stacks, versions and layers as the store has them on disk (no worker involved). */
 @Injectable()
 export class ModelsService {
+  private readonly logger = new Logger(ModelsService.name);
+
   constructor(private readonly store: StackStore) {}
 
-  async list(): Promise<ModelSummary[]> {
-    const out: ModelSummary[] = [];
+  /**
+   * Every stack; one whose labels or default manifest are damaged on disk is listed apart, with
+   * the reason, so that it neither hides the others nor goes unnoticed.
+   */
+  async list(): Promise<ModelList> {
+    const list: ModelList = { models: [], unavailable: [] };
     for (const summary of await this.store.list()) {
-      const manifest = await this.store.loadManifest(summary.name);
-      out.push(describeSummary(summary, manifest.version, manifest.modality));
+      try {
+        if (summary.unavailable !== undefined) throw summary.unavailable;
+        const manifest = await this.store.check(summary.name);
+        list.models.push(describeSummary(summary, manifest.version, manifest.modality));
+      } catch (e) {
+        if (!isGimError(e) || e.code !== 'model_unavailable') throw e;
+        this.logger.warn(e.message);
+        list.unavailable.push({ name: summary.name, error: e.message, error_type: e.code });
+      }
     }
-    return out;
+    return list;
   }
 
   /** A version (`3`), a label (`stable`), or the default version when `selector` is undefined. */
   async describe(name: string, selector?: string): Promise<VersionDescription> {
-    const manifest = await this.store.loadManifest(
-      selector === undefined ? name : `${name}@${selector}`,
-    );
+    const manifest = await this.store.check(selector === undefined ? name : `${name}@${selector}`);
     const fallback = await this.store.resolve(name);
     // The store reads labels only through its listing.
     const summary = (await this.store.list()).find((s) => s.name === name) ?? {

@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { isGimError } from '../../gim/errors.js';
 import { StackStore } from '../../gim/store/stack-store.js';
 import { modelsDirOption } from '../shared.js';
 
@@ -11,9 +12,20 @@ export function modelsCommand(): Command {
       const store = new StackStore(o.modelsDir);
       const stacks = await store.list();
       const rows = [];
-      for (const s of stacks)
+      // A stack or version damaged on disk is listed with the reason, not fatal to the listing.
+      const unavailable: { name: string; version?: number; unavailable: string }[] = [];
+      for (const s of stacks) {
+        if (s.unavailable !== undefined)
+          unavailable.push({ name: s.name, unavailable: s.unavailable.message });
         for (const v of s.versions) {
-          const m = await store.loadManifest(`${s.name}@${v}`);
+          let m;
+          try {
+            m = await store.check(`${s.name}@${v}`);
+          } catch (e) {
+            if (!isGimError(e) || e.code !== 'model_unavailable') throw e;
+            unavailable.push({ name: s.name, version: v, unavailable: e.message });
+            continue;
+          }
           const labels = Object.entries(s.labels)
             .filter(([, lv]) => lv === v)
             .map(([l]) => l);
@@ -33,11 +45,16 @@ export function modelsCommand(): Command {
             createdAt: m.createdAt,
           });
         }
+      }
       if (o.json) {
-        process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+        process.stdout.write(`${JSON.stringify([...rows, ...unavailable], null, 2)}\n`);
         return;
       }
-      if (rows.length === 0) {
+      for (const u of unavailable) {
+        const at = u.version === undefined ? u.name : `${u.name}@${u.version}`;
+        process.stdout.write(`${at}  UNAVAILABLE: ${u.unavailable}\n`);
+      }
+      if (rows.length === 0 && unavailable.length === 0) {
         process.stdout.write(`no stacks in ${store.root}\n`);
         return;
       }

@@ -1,14 +1,13 @@
-import { join, resolve as resolvePath } from 'node:path';
-import { GimError } from '../errors.js';
+import { join, resolve as resolvePath, sep } from 'node:path';
+import { GimError, isGimError } from '../errors.js';
 import { LinearHead, type HeadParams } from '../classify/linear-head.js';
-import { writeJsonAtomic } from './atomic.js';
+import { DISK_WRITER, type FileWriter, writeJsonAtomic } from './atomic.js';
 import type { LabelMoveMeta } from './label-history.js';
 import { checkHeadManifest, HEAD_FORMAT, type HeadManifest } from './head-manifest.js';
 import { StackStore } from './stack-store.js';
 import {
   checkName,
   DEFAULT_TEMP_AGE_MS,
-  io,
   NAME_RE,
   parseRef,
   readDirOrEmpty,
@@ -60,9 +59,12 @@ const WEIGHTS_FORMAT = 'gim-head-weights/1';
  */
 export class HeadStore {
   readonly root: string;
+  private readonly writer: FileWriter;
 
-  constructor(root: string) {
+  /** `opts.writer` writes every file of a publish (a seam for tests of write errors). */
+  constructor(root: string, opts: { writer?: FileWriter } = {}) {
     this.root = resolvePath(root);
+    this.writer = opts.writer ?? DISK_WRITER;
   }
 
   /** Writes `draft` as the next version of head `name` of stack `model`. */
@@ -96,13 +98,15 @@ export class HeadStore {
       );
     await this.dir(model, name).publish(
       (temp) =>
-        io(`write ${temp}`, () =>
-          writeJsonAtomic(join(temp, WEIGHTS_JSON), { format: WEIGHTS_FORMAT, ...draft.params }),
+        writeJsonAtomic(
+          join(temp, WEIGHTS_JSON),
+          { format: WEIGHTS_FORMAT, ...draft.params },
+          this.writer,
         ),
       async (temp, version) => {
         // The manifest goes last: a temp directory with a manifest is complete.
         manifest = fullManifest(name, version, draft);
-        await io(`write ${temp}`, () => writeJsonAtomic(join(temp, MANIFEST_JSON), manifest));
+        await writeJsonAtomic(join(temp, MANIFEST_JSON), manifest, this.writer);
       },
       opts.labels ?? ['latest'],
     );
@@ -124,26 +128,33 @@ export class HeadStore {
     return { model, name, version: await dir.resolve(selector) };
   }
 
-  /** The manifest and the head of a version. */
+  /**
+   * The manifest and the head of a version. Damaged or missing files make it `model_unavailable`,
+   * naming the file relative to the store's root.
+   */
   async load(model: string, ref: string): Promise<LoadedHead> {
     const manifest = await this.loadManifest(model, ref);
-    const file = join(this.versionDir(model, manifest.name, manifest.version), WEIGHTS_JSON);
-    const value = await readJsonFile(file);
+    const { name, version } = manifest;
+    const file = join(this.versionDir(model, name, version), WEIGHTS_JSON);
+    const shown = this.inStore(file);
+    const value = await this.readStoreJson(model, name, version, file);
     if (typeof value !== 'object' || value === null || Array.isArray(value))
-      throw new GimError('invalid_data', `${file} is missing or not a JSON object`);
+      throw this.unavailable(model, name, version, `${shown} is missing or not a JSON object`);
     const params = value as HeadParams & { format?: unknown };
     if (params.format !== WEIGHTS_FORMAT)
-      throw new GimError('invalid_data', `${file}: format is not '${WEIGHTS_FORMAT}'`);
+      throw this.unavailable(model, name, version, `${shown}: format is not '${WEIGHTS_FORMAT}'`);
     let head: LinearHead;
     try {
       head = LinearHead.fromParams(manifest.classes, params);
     } catch (e) {
-      throw new GimError('invalid_data', `${file}: ${(e as Error).message}`, { cause: e });
+      throw this.unavailable(model, name, version, `${shown}: ${(e as Error).message}`, e);
     }
     if (head.dim !== manifest.featureDim)
-      throw new GimError(
-        'invalid_data',
-        `${file}: ${head.dim}-d weights, the manifest says ${manifest.featureDim}`,
+      throw this.unavailable(
+        model,
+        name,
+        version,
+        `${shown}: ${head.dim}-d weights, the manifest says ${manifest.featureDim}`,
       );
     return { manifest, head };
   }
@@ -151,15 +162,57 @@ export class HeadStore {
   async loadManifest(model: string, ref: string): Promise<HeadManifest> {
     const { name, version } = await this.resolve(model, ref);
     const file = join(this.versionDir(model, name, version), MANIFEST_JSON);
-    const value = await readJsonFile(file);
-    if (value === undefined) throw new GimError('invalid_data', `${file} is missing`);
-    const manifest = checkHeadManifest(value, file);
+    const shown = this.inStore(file);
+    const value = await this.readStoreJson(model, name, version, file);
+    if (value === undefined) throw this.unavailable(model, name, version, `${shown} is missing`);
+    let manifest: HeadManifest;
+    try {
+      manifest = checkHeadManifest(value, shown);
+    } catch (e) {
+      throw this.unavailable(model, name, version, (e as Error).message, e);
+    }
     if (manifest.name !== name || manifest.version !== version || manifest.encoder.name !== model)
-      throw new GimError(
-        'invalid_data',
-        `${file}: describes head ${manifest.name}@${manifest.version} of ${manifest.encoder.name}`,
+      throw this.unavailable(
+        model,
+        name,
+        version,
+        `${shown} describes head ${manifest.name}@${manifest.version} of ${manifest.encoder.name}`,
       );
     return manifest;
+  }
+
+  /** A JSON file of a head version; undefined if missing, `model_unavailable` if not JSON. */
+  private async readStoreJson(
+    model: string,
+    name: string,
+    version: number,
+    file: string,
+  ): Promise<unknown> {
+    try {
+      return await readJsonFile(file);
+    } catch (e) {
+      if (!isGimError(e) || e.code !== 'invalid_data') throw e;
+      throw this.unavailable(model, name, version, `${this.inStore(file)} is not valid JSON`, e);
+    }
+  }
+
+  private unavailable(
+    model: string,
+    name: string,
+    version: number,
+    what: string,
+    cause?: unknown,
+  ): GimError {
+    return new GimError(
+      'model_unavailable',
+      `head ${name}@${version} of stack '${model}' is unavailable: ${this.inStore(what)}`,
+      { cause },
+    );
+  }
+
+  /** `text` with the store's root left out of every path in it. */
+  private inStore(text: string): string {
+    return text.split(this.root + sep).join('');
   }
 
   /** Every head of stack `model` with at least one version, by name. */
@@ -227,10 +280,11 @@ export class HeadStore {
   }
 
   private dir(model: string, name: string): VersionedDir {
-    return new VersionedDir(join(this.root, model, CLASSIFIERS, name), {
-      what: `head '${name}' of stack '${model}'`,
-      id: `${model}/${CLASSIFIERS}/${name}`,
-    });
+    return new VersionedDir(
+      join(this.root, model, CLASSIFIERS, name),
+      { what: `head '${name}' of stack '${model}'`, id: `${model}/${CLASSIFIERS}/${name}` },
+      this.writer,
+    );
   }
 
   private versionDir(model: string, name: string, version: number): string {

@@ -1,17 +1,16 @@
-import { join, resolve as resolvePath } from 'node:path';
+import { join, resolve as resolvePath, sep } from 'node:path';
 import type * as tf from '@tensorflow/tfjs';
-import { GimError } from '../errors.js';
+import { GimError, isGimError } from '../errors.js';
 import type { GoldenRecord } from '../golden/golden-record.js';
 import { STACK_FORMAT, type StackManifest } from './manifest.js';
 import { checkStackManifest } from './manifest-schema.js';
-import { writeJsonAtomic } from './atomic.js';
+import { DISK_WRITER, type FileWriter, writeJsonAtomic } from './atomic.js';
+import { checkModelFiles, loadModelArtifacts, saveModelArtifacts } from './tfjs-files.js';
 import type { LabelMoveMeta } from './label-history.js';
-import { loadModelArtifacts, saveModelArtifacts } from './tfjs-files.js';
 import {
   checkLabel,
   checkName,
   DEFAULT_TEMP_AGE_MS,
-  io,
   NAME_RE,
   parseRef,
   readDirOrEmpty,
@@ -50,7 +49,13 @@ export interface LoadedStack {
 export interface StackSummary {
   name: string;
   versions: number[];
+  /** `{}` when `unavailable`. */
   labels: Record<string, number>;
+  /**
+   * Set when the stack's name and labels cannot be resolved (a damaged `labels.json`): the
+   * `model_unavailable` error saying why. Its versions may still be loaded by number.
+   */
+  unavailable?: GimError;
 }
 
 const MANIFEST_JSON = 'manifest.json';
@@ -77,17 +82,21 @@ export interface StackStoreOptions {
    * process is then seen within that time, and at once when moved through this store.
    */
   resolveCacheMs?: number;
+  /** Writes every file of a publish (a seam for tests of write errors; default: the disk). */
+  writer?: FileWriter;
 }
 
 export class StackStore {
   readonly root: string;
   private readonly resolveCacheMs: number;
+  private readonly writer: FileWriter;
   /** ref -> its resolution and when it started (only while `resolveCacheMs` > 0). */
   private readonly resolved = new Map<string, { at: number; ref: Promise<StackRef> }>();
 
   constructor(root: string, opts: StackStoreOptions = {}) {
     this.root = resolvePath(root);
     this.resolveCacheMs = opts.resolveCacheMs ?? 0;
+    this.writer = opts.writer ?? DISK_WRITER;
   }
 
   /** Writes `draft` as the next version of `name` and points `opts.labels` at it. */
@@ -118,13 +127,13 @@ export class StackStore {
       await this.dir(name).publish(
         async (temp) => {
           for (const [i, artifacts] of sealed.modules.entries()) {
-            await saveModelArtifacts(join(temp, `module-${i + 1}`), artifacts);
+            await saveModelArtifacts(join(temp, `module-${i + 1}`), artifacts, this.writer);
           }
         },
         async (temp, version) => {
           // The manifest goes last: a temp directory with a manifest is complete.
           manifest = this.fullManifest(name, version, sealed);
-          await io(`write ${temp}`, () => writeJsonAtomic(join(temp, MANIFEST_JSON), manifest));
+          await writeJsonAtomic(join(temp, MANIFEST_JSON), manifest, this.writer);
         },
         labels,
       );
@@ -160,7 +169,7 @@ export class StackStore {
       'invalid_argument',
     );
     const file = join(this.versionDir(name, version), MANIFEST_JSON);
-    await io(`write ${file}`, () => writeJsonAtomic(file, updated));
+    await writeJsonAtomic(file, updated, this.writer);
     return updated;
   }
 
@@ -202,15 +211,47 @@ export class StackStore {
     return { name, version: await dir.resolve(selector) };
   }
 
-  /** The manifest and the module models of a stack version. */
+  /**
+   * The manifest and the module models of a stack version. A module directory or file that is
+   * missing or damaged makes the version `model_unavailable`, naming the file in the store.
+   */
   async load(ref: string): Promise<LoadedStack> {
     const { name, version } = await this.resolve(ref);
     const manifest = await this.readManifest(name, version);
     const modules: tf.io.ModelArtifacts[] = [];
     for (const m of manifest.modules) {
-      modules.push(await loadModelArtifacts(join(this.versionDir(name, version), m.dir)));
+      modules.push(
+        await this.moduleFiles(name, version, () =>
+          loadModelArtifacts(join(this.versionDir(name, version), m.dir)),
+        ),
+      );
     }
     return { manifest, modules };
+  }
+
+  /**
+   * The manifest of a stack version once its module files are checked as `load` would find them,
+   * without reading the weights (a `stat` each): `model_unavailable` if any is missing or damaged.
+   */
+  async check(ref: string): Promise<StackManifest> {
+    const { name, version } = await this.resolve(ref);
+    const manifest = await this.readManifest(name, version);
+    for (const m of manifest.modules) {
+      await this.moduleFiles(name, version, () =>
+        checkModelFiles(join(this.versionDir(name, version), m.dir)),
+      );
+    }
+    return manifest;
+  }
+
+  /** Runs a read of module files; a missing or damaged one makes the version unavailable. */
+  private async moduleFiles<T>(name: string, version: number, read: () => Promise<T>): Promise<T> {
+    try {
+      return await read();
+    } catch (e) {
+      if (!isGimError(e) || (e.code !== 'not_found' && e.code !== 'invalid_data')) throw e;
+      throw this.unavailable(name, version, e.message, e);
+    }
   }
 
   async loadManifest(ref: string): Promise<StackManifest> {
@@ -231,13 +272,22 @@ export class StackStore {
     return join(this.versionDir(manifest.name, manifest.version), module.dir);
   }
 
-  /** Every stack with at least one version, by name. */
+  /**
+   * Every stack with at least one version, by name. A stack whose `labels.json` is damaged is
+   * listed with `unavailable` set, so that one broken stack does not hide the others.
+   */
   async list(): Promise<StackSummary[]> {
     const out: StackSummary[] = [];
     for (const name of await this.stackDirs()) {
       const dir = this.dir(name);
       const versions = await dir.versions();
-      if (versions.length > 0) out.push({ name, versions, labels: await dir.readLabels() });
+      if (versions.length === 0) continue;
+      try {
+        out.push({ name, versions, labels: await dir.readLabels() });
+      } catch (e) {
+        if (!isGimError(e) || e.code !== 'model_unavailable') throw e;
+        out.push({ name, versions, labels: {}, unavailable: e });
+      }
     }
     return out;
   }
@@ -322,7 +372,11 @@ export class StackStore {
   }
 
   private dir(name: string): VersionedDir {
-    return new VersionedDir(join(this.root, name), { what: `stack '${name}'`, id: name });
+    return new VersionedDir(
+      join(this.root, name),
+      { what: `stack '${name}'`, id: name },
+      this.writer,
+    );
   }
 
   /** Directories under the root named like stacks, sorted. */
@@ -345,18 +399,49 @@ export class StackStore {
     return checkStackManifest(manifest, `manifest of ${name}`, 'invalid_argument');
   }
 
+  /** A version's manifest; `model_unavailable` when it is missing, not JSON or not a manifest. */
   private async readManifest(name: string, version: number): Promise<StackManifest> {
     const file = join(this.versionDir(name, version), MANIFEST_JSON);
-    const value = await readJsonFile(file);
-    if (value === undefined) throw new GimError('invalid_data', `${file} is missing`);
-    const manifest = checkStackManifest(value, file);
+    const shown = this.inStore(file);
+    let value: unknown;
+    try {
+      value = await readJsonFile(file);
+    } catch (e) {
+      if (!isGimError(e) || e.code !== 'invalid_data') throw e;
+      throw this.unavailable(name, version, `${shown} is not valid JSON`, e);
+    }
+    if (value === undefined) throw this.unavailable(name, version, `${shown} is missing`);
+    let manifest: StackManifest;
+    try {
+      manifest = checkStackManifest(value, shown);
+    } catch (e) {
+      throw this.unavailable(name, version, (e as Error).message, e);
+    }
     if (manifest.name !== name || manifest.version !== version) {
-      throw new GimError(
-        'invalid_data',
-        `${file}: describes ${manifest.name}@${manifest.version}, not ${name}@${version}`,
+      throw this.unavailable(
+        name,
+        version,
+        `${shown} describes ${manifest.name}@${manifest.version}`,
       );
     }
     return manifest;
+  }
+
+  /**
+   * A version that cannot be served because of its files: says which, relative to the store's
+   * root (a client may read the message; the root's own path is not its business).
+   */
+  private unavailable(name: string, version: number, what: string, cause?: unknown): GimError {
+    return new GimError(
+      'model_unavailable',
+      `${name}@${version} is unavailable: ${this.inStore(what)}`,
+      { cause },
+    );
+  }
+
+  /** `text` with the store's root left out of every path in it. */
+  private inStore(text: string): string {
+    return text.split(this.root + sep).join('');
   }
 }
 

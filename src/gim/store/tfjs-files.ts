@@ -1,8 +1,15 @@
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import type * as tf from '@tensorflow/tfjs';
 import { GimError } from '../errors.js';
-import { isErrno, writeFileAtomic, writeJsonAtomic } from './atomic.js';
+import {
+  DISK_WRITER,
+  type FileWriter,
+  isErrno,
+  writeError,
+  writeFileAtomic,
+  writeJsonAtomic,
+} from './atomic.js';
 
 /**
  * A tf.io.ModelArtifacts on disk in the standard tfjs layout (`model.json` + `weights.bin`), the
@@ -13,10 +20,14 @@ import { isErrno, writeFileAtomic, writeJsonAtomic } from './atomic.js';
 export const MODEL_JSON = 'model.json';
 export const WEIGHTS_BIN = 'weights.bin';
 
-/** Writes `model.json` and `weights.bin` into `dir` (created if needed), each atomically. */
+/**
+ * Writes `model.json` and `weights.bin` into `dir` (created if needed), each atomically. A failed
+ * write is an `io_error` naming the file (see `writeError`).
+ */
 export async function saveModelArtifacts(
   dir: string,
   artifacts: tf.io.ModelArtifacts,
+  writer: FileWriter = DISK_WRITER,
 ): Promise<tf.io.SaveResult> {
   const topology = artifacts.modelTopology;
   if (topology === undefined || topology instanceof ArrayBuffer) {
@@ -56,12 +67,12 @@ export async function saveModelArtifacts(
 
   try {
     await mkdir(dir, { recursive: true });
-    // Weights first: a model.json on disk always has its weights next to it.
-    await writeFileAtomic(join(dir, WEIGHTS_BIN), weights);
-    await writeJsonAtomic(join(dir, MODEL_JSON), modelJson);
   } catch (e) {
-    throw new GimError('io_error', `cannot save the model to ${dir}: ${String(e)}`, { cause: e });
+    throw writeError(dir, e);
   }
+  // Weights first: a model.json on disk always has its weights next to it.
+  await writeFileAtomic(join(dir, WEIGHTS_BIN), weights, writer);
+  await writeJsonAtomic(join(dir, MODEL_JSON), modelJson, writer);
 
   return {
     modelArtifactsInfo: {
@@ -82,7 +93,6 @@ export async function saveModelArtifacts(
  */
 export async function loadModelArtifacts(path: string): Promise<tf.io.ModelArtifacts> {
   const jsonPath = path.endsWith('.json') ? path : join(path, MODEL_JSON);
-  const baseDir = dirname(jsonPath);
   const modelJson = parseModelJson(await readStoreFile(jsonPath, 'not_found'), jsonPath);
 
   const artifacts: tf.io.ModelArtifacts = {
@@ -106,18 +116,8 @@ export async function loadModelArtifacts(path: string): Promise<tf.io.ModelArtif
   const manifest = modelJson.weightsManifest;
   const weightSpecs = manifest.flatMap((group) => group.weights);
   const shards: Uint8Array[] = [];
-  for (const group of manifest) {
-    for (const shardPath of group.paths) {
-      const file = resolve(baseDir, shardPath);
-      const rel = relative(resolve(baseDir), file);
-      if (rel === '' || rel.startsWith('..') || isAbsolute(rel)) {
-        throw new GimError(
-          'invalid_data',
-          `${jsonPath}: weight path '${shardPath}' leaves ${baseDir}`,
-        );
-      }
-      shards.push(await readStoreFile(file, 'invalid_data'));
-    }
+  for (const file of shardFiles(modelJson, jsonPath)) {
+    shards.push(await readStoreFile(file, 'invalid_data'));
   }
   const weights = concatBytes(shards);
   const expected = weightSpecsByteLength(weightSpecs, weights);
@@ -131,6 +131,54 @@ export async function loadModelArtifacts(path: string): Promise<tf.io.ModelArtif
   // A fresh buffer of exactly this size: Buffers from readFile may share a larger pool.
   artifacts.weightData = weights.buffer as ArrayBuffer;
   return artifacts;
+}
+
+/**
+ * Checks a tfjs model at `path` as `loadModelArtifacts` would, without reading its weights:
+ * `model.json` parses and its weight files exist with the size the weight specs describe (for
+ * string weights, whose size depends on the data, only that they exist). Cheap enough for a
+ * listing: a `stat` per weight file.
+ */
+export async function checkModelFiles(path: string): Promise<void> {
+  const jsonPath = path.endsWith('.json') ? path : join(path, MODEL_JSON);
+  const modelJson = parseModelJson(await readStoreFile(jsonPath, 'not_found'), jsonPath);
+  let size = 0;
+  for (const file of shardFiles(modelJson, jsonPath)) {
+    try {
+      size += (await stat(file)).size;
+    } catch (e) {
+      if (isErrno(e, 'ENOENT'))
+        throw new GimError('invalid_data', `${file} does not exist`, { cause: e });
+      throw new GimError('io_error', `cannot read ${file}: ${String(e)}`, { cause: e });
+    }
+  }
+  const specs = modelJson.weightsManifest.flatMap((group) => group.weights);
+  if (specs.some((spec) => spec.dtype === 'string' && spec.quantization === undefined)) return;
+  const expected = weightSpecsByteLength(specs, new Uint8Array(0));
+  if (expected !== size) {
+    throw new GimError(
+      'invalid_data',
+      `${jsonPath}: the weight files hold ${size} bytes but the manifest describes ${expected}`,
+    );
+  }
+}
+
+/** The weight files of a model.json, in order; none may leave its directory. */
+function shardFiles(modelJson: tf.io.ModelJSON, jsonPath: string): string[] {
+  const baseDir = dirname(jsonPath);
+  return modelJson.weightsManifest.flatMap((group) =>
+    group.paths.map((shardPath) => {
+      const file = resolve(baseDir, shardPath);
+      const rel = relative(resolve(baseDir), file);
+      if (rel === '' || rel.startsWith('..') || isAbsolute(rel)) {
+        throw new GimError(
+          'invalid_data',
+          `${jsonPath}: weight path '${shardPath}' leaves ${baseDir}`,
+        );
+      }
+      return file;
+    }),
+  );
 }
 
 /** An IOHandler over a directory, for `model.save(handler)` and `tf.loadLayersModel(handler)`. */

@@ -1,8 +1,16 @@
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { dirname, join } from 'node:path';
-import { GimError } from '../errors.js';
-import { fsyncDir, isErrno, TEMP_PREFIX, writeJsonAtomic } from './atomic.js';
+import { dirname, join, relative } from 'node:path';
+import { GimError, isGimError } from '../errors.js';
+import {
+  DISK_WRITER,
+  type FileWriter,
+  fsyncDir,
+  ioReason,
+  isErrno,
+  TEMP_PREFIX,
+  writeJsonAtomic,
+} from './atomic.js';
 import {
   appendLabelMoves,
   diffLabels,
@@ -53,12 +61,21 @@ export class VersionedDir {
   constructor(
     readonly dir: string,
     private readonly names: VersionedDirNames,
+    /** Writes `labels.json` (content writers bring their own). */
+    private readonly writer: FileWriter = DISK_WRITER,
   ) {}
 
   /**
    * Publishes the next version: `fill(temp)` writes the content, `seal(temp, version)` the manifest,
    * last (again with the next free number when another writer took the version meanwhile). Then
    * points `labels` at it, never moving a label back. Returns the version.
+   *
+   * All or nothing: when any step fails (a full disk, a write error, a lock held too long), the
+   * temp directory is removed and a version already renamed into place is withdrawn, so the
+   * versions and labels are left as they were; the error (`io_error` for the filesystem) names the
+   * file and the cause, e.g. "no space left on device (ENOSPC) while writing module-2/weights.bin
+   * of fashion@3; nothing was published ...". A damaged `labels.json` fails it before anything is
+   * written.
    */
   async publish(
     fill: (temp: string) => Promise<void>,
@@ -67,9 +84,13 @@ export class VersionedDir {
     by = 'publish',
   ): Promise<number> {
     labels.forEach(checkLabel);
+    if (labels.length > 0) await this.readLabels();
+    // Leftovers of writers that crashed (or could not remove them) go at the next publish.
+    await this.cleanupTemp(DEFAULT_TEMP_AGE_MS).catch(() => undefined);
     const parent = dirname(this.dir);
     const temp = join(this.dir, `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`);
-    let version = 0;
+    // For messages only: the number the version gets unless another writer takes it first.
+    let version = (await this.versions()).reduce((a, b) => Math.max(a, b), 0) + 1;
     inFlight.add(temp);
     try {
       await io(`create ${this.dir}`, async () => {
@@ -90,7 +111,7 @@ export class VersionedDir {
           await rename(temp, join(this.dir, String(version)));
           break;
         } catch (e) {
-          const at = `publish ${this.names.id}@${version}`;
+          const at = `rename the version into place`;
           if (!isErrno(e, 'ENOTEMPTY') && !isErrno(e, 'EEXIST') && !isErrno(e, 'EPERM'))
             throw ioError(at, e);
           const taken = await this.versions();
@@ -99,27 +120,73 @@ export class VersionedDir {
           await seal(temp, version);
         }
       }
-      await io(`sync ${this.dir}`, () => fsyncDir(this.dir));
     } catch (e) {
       await rm(temp, { recursive: true, force: true }).catch(() => undefined);
-      throw e;
+      throw this.notPublished(e, temp, version, `nothing was published: ${this.unchanged()}`);
     } finally {
       inFlight.delete(temp);
     }
-    if (labels.length > 0) {
-      await this.updateLabels(
-        (current, versions) => {
-          for (const label of labels) {
-            // Publishing never moves a label back, so concurrent publishes end on the newest version.
-            const at = current[label];
-            if (at === undefined || at < version || !versions.includes(at))
-              current[label] = version;
-          }
-        },
-        { by, reason: `published version ${version}` },
-      );
+    try {
+      await io(`sync ${this.names.id}`, () => fsyncDir(this.dir));
+      if (labels.length > 0) {
+        await this.updateLabels(
+          (current, versions) => {
+            for (const label of labels) {
+              // Publishing never moves a label back, so concurrent publishes end on the newest.
+              const at = current[label];
+              if (at === undefined || at < version || !versions.includes(at))
+                current[label] = version;
+            }
+          },
+          { by, reason: `published version ${version}` },
+        );
+      }
+    } catch (e) {
+      throw this.notPublished(e, this.dir, version, await this.withdraw(version));
     }
     return version;
+  }
+
+  /**
+   * Takes back a version whose publish failed after its rename (its labels could not be moved):
+   * renamed out of sight first (a rename needs no space), then removed. Says what happened.
+   */
+  private async withdraw(version: number): Promise<string> {
+    const published = join(this.dir, String(version));
+    const away = join(this.dir, `${TEMP_PREFIX}withdrawn-${randomBytes(6).toString('hex')}`);
+    try {
+      await rename(published, away);
+    } catch (e) {
+      return (
+        `${this.names.id}@${version} is on disk but no label was moved to it (it could not be ` +
+        `withdrawn: ${ioReason(e)}); the labels of ${this.names.what} are as they were`
+      );
+    }
+    // Once renamed it is a temp entry: one that cannot be removed now goes at the next publish.
+    await rm(away, { recursive: true, force: true }).catch(() => undefined);
+    await fsyncDir(this.dir).catch(() => undefined);
+    return `nothing was published (${this.names.id}@${version} was withdrawn): ${this.unchanged()}`;
+  }
+
+  private unchanged(): string {
+    return `the versions and labels of ${this.names.what} are as they were`;
+  }
+
+  /**
+   * The error of a failed publish, with its code, saying what it left (`outcome`); a write error
+   * names the file relative to `base` and the version it was for.
+   */
+  private notPublished(e: unknown, base: string, version: number, outcome: string): GimError {
+    const error = isGimError(e) ? e : ioError(`publish ${this.names.id}@${version}`, e);
+    const { path, reason } = error.details;
+    const message =
+      typeof path === 'string' && typeof reason === 'string'
+        ? `${reason} while writing ${relative(base, path)} of ${this.names.id}@${version}`
+        : error.message;
+    return new GimError(error.code, `${message}; ${outcome}`, {
+      cause: error,
+      details: error.details,
+    });
   }
 
   /**
@@ -130,6 +197,12 @@ export class VersionedDir {
     const versions = await this.versions();
     if (versions.length === 0)
       throw new GimError('not_found', `${this.names.what} has no versions`);
+    if (selector !== undefined && VERSION_RE.test(selector)) {
+      // A version by number needs no labels: it resolves even when labels.json is damaged.
+      const version = Number(selector);
+      if (!versions.includes(version)) throw this.noVersion(version, versions);
+      return version;
+    }
     const labels = await this.readLabels();
     const byLabel = (label: string): number => {
       const version = labels[label];
@@ -153,11 +226,6 @@ export class VersionedDir {
       if (labels.latest !== undefined) return byLabel('latest');
       return versions[versions.length - 1] as number;
     }
-    if (VERSION_RE.test(selector)) {
-      const version = Number(selector);
-      if (!versions.includes(version)) throw this.noVersion(version, versions);
-      return version;
-    }
     return byLabel(selector);
   }
 
@@ -170,20 +238,34 @@ export class VersionedDir {
       .sort((a, b) => a - b);
   }
 
+  /**
+   * The labels; `{}` without a `labels.json`. A damaged one (not JSON, not label -> version) is
+   * `model_unavailable`, naming the file relative to the models directory: the name and labels of
+   * this directory cannot be resolved until it is fixed or removed (versions by number still can).
+   */
   async readLabels(): Promise<Record<string, number>> {
-    const file = join(this.dir, LABELS_JSON);
-    const value = await readJsonFile(file);
+    const damaged = (what: string, cause?: unknown): GimError =>
+      new GimError(
+        'model_unavailable',
+        `${this.names.what} is unavailable: ${this.names.id}/${LABELS_JSON} ${what}; fix or ` +
+          'remove that file (without it, the highest version is the default)',
+        { cause },
+      );
+    let value: unknown;
+    try {
+      value = await readJsonFile(join(this.dir, LABELS_JSON));
+    } catch (e) {
+      if (isGimError(e) && e.code === 'invalid_data') throw damaged('is not valid JSON', e);
+      throw e;
+    }
     if (value === undefined) return {};
     if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-      throw new GimError('invalid_data', `${file}: expected an object of label -> version`);
+      throw damaged('is not an object of label -> version');
     }
     const labels: Record<string, number> = {};
     for (const [label, version] of Object.entries(value)) {
       if (!LABEL_RE.test(label) || !Number.isInteger(version) || (version as number) < 1) {
-        throw new GimError(
-          'invalid_data',
-          `${file}: bad entry ${JSON.stringify(label)}: ${version}`,
-        );
+        throw damaged(`has a bad entry ${JSON.stringify(label).slice(0, 40)}`);
       }
       labels[label] = version as number;
     }
@@ -316,9 +398,11 @@ export class VersionedDir {
           );
           const moves = diffLabels(before, sorted, meta, new Date().toISOString());
           if (moves.length > 0) {
-            await io(`write labels of ${this.names.id}`, () =>
-              writeJsonAtomic(join(this.dir, LABELS_JSON), sorted),
-            );
+            try {
+              await writeJsonAtomic(join(this.dir, LABELS_JSON), sorted, this.writer);
+            } catch (e) {
+              throw this.labelsNotWritten(e);
+            }
             await io(`record the label history of ${this.names.id}`, () =>
               appendLabelMoves(this.historyPath, moves),
             );
@@ -338,6 +422,17 @@ export class VersionedDir {
     } finally {
       if (labelQueues.get(this.dir) === run) labelQueues.delete(this.dir);
     }
+  }
+
+  /** A failed write of `labels.json` (the old one is still in place), naming it in the store. */
+  private labelsNotWritten(e: unknown): GimError {
+    if (!isGimError(e) || typeof e.details.reason !== 'string') return ioError('write labels', e);
+    return new GimError(
+      e.code,
+      `${e.details.reason} while writing ${this.names.id}/${LABELS_JSON}; the labels of ` +
+        `${this.names.what} are as they were`,
+      { cause: e, details: e.details },
+    );
   }
 
   private noVersion(version: number, versions: number[]): GimError {
@@ -453,5 +548,5 @@ export async function io<T>(what: string, fn: () => Promise<T>): Promise<T> {
 }
 
 export function ioError(what: string, e: unknown): GimError {
-  return new GimError('io_error', `cannot ${what}: ${String(e)}`, { cause: e });
+  return new GimError('io_error', `cannot ${what}: ${ioReason(e)}`, { cause: e });
 }
