@@ -209,10 +209,10 @@ export class JobController {
       };
       const running = this.active.get(id);
       if (!running && isActive(job.status) && !this.leading) {
-        // The leader's trainer: it sees the request at its next reconcile and stops it.
-        return job.status === 'cancelling'
-          ? this.save({ ...job, cancel })
-          : this.move({ ...job, cancel }, 'cancelling', { message: 'cancel requested' });
+        // The leader's trainer, and the leader's record (one writer per job.json): the request
+        // goes beside it, and the leader applies it at its next reconcile.
+        await this.store.requestCancel(id, cancel);
+        return { ...job, cancel };
       }
       if (!running) {
         return this.move({ ...job, cancel }, 'cancelled', {
@@ -321,26 +321,16 @@ export class JobController {
    */
   private async reconcile(): Promise<void> {
     if (this.draining || !this.leading) return;
-    for (const [id, active] of this.active) {
-      const job = await this.store.read(id).catch(() => null);
-      const wanted = job?.cancel ? (job.cancel.force ? 'force' : 'graceful') : undefined;
-      if (
-        wanted !== undefined &&
-        active.stopRequested !== wanted &&
-        active.stopRequested !== 'force'
-      ) {
-        active.stopRequested = wanted;
-        await active.handle
-          .stop(wanted)
-          .catch((e: unknown) => this.log(`job ${id}: stopping it failed: ${errorMessage(e)}`));
-      }
+    for (const id of [...this.active.keys()]) {
+      const request = await this.store.takeCancelRequest(id).catch(() => undefined);
+      if (request === undefined) continue;
+      await this.cancel(id, {
+        force: request.force,
+        by: request.by,
+        ...(request.reason !== undefined ? { reason: request.reason } : {}),
+      }).catch((e: unknown) => this.log(`job ${id}: a recorded cancel failed: ${errorMessage(e)}`));
     }
     this.pump();
-  }
-
-  private async save(job: JobRecord): Promise<JobRecord> {
-    await this.store.write(job);
-    return job;
   }
 
   private pump(): void {

@@ -130,6 +130,28 @@ export class JobStore {
     this.seqs.delete(job.id);
   }
 
+  /**
+   * A cancel asked of a replica that does not run the job's trainer: recorded beside the job
+   * (`cancel.json`) for the controller that does, which alone writes job.json.
+   */
+  async requestCancel(id: string, cancel: NonNullable<JobRecord['cancel']>): Promise<void> {
+    await writeJsonAtomic(join(this.paths(id).dir, 'cancel.json'), cancel);
+  }
+
+  /** The recorded cancel request of a job, removed as it is taken; undefined when none. */
+  async takeCancelRequest(id: string): Promise<JobRecord['cancel']> {
+    const path = join(this.paths(id).dir, 'cancel.json');
+    let text: string;
+    try {
+      text = await readFile(path, 'utf8');
+    } catch (e) {
+      if (isErrno(e, 'ENOENT')) return undefined;
+      throw e;
+    }
+    await rm(path, { force: true });
+    return JSON.parse(text) as JobRecord['cancel'];
+  }
+
   /** Appends one event (fsynced) and returns it with its seq (its line number). */
   appendEvent(
     id: string,

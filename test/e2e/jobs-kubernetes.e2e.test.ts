@@ -66,64 +66,78 @@ describe('training jobs on the kubernetes runner, two replicas (e2e)', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  test('one replica leads; a job submitted to the other runs as a Job created by the leader', async () => {
-    await until('a leader', () => kube.store.get('leases', 'gim', 'gim-serve-jobs') !== undefined);
-    const leader = holder(kube);
-    assert.ok(['gim-serve-a', 'gim-serve-b'].includes(leader));
-    const follower = replicas[leader === 'gim-serve-a' ? 1 : 0] as TestApp;
+  test(
+    'one replica leads; a job submitted to the other runs as a Job created by the leader',
+    { timeout: 60_000 },
+    async () => {
+      await until(
+        'a leader',
+        () => kube.store.get('leases', 'gim', 'gim-serve-jobs') !== undefined,
+      );
+      const leader = holder(kube);
+      assert.ok(['gim-serve-a', 'gim-serve-b'].includes(leader));
+      const follower = replicas[leader === 'gim-serve-a' ? 1 : 0] as TestApp;
 
-    const submitted = await request(follower.server)
-      .post('/admin/v1/training-jobs')
-      .set(auth)
-      .send({ kind: 'encoder', model: 'tiny', spec: { data: 'fashion-mnist-mini', epochs: 1 } });
-    assert.equal(submitted.status, 202, submitted.text);
-    const id = submitted.body.id as string;
-    assert.equal(submitted.body.runner, 'kubernetes');
-    const created = await kube.waitForCall((c) => c.verb === 'create' && c.resource === 'jobs');
-    const body = created.body as {
-      metadata: { name: string; labels: Record<string, string> };
-      spec: { template: { spec: { containers: { args: string[] }[] } } };
-    };
-    assert.equal(body.metadata.labels['gim.dev/job-id'], id);
-    assert.equal(body.metadata.name, `gim-train-${id}-1`);
-    const args = body.spec.template.spec.containers[0]?.args ?? [];
-    assert.ok(args.includes(`--progress-json=/models/.jobs/${id}/progress.ndjson`), args.join(' '));
-    assert.ok(args.includes('--data=' + join(ROOT, 'test/fixtures', 'fashion-mnist-mini')));
-    const creators = kube.calls.filter((c) => c.verb === 'create' && c.resource === 'jobs');
-    assert.equal(creators.length, 1, 'exactly one replica created the Job');
+      const submitted = await request(follower.server)
+        .post('/admin/v1/training-jobs')
+        .set(auth)
+        .send({ kind: 'encoder', model: 'tiny', spec: { data: 'fashion-mnist-mini', epochs: 1 } });
+      assert.equal(submitted.status, 202, submitted.text);
+      const id = submitted.body.id as string;
+      assert.equal(submitted.body.runner, 'kubernetes');
+      const created = await kube.waitForCall((c) => c.verb === 'create' && c.resource === 'jobs');
+      const body = created.body as {
+        metadata: { name: string; labels: Record<string, string> };
+        spec: { template: { spec: { containers: { args: string[] }[] } } };
+      };
+      assert.equal(body.metadata.labels['gim.dev/job-id'], id);
+      assert.equal(body.metadata.name, `gim-train-${id}-1`);
+      const args = body.spec.template.spec.containers[0]?.args ?? [];
+      assert.ok(
+        args.includes(`--progress-json=/models/.jobs/${id}/progress.ndjson`),
+        args.join(' '),
+      );
+      assert.ok(args.includes('--data=' + join(ROOT, 'test/fixtures', 'fashion-mnist-mini')));
+      const creators = kube.calls.filter((c) => c.verb === 'create' && c.resource === 'jobs');
+      assert.equal(creators.length, 1, 'exactly one replica created the Job');
 
-    kube.cluster.setJobCondition(body.metadata.name, { type: 'Complete' });
-    const done = await request(follower.server)
-      .get(`/admin/v1/training-jobs/${id}?wait_seconds=30`)
-      .set(auth);
-    assert.equal(done.body.status, 'succeeded', JSON.stringify(done.body));
-    assert.equal(done.body.attempts[0].runnerRef, body.metadata.name);
-  });
+      kube.cluster.setJobCondition(body.metadata.name, { type: 'Complete' });
+      const done = await request(follower.server)
+        .get(`/admin/v1/training-jobs/${id}?wait_seconds=30`)
+        .set(auth);
+      assert.equal(done.body.status, 'succeeded', JSON.stringify(done.body));
+      assert.equal(done.body.attempts[0].runnerRef, body.metadata.name);
+    },
+  );
 
-  test('a cancel sent to the follower: the leader deletes the Job, the job is cancelled', async () => {
-    const follower = replicas.find(
-      (r) => holder(kube) !== r.config.jobs.kubernetes.podName,
-    ) as TestApp;
-    const from = kube.calls.length;
-    const submitted = await request(follower.server)
-      .post('/admin/v1/training-jobs')
-      .set(auth)
-      .send({ kind: 'encoder', model: 'tiny', spec: { data: 'fashion-mnist-mini', epochs: 1 } });
-    const id = submitted.body.id as string;
-    await kube.waitForCall((c) => c.verb === 'create' && c.resource === 'jobs', from);
-    const cancel = await request(follower.server)
-      .post(`/admin/v1/training-jobs/${id}/cancel`)
-      .set(auth);
-    assert.equal(cancel.status, 202, cancel.text);
-    assert.equal(cancel.body.status, 'cancelling');
-    const deleted = await kube.waitForCall(
-      (c) => c.verb === 'delete' && c.resource === 'jobs',
-      from,
-    );
-    assert.equal(deleted.name, `gim-train-${id}-1`);
-    const done = await request(follower.server)
-      .get(`/admin/v1/training-jobs/${id}?wait_seconds=30`)
-      .set(auth);
-    assert.equal(done.body.status, 'cancelled', JSON.stringify(done.body));
-  });
+  test(
+    'a cancel sent to the follower: the leader deletes the Job, the job is cancelled',
+    { timeout: 60_000 },
+    async () => {
+      const follower = replicas.find(
+        (r) => holder(kube) !== r.config.jobs.kubernetes.podName,
+      ) as TestApp;
+      const from = kube.calls.length;
+      const submitted = await request(follower.server)
+        .post('/admin/v1/training-jobs')
+        .set(auth)
+        .send({ kind: 'encoder', model: 'tiny', spec: { data: 'fashion-mnist-mini', epochs: 1 } });
+      const id = submitted.body.id as string;
+      await kube.waitForCall((c) => c.verb === 'create' && c.resource === 'jobs', from);
+      const cancel = await request(follower.server)
+        .post(`/admin/v1/training-jobs/${id}/cancel`)
+        .set(auth);
+      assert.equal(cancel.status, 202, cancel.text);
+      assert.match(cancel.body.cancel.by, /^token:/, 'recorded for the leader');
+      const deleted = await kube.waitForCall(
+        (c) => c.verb === 'delete' && c.resource === 'jobs',
+        from,
+      );
+      assert.equal(deleted.name, `gim-train-${id}-1`);
+      const done = await request(follower.server)
+        .get(`/admin/v1/training-jobs/${id}?wait_seconds=30`)
+        .set(auth);
+      assert.equal(done.body.status, 'cancelled', JSON.stringify(done.body));
+    },
+  );
 });
