@@ -332,19 +332,21 @@ describe('kill -9 of the API while a local job trains (e2e, real processes)', ()
     const submitted = await fetch(url, {
       method: 'POST',
       headers,
-      body: JSON.stringify(encoderJob(30, 3)),
+      body: JSON.stringify(encoderJob(30, 10)),
     });
     assert.equal(submitted.status, 202);
     const { id } = (await submitted.json()) as { id: string };
     // Until a checkpoint exists (the end of epoch 1), then the API dies without a word. Its
     // trainer outlives it; held still here (SIGSTOP) so that it cannot finish meanwhile, it is
     // killed by the next API after JOB_STOP_GRACE_MS, and the job resumes from that checkpoint.
-    await readSse(`${url}/${id}/events`, auth, (e) => e.event === 'checkpoint');
-    const running = (await (await fetch(`${url}/${id}`, { headers: auth })).json()) as {
-      attempts: { runnerRef: string }[];
-    };
-    const trainer = Number(running.attempts[0]?.runnerRef);
-    process.kill(trainer, 'SIGSTOP');
+    // The trainer's pid from its start event; held (SIGSTOP) as soon as the first checkpoint is
+    // announced, so that it cannot finish its remaining epochs meanwhile.
+    let trainer = 0;
+    await readSse(`${url}/${id}/events`, auth, (e) => {
+      if (e.event === 'start') trainer = Number(e.data.pid);
+      if (e.event === 'checkpoint') process.kill(trainer, 'SIGSTOP');
+      return e.event === 'checkpoint';
+    });
     api.kill('SIGKILL');
     await new Promise((resolve) => api?.once('exit', resolve));
 

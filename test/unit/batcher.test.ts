@@ -660,7 +660,11 @@ describe('Batcher: no compute for callers already answered', () => {
   });
 
   test('admit refuses what the work ahead would make late, with when to retry', async () => {
-    const { b, call, calls, reasons } = setup({ timeoutMs: 1000, maxBatchSize: 8 });
+    const { b, call, calls, reasons } = setup({
+      timeoutMs: 1000,
+      maxBatchSize: 8,
+      minAdmissionSamples: 1,
+    });
     b.admit(new Array<number>(30).fill(0)); // nothing to estimate from yet: admitted
     await learn(b, call, 0, [0], 100); // 100 ms per item
     b.admit(new Array<number>(11).fill(0)); // late even alone: not for the estimate to refuse
@@ -696,7 +700,11 @@ describe('Batcher: no compute for callers already answered', () => {
   });
 
   test('a batch that computed nothing teaches nothing; an estimate goes stale when no batch runs', async () => {
-    const { b, call, reasons } = setup({ timeoutMs: 1000, maxBatchSize: 16 });
+    const { b, call, reasons } = setup({
+      timeoutMs: 1000,
+      maxBatchSize: 16,
+      minAdmissionSamples: 1,
+    });
     // The worker refused the whole batch after a long wait (restarting, say): not its pace.
     const refused = b.submit(1, { deadline: LONG });
     b.dispatch();

@@ -18,6 +18,8 @@ export class BatchTimeModel {
   private perItem = 0;
   private perCost = 0;
   private observed = false;
+  /** Batches observed so far. */
+  samples = 0;
 
   constructor(private readonly weight = 0.2) {}
 
@@ -31,6 +33,7 @@ export class BatchTimeModel {
     this.ny = keep * this.ny + items * ms;
     this.cy = keep * this.cy + cost * ms;
     this.observed = true;
+    this.samples++;
     this.fit();
   }
 

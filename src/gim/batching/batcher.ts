@@ -17,6 +17,11 @@ export interface BatcherOptions<I = unknown> {
   /** Batches running at once (default 1: the inference worker is serial). */
   maxInFlight?: number;
   /**
+   * Batches observed before `admit` refuses anything on its estimate (default 3): the first ones
+   * after a start or a load run cold, and refusing on them turned a start-up burst away.
+   */
+  minAdmissionSamples?: number;
+  /**
    * What an item costs to compute besides being one item (default 0: items cost alike), e.g. an
    * audio clip's seconds: batch times are estimated per item and per unit of cost.
    */
@@ -195,6 +200,7 @@ export class Batcher<I, O> {
     const now = this.now();
     const costSum = costs.reduce((a, b) => a + b, 0);
     const { maxInFlight, timeoutMs } = this.options;
+    if (this.batchTime.samples < this.options.minAdmissionSamples) return;
     const ownMs = this.estimateMs(costs.length, costSum, now);
     if (ownMs === undefined || costs.length === 0) return;
     const own = ownMs / maxInFlight;
@@ -658,6 +664,7 @@ function validateOptions<I>(
     maxQueue,
     timeoutMs,
     maxInFlight: options.maxInFlight ?? 1,
+    minAdmissionSamples: options.minAdmissionSamples ?? 3,
   };
   const problems: string[] = [];
   const isInt = (v: unknown, min: number): boolean =>
