@@ -219,6 +219,7 @@ describe('a write error while publishing a head', () => {
     assert.deepEqual((await readdir(join(root, 'fashion', 'classifiers', 'clothes'))).sort(), [
       '1',
       '2',
+      'labels.history.ndjson',
       'labels.json',
     ]);
   });
