@@ -11,12 +11,14 @@ import { classifierCommand } from './commands/classifier.js';
 import { classifyCommand } from './commands/classify.js';
 import { smokeGpuCommand } from './commands/smoke-gpu.js';
 import { goldenCommand } from './commands/golden.js';
+import { promoteCommand } from './commands/promote.js';
 
 const program = new Command('gim')
   .description('Greedy InfoMax: train encoder stacks module by module, probe and embed with them')
   .showHelpAfterError()
   .addCommand(trainCommand())
   .addCommand(probeCommand())
+  .addCommand(promoteCommand())
   .addCommand(embedCommand())
   .addCommand(modelsCommand())
   .addCommand(classifierCommand())

@@ -8,7 +8,7 @@ import type { StepProgress } from '../gim/training/run-training.js';
  */
 export const PROGRESS_EVENTS_VERSION = 1;
 
-export type ReportedCommand = 'train' | 'classifier-train' | 'probe';
+export type ReportedCommand = 'train' | 'classifier-train' | 'probe' | 'promote';
 
 /** A progress event as written: every line carries `v`, `t` (ISO-8601) and `type`. */
 export type ProgressEvent = { v: typeof PROGRESS_EVENTS_VERSION; t: string } & ProgressEventBody;
@@ -44,6 +44,8 @@ export type ProgressEventBody =
       labels: string[];
     }
   | ({ type: 'result' } & Record<string, unknown>)
+  /** `gim promote`: the gate's verdict, the heads checked or retrained, and whether it moved. */
+  | ({ type: 'promotion'; promoted: boolean } & Record<string, unknown>)
   | {
       type: 'end';
       status: 'succeeded' | 'cancelled' | 'failed';

@@ -73,6 +73,7 @@ const FORWARDED = new Set([
   'log',
   'published',
   'result',
+  'promotion',
 ]);
 
 export class JobController {
@@ -143,6 +144,7 @@ export class JobController {
       model: plan.model,
       spec: plan.spec,
       args: plan.args,
+      ...(plan.promoteArgs ? { promoteArgs: plan.promoteArgs } : {}),
       runner: this.runner.kind,
       status: 'queued',
       message: 'waiting for a free runner slot',
@@ -161,7 +163,8 @@ export class JobController {
       if (
         earlier.kind !== plan.kind ||
         earlier.model !== plan.model ||
-        JSON.stringify(earlier.args) !== JSON.stringify(plan.args)
+        JSON.stringify([earlier.args, earlier.promoteArgs]) !==
+          JSON.stringify([plan.args, plan.promoteArgs])
       )
         throw new GimError(
           'conflict',
@@ -353,14 +356,20 @@ export class JobController {
     }
   }
 
-  private async launch(queued: JobRecord): Promise<void> {
+  /**
+   * Starts the next attempt of a queued job, or (`chained`) the promotion of an encoder job whose
+   * version was just published: the job stays `evaluating` and keeps its runner slot.
+   */
+  private async launch(queued: JobRecord, chained = false): Promise<void> {
     const paths = this.store.paths(queued.id);
     let job = queued;
     const attempt = job.attempts.length + 1;
     const resume = job.attempts.length > 0;
     const offset = await JobStore.sizeOf(paths.progress);
+    const from: JobStatus = chained ? 'evaluating' : 'queued';
+    const to: JobStatus = chained ? 'evaluating' : 'starting';
     job = await this.withJob(job.id, async (current) => {
-      if (current.status !== 'queued') return current;
+      if (current.status !== from) return current;
       const started = {
         ...current,
         attempts: [
@@ -368,11 +377,15 @@ export class JobController {
           { n: attempt, resume, startedAt: this.now().toISOString(), progressOffset: offset },
         ],
       };
+      if (chained) {
+        await this.store.write(started);
+        return started;
+      }
       return this.move(started, 'starting', {
         message: `attempt ${attempt}${resume ? ', resuming from the checkpoint' : ''}`,
       });
     });
-    if (job.status !== 'starting') return;
+    if (job.status !== to || job.attempts.length !== attempt) return;
     let handle: RunHandle;
     try {
       handle = await this.runner.start({ job, attempt, resume, paths });
@@ -455,11 +468,20 @@ export class JobController {
       return;
     }
     if (FORWARDED.has(type)) await this.store.appendEvent(id, type as JobEvent['type'], t, fields);
-    if (type === 'start' || type === 'progress' || type === 'published' || type === 'result') {
+    if (
+      type === 'start' ||
+      type === 'progress' ||
+      type === 'published' ||
+      type === 'result' ||
+      type === 'promotion'
+    ) {
       await this.withJob(id, async (job) => {
         let next = withProgressRead(job, active.offset);
         if (job.status === 'starting')
-          next = await this.move(next, 'running', { message: 'training' });
+          next =
+            fields.command === 'promote'
+              ? await this.move(next, 'evaluating', { message: 'evaluating the promotion' })
+              : await this.move(next, 'running', { message: 'training' });
         if (type === 'progress') {
           const progress = progressOf(fields, t);
           next = { ...next, progress };
@@ -490,6 +512,9 @@ export class JobController {
         } else if (type === 'result') {
           next = { ...next, result: { ...next.result, summary: fields } };
           await this.store.write(next);
+        } else if (type === 'promotion') {
+          next = { ...next, result: { ...next.result, promotion: fields } };
+          await this.store.write(next);
         }
         return next;
       });
@@ -504,14 +529,22 @@ export class JobController {
       let to: JobStatus;
       let reason: FailureReason | undefined;
       let message = exit.message;
-      if (exit.outcome === 'succeeded') to = 'succeeded';
-      else if (exit.outcome === 'cancelled') to = job.cancel ? 'cancelled' : 'interrupted';
+      if (exit.outcome === 'succeeded') {
+        to = 'succeeded';
+        const published = job.result?.published;
+        if (promotionPending(job) && published) {
+          // The API is going away: the promotion runs when a controller takes the job again.
+          to = this.draining ? 'interrupted' : 'evaluating';
+          message = `published ${published.name}@${published.version}; promoting it`;
+        } else if (job.result?.promotion) message = promotionMessage(job.result.promotion);
+      } else if (exit.outcome === 'cancelled') to = job.cancel ? 'cancelled' : 'interrupted';
       else if (exit.outcome === 'lost') to = 'interrupted';
       else {
         to = 'failed';
         reason = exit.reason ?? 'runner_error';
         const error = active?.end?.error;
-        if (error?.code === 'conflict') reason = 'publish_conflict';
+        if (error?.code === 'conflict' || error?.code === 'precondition_failed')
+          reason = 'publish_conflict';
         if (error?.message) message = `${message}: ${error.message}`;
       }
       if (this.draining && to === 'cancelled' && !job.cancel) to = 'interrupted';
@@ -539,6 +572,7 @@ export class JobController {
       }
       return next;
     });
+    if (job.status === 'evaluating') await this.launch(job, true);
     if (job.status === 'queued') this.pump();
   }
 
@@ -688,4 +722,26 @@ function withProgressRead(job: JobRecord, offset: number): JobRecord {
 
 function errorMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
+}
+
+/** An encoder job that asked for a promotion and has published its version but not promoted it. */
+function promotionPending(job: JobRecord): boolean {
+  return (
+    job.kind === 'encoder' &&
+    job.promoteArgs !== undefined &&
+    job.status !== 'evaluating' &&
+    job.result?.promotion === undefined
+  );
+}
+
+/** The job's closing message from `gim promote`'s verdict. */
+function promotionMessage(p: Record<string, unknown>): string {
+  const target = `${String(p.model)}@${String(p.label)} -> ${String(p.version)}`;
+  if (p.dryRun === true)
+    return `dry run: ${target} would ${p.wouldPromote === true ? '' : 'not '}be promoted`;
+  if (p.promoted === true) return `promoted: ${target}`;
+  const gate = p.gate as { passed?: boolean } | undefined;
+  return gate?.passed === false
+    ? `not promoted: the gate refused ${target}`
+    : `not promoted: ${target}`;
 }

@@ -3,20 +3,25 @@
  * every runner's job goes through. Pure: no NestJS, no environment, no filesystem.
  *
  * ```
- * queued ─► starting ─► running ─► publishing ─► succeeded
- *   │          │           │            │
- *   │          └───────────┴────────────┴─► failed(reason)      (terminal)
- *   │          └───────────┴────────────┴─► interrupted ─► queued (resume from the checkpoint)
- *   │          └───────────┴─► cancelling ─► cancelled          (terminal)
- *   └──────────────────────────────────────► cancelled
+ * queued ─► starting ─► running ─► publishing ─► (evaluating) ─► succeeded
+ *   │          │           │            │              │
+ *   │          └───────────┴────────────┴──────────────┴─► failed(reason)      (terminal)
+ *   │          └───────────┴────────────┴──────────────┴─► interrupted ─► queued (resume)
+ *   │          └───────────┴──────────────────────────┴─► cancelling ─► cancelled (terminal)
+ *   └──────────────────────────────────────────────────► cancelled
  * failed, cancelled, interrupted ─ retry ─► queued (same job, next attempt, --resume)
  * ```
+ *
+ * `evaluating`: a promotion (`gim promote`) runs: a `promote` job from its start, an encoder job
+ * that asked for one after its version is published (a resumed attempt promotes that version;
+ * it does not train again).
  */
 export const JOB_STATUSES = [
   'queued',
   'starting',
   'running',
   'publishing',
+  'evaluating',
   'succeeded',
   'cancelling',
   'cancelled',
@@ -31,6 +36,7 @@ export const ACTIVE_STATUSES: readonly JobStatus[] = [
   'starting',
   'running',
   'publishing',
+  'evaluating',
   'cancelling',
 ];
 
@@ -49,14 +55,15 @@ export const FAILURE_REASONS = [
 ] as const;
 export type FailureReason = (typeof FAILURE_REASONS)[number];
 
-export const JOB_KINDS = ['encoder', 'head', 'probe'] as const;
+export const JOB_KINDS = ['encoder', 'head', 'probe', 'promote'] as const;
 export type JobKind = (typeof JOB_KINDS)[number];
 
 const TRANSITIONS: Record<JobStatus, readonly JobStatus[]> = {
   queued: ['starting', 'cancelled'],
-  starting: ['running', 'failed', 'cancelling', 'interrupted', 'succeeded'],
-  running: ['publishing', 'succeeded', 'failed', 'cancelling', 'interrupted'],
-  publishing: ['succeeded', 'failed', 'interrupted'],
+  starting: ['running', 'evaluating', 'failed', 'cancelling', 'interrupted', 'succeeded'],
+  running: ['publishing', 'evaluating', 'succeeded', 'failed', 'cancelling', 'interrupted'],
+  publishing: ['evaluating', 'succeeded', 'failed', 'interrupted'],
+  evaluating: ['succeeded', 'failed', 'cancelling', 'interrupted'],
   // A trainer that finished before it saw the signal still succeeded.
   cancelling: ['cancelled', 'failed', 'succeeded', 'interrupted'],
   interrupted: ['queued', 'cancelled'],
@@ -127,6 +134,11 @@ export interface JobRecord {
   spec: Record<string, unknown>;
   /** The `gim` CLI arguments the spec stands for (without the runner's own flags). */
   args: string[];
+  /**
+   * An encoder job that promotes its version: the `gim promote` arguments without `--model`,
+   * run once the version is published (`trainerArgs`).
+   */
+  promoteArgs?: string[];
   runner: 'local' | 'kubernetes';
   status: JobStatus;
   /** Set with status `failed`. */
@@ -155,11 +167,13 @@ export interface JobResult {
   published?: { kind: 'stack' | 'head'; name: string; version: number; labels: string[] };
   /** The trainer's `result` event (final losses; head metrics; the probe table). */
   summary?: Record<string, unknown>;
+  /** `gim promote`'s verdict: promoted or not, the gate, stranded and retrained heads. */
+  promotion?: Record<string, unknown>;
 }
 
 /** Event types of a job's stream (events.ndjson, and the SSE `event:` field). */
 export type JobEventType =
-  'status' | 'progress' | 'epoch' | 'checkpoint' | 'log' | 'published' | 'result';
+  'status' | 'progress' | 'epoch' | 'checkpoint' | 'log' | 'published' | 'result' | 'promotion';
 
 /** One line of events.ndjson: `seq` is its line number (1-based), the SSE id. */
 export interface JobEvent {

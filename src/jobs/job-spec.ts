@@ -151,6 +151,8 @@ export interface JobPlan {
   spec: Record<string, unknown>;
   /** `gim` arguments, without the runner's (--progress-json, --checkpoint-dir, --resume). */
   args: string[];
+  /** An encoder job's promotion: `gim promote` arguments without `--model` (see JobRecord). */
+  promoteArgs?: string[];
   timeoutSeconds: number;
   maxResumes: number;
 }
@@ -180,20 +182,44 @@ export async function planJob(body: unknown, opts: JobPlanOptions): Promise<JobP
   if (!isObject(spec)) bad('"spec" must be a JSON object');
   const fields = { ...(spec as Record<string, unknown>) };
 
-  let shapeKey: string = kind as string;
-  if (kind === 'encoder') {
-    const modality = fields.modality ?? 'image';
-    if (modality !== 'image' && modality !== 'audio') bad('"spec.modality" must be image or audio');
-    fields.modality = modality;
-    shapeKey = `encoder:${String(modality)}`;
+  let args: string[];
+  let promoteArgs: string[] | undefined;
+  if (kind === 'promote') {
+    const version = fields.version;
+    if (version === undefined) bad('"spec.version" is required: the version to promote');
+    if (!SELECTOR_RE.test(String(version)))
+      bad('"spec.version": a version number (or a label) of the stack');
+    args = [
+      'promote',
+      `--model=${model as string}@${String(version)}`,
+      ...(await promoteFlags(model as string, fields, 'spec', opts)),
+    ];
+  } else {
+    let shapeKey: string = kind as string;
+    if (kind === 'encoder') {
+      const modality = fields.modality ?? 'image';
+      if (modality !== 'image' && modality !== 'audio')
+        bad('"spec.modality" must be image or audio');
+      fields.modality = modality;
+      shapeKey = `encoder:${String(modality)}`;
+      const { promote, ...rest } = fields;
+      if (promote !== undefined)
+        promoteArgs = await promoteFlags(model as string, promote, 'spec.promote', opts);
+      args = [
+        ...(SHAPES[shapeKey] as CommandShape).command,
+        ...(await commandArgs(SHAPES[shapeKey] as CommandShape, model as string, rest, opts)),
+      ];
+    } else {
+      const shape = SHAPES[shapeKey] as CommandShape;
+      args = [...shape.command, ...(await commandArgs(shape, model as string, fields, opts))];
+    }
   }
-  const shape = SHAPES[shapeKey] as CommandShape;
-  const args = [...shape.command, ...(await commandArgs(shape, model as string, fields, opts))];
   return {
     kind: kind as JobKind,
     model: model as string,
     spec: fields,
     args,
+    ...(promoteArgs ? { promoteArgs } : {}),
     timeoutSeconds: integerField(
       top,
       'timeout_seconds',
@@ -247,11 +273,36 @@ async function commandArgs(
     }
   }
   // `--flag=value`: a value starting with '-' stays a value.
-  const args = [`${shape.modelFlag}=${modelArg}`];
-  for (const [key, field] of Object.entries(shape.fields)) {
+  const args = [
+    `${shape.modelFlag}=${modelArg}`,
+    ...(await flagArgs(model, fields, shape.fields, 'spec', opts)),
+  ];
+  const labels = fields.labels;
+  if (labels !== undefined) {
+    if (
+      !Array.isArray(labels) ||
+      labels.length === 0 ||
+      !labels.every((l) => typeof l === 'string' && LABEL_RE.test(l))
+    )
+      bad('"spec.labels" must be a non-empty list of labels (lowercase, at most 32 characters)');
+    args.push('--label', ...(labels as string[]));
+  }
+  return args;
+}
+
+/** The `--flag=value` arguments of the `defs` fields present in `fields` (`where`: for messages). */
+async function flagArgs(
+  model: string,
+  fields: Record<string, unknown>,
+  defs: Record<string, Field>,
+  where: string,
+  opts: JobPlanOptions,
+): Promise<string[]> {
+  const args: string[] = [];
+  for (const [key, field] of Object.entries(defs)) {
     const value = fields[key];
     if (value === undefined) continue;
-    const must = (what: string): never => bad(`"spec.${key}" must be ${what}`);
+    const must = (what: string): never => bad(`"${where}.${key}" must be ${what}`);
     switch (field.kind) {
       case 'flag':
         if (typeof value !== 'boolean') must('true or false');
@@ -275,7 +326,7 @@ async function commandArgs(
       case 'data':
         if (typeof value !== 'string' || value === '') must('a non-empty string');
         args.push(
-          `${field.flag}=${await confineDataPath(value as string, `spec.${key}`, opts.dataRoot)}`,
+          `${field.flag}=${await confineDataPath(value as string, `${where}.${key}`, opts.dataRoot)}`,
         );
         break;
       default:
@@ -291,17 +342,69 @@ async function commandArgs(
         } else args.push(`${field.flag}=${String(value)}`);
     }
   }
-  const labels = fields.labels;
-  if (labels !== undefined) {
-    if (
-      !Array.isArray(labels) ||
-      labels.length === 0 ||
-      !labels.every((l) => typeof l === 'string' && LABEL_RE.test(l))
-    )
-      bad('"spec.labels" must be a non-empty list of labels (lowercase, at most 32 characters)');
-    args.push('--label', ...(labels as string[]));
+  return args;
+}
+
+/** What a promotion may say (a `promote` job's spec; an encoder job's `spec.promote`). */
+const PROMOTE_FIELDS = ['label', 'gate', 'retrain_heads', 'dry_run', 'reason'];
+const GATE_FIELDS: Record<string, Field> = {
+  data: { flag: '--gate-data', kind: 'data' },
+  test_data: { flag: '--gate-test-data', kind: 'data' },
+  layers: { flag: '--gate-layers', kind: 'list' },
+  pooling: { flag: '--gate-pooling', kind: 'list' },
+  epochs: { flag: '--gate-epochs', kind: 'number' },
+  limit: { flag: '--gate-limit', kind: 'number' },
+  seed: { flag: '--gate-seed', kind: 'number' },
+  test_fraction: { flag: '--gate-test-fraction', kind: 'number' },
+  margin: { flag: '--margin', kind: 'number' },
+};
+const PROMOTE_FLAGS: Record<string, Field> = {
+  label: { flag: '--label', kind: 'string' },
+  retrain_heads: { flag: '--retrain-heads', kind: 'flag' },
+  dry_run: { flag: '--dry-run', kind: 'flag' },
+  reason: { flag: '--reason', kind: 'string' },
+};
+
+/** The `gim promote` arguments (without `--model`) of a promotion spec at `where`. */
+async function promoteFlags(
+  model: string,
+  promote: unknown,
+  where: string,
+  opts: JobPlanOptions,
+): Promise<string[]> {
+  if (!isObject(promote)) return bad(`"${where}" must be a JSON object`);
+  checkKeys(promote, where === 'spec' ? ['version', ...PROMOTE_FIELDS] : PROMOTE_FIELDS, where);
+  if (
+    promote.label !== undefined &&
+    (typeof promote.label !== 'string' || !LABEL_RE.test(promote.label))
+  )
+    bad(`"${where}.label" must be a label (lowercase, at most 32 characters)`);
+  if (typeof promote.reason === 'string' && promote.reason.length > 500)
+    bad(`"${where}.reason": at most 500 characters`);
+  const args = await flagArgs(model, promote, PROMOTE_FLAGS, where, opts);
+  const gate = promote.gate;
+  if (gate !== undefined) {
+    if (!isObject(gate)) bad(`"${where}.gate" must be a JSON object`);
+    checkKeys(gate as Record<string, unknown>, Object.keys(GATE_FIELDS), `${where}.gate`);
+    if ((gate as Record<string, unknown>).data === undefined)
+      bad(`"${where}.gate.data" is required: the labelled set both versions are probed on`);
+    args.push(
+      ...(await flagArgs(
+        model,
+        gate as Record<string, unknown>,
+        GATE_FIELDS,
+        `${where}.gate`,
+        opts,
+      )),
+    );
   }
   return args;
+}
+
+function checkKeys(fields: Record<string, unknown>, allowed: string[], where: string): void {
+  for (const key of Object.keys(fields))
+    if (!allowed.includes(key))
+      bad(`unknown field ${quoteInput(`${where}.${key}`)}: use ${allowed.join(', ')}`);
 }
 
 /**

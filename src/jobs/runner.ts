@@ -78,7 +78,20 @@ export const EXIT_CANCELLED = 3;
  */
 export function trainerArgs(request: RunRequest, jobDir: string): string[] {
   const { job, resume } = request;
-  const args = [...job.args, `--progress-json=${jobDir}/progress.ndjson`];
+  const progress = `--progress-json=${jobDir}/progress.ndjson`;
+  const by = `--by=${job.createdBy} (job ${job.id})`;
+  // An encoder job whose version is published promotes it (it never trains again).
+  const published = job.result?.published;
+  if (job.kind === 'encoder' && job.promoteArgs !== undefined && published?.kind === 'stack')
+    return [
+      'promote',
+      `--model=${job.model}@${published.version}`,
+      ...job.promoteArgs,
+      by,
+      progress,
+    ];
+  if (job.kind === 'promote') return [...job.args, by, progress];
+  const args = [...job.args, progress];
   if (job.kind === 'encoder') {
     args.push(`--checkpoint-dir=${jobDir}/checkpoint`);
     if (resume) args.push('--resume');

@@ -3,7 +3,9 @@ import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import type { JobRecord } from '../../src/jobs/job-record.js';
 import { planJob } from '../../src/jobs/job-spec.js';
+import { type JobPaths, trainerArgs } from '../../src/jobs/runner.js';
 
 let root: string;
 let dataRoot: string;
@@ -149,4 +151,105 @@ test('bad bodies are 400s that say what to send', async () => {
       { code: 'invalid_argument', message },
       JSON.stringify(body),
     );
+});
+
+test('a promote spec becomes gim promote; an encoder spec carries its promotion for later', async () => {
+  const gate = { data: 'shoes/train', layers: [2, 3], pooling: 'grid2', epochs: 5, margin: 0.01 };
+  const plan = await planJob(
+    {
+      kind: 'promote',
+      model: 'shoes',
+      spec: { version: 4, label: 'stable', gate, retrain_heads: true, reason: 'weekly' },
+    },
+    opts(),
+  );
+  assert.deepEqual(plan.args, [
+    'promote',
+    '--model=shoes@4',
+    '--label=stable',
+    '--retrain-heads',
+    '--reason=weekly',
+    `--gate-data=${join(dataRoot, 'shoes/train')}`,
+    '--gate-layers=2,3',
+    '--gate-pooling=grid2',
+    '--gate-epochs=5',
+    '--margin=0.01',
+  ]);
+  const encoder = await planJob(
+    {
+      kind: 'encoder',
+      model: 'shoes',
+      spec: { data: 'shoes/train', promote: { gate, dry_run: true } },
+    },
+    opts(),
+  );
+  assert.deepEqual(encoder.args, [
+    'train',
+    'image',
+    '--name=shoes',
+    `--data=${join(dataRoot, 'shoes/train')}`,
+  ]);
+  assert.deepEqual(encoder.promoteArgs, [
+    '--dry-run',
+    `--gate-data=${join(dataRoot, 'shoes/train')}`,
+    '--gate-layers=2,3',
+    '--gate-pooling=grid2',
+    '--gate-epochs=5',
+    '--margin=0.01',
+  ]);
+  const refused = async (body: unknown, message: RegExp) =>
+    assert.rejects(planJob(body, opts()), (e: Error & { code?: string }) => {
+      assert.equal(e.code, 'invalid_argument');
+      assert.match(e.message, message);
+      return true;
+    });
+  await refused({ kind: 'promote', model: 'shoes', spec: {} }, /spec\.version" is required/);
+  await refused(
+    { kind: 'promote', model: 'shoes', spec: { version: 2, gate: { layers: [1] } } },
+    /spec\.gate\.data" is required/,
+  );
+  await refused(
+    { kind: 'promote', model: 'shoes', spec: { version: 2, gate: { data: '../secret' } } },
+    /spec\.gate\.data" leaves the data root/,
+  );
+  await refused(
+    { kind: 'encoder', model: 'shoes', spec: { data: 'shoes/train', promote: { version: 3 } } },
+    /unknown field "spec\.promote\.version"/,
+  );
+  await refused(
+    { kind: 'promote', model: 'shoes', spec: { version: 2, label: 'Stable!' } },
+    /spec\.label" must be a label/,
+  );
+});
+
+test('trainerArgs: an encoder job with a published version and a promotion runs gim promote', () => {
+  const job = {
+    id: 'j1',
+    kind: 'encoder',
+    model: 'shoes',
+    args: ['train', 'image', '--name=shoes'],
+    promoteArgs: ['--label=stable'],
+    createdBy: 'token:abc',
+  } as unknown as JobRecord;
+  const request = (j: JobRecord, resume: boolean) =>
+    trainerArgs({ job: j, attempt: 1, resume, paths: {} as JobPaths }, '/jobs/j1');
+  assert.deepEqual(request(job, true), [
+    'train',
+    'image',
+    '--name=shoes',
+    '--progress-json=/jobs/j1/progress.ndjson',
+    '--checkpoint-dir=/jobs/j1/checkpoint',
+    '--resume',
+  ]);
+  const published = {
+    ...job,
+    result: { published: { kind: 'stack', name: 'shoes', version: 7, labels: ['latest'] } },
+  } as JobRecord;
+  assert.deepEqual(request(published, true), [
+    'promote',
+    '--model=shoes@7',
+    '--label=stable',
+    '--by=token:abc (job j1)',
+    '--progress-json=/jobs/j1/progress.ndjson',
+  ]);
 });

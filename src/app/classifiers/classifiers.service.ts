@@ -2,6 +2,7 @@ import { Injectable } from '@nestjs/common';
 import type { LabelScore } from '../../gim/classify/linear-head.js';
 import { GimError } from '../../gim/errors.js';
 import { HeadStore, type LoadedHead } from '../../gim/store/head-store.js';
+import { headVersionFor } from '../../gim/store/head-binding.js';
 import { type HeadManifest, bindHead } from '../../gim/store/head-manifest.js';
 import { StackStore } from '../../gim/store/stack-store.js';
 import type { EncodedInputs } from '../embeddings/embedding-inputs.js';
@@ -116,11 +117,23 @@ export class ClassifiersService {
       { where: 'query string', values: query },
       { where: 'body', values: inputs.bodyOptions },
     ]);
-    const { manifest, head } = await this.head(name, headName, options.headSelector);
-    const model = await this.embeddings.model(
-      name,
-      options.selector ?? String(manifest.encoder.version),
-    );
+    let loaded: LoadedHead;
+    let model: Awaited<ReturnType<EmbeddingsService['model']>>;
+    if (options.headSelector === undefined && options.selector !== undefined) {
+      // A stack version (or label) named, the head not: the head version that fits it (its
+      // default, else its newest that does), so a label moved together with retrained heads
+      // never pairs the new stack with an old head.
+      model = await this.embeddings.model(name, options.selector);
+      const fitting = await headVersionFor(this.store, name, headName, model);
+      loaded = await this.head(name, headName, fitting && String(fitting.version));
+    } else {
+      loaded = await this.head(name, headName, options.headSelector);
+      model = await this.embeddings.model(
+        name,
+        options.selector ?? String(loaded.manifest.encoder.version),
+      );
+    }
+    const { manifest, head } = loaded;
     // A conflict (409) unless this version gives the head's embedding space at its layer.
     const binding = bindHead(manifest, model.manifest, model.spaceDigests);
     const decoded = await this.embeddings.decodeInputs(model, inputs, request);

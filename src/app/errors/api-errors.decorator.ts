@@ -1,5 +1,11 @@
 import { applyDecorators } from '@nestjs/common';
-import { ApiExtraModels, ApiProperty, ApiResponse, getSchemaPath } from '@nestjs/swagger';
+import {
+  ApiExtraModels,
+  ApiProperty,
+  ApiPropertyOptional,
+  ApiResponse,
+  getSchemaPath,
+} from '@nestjs/swagger';
 
 /** The body of every error response, for the OpenAPI document. */
 export class ErrorBodyDto {
@@ -35,6 +41,16 @@ export class ErrorBodyDto {
     ],
   })
   error_type!: string;
+
+  @ApiPropertyOptional({
+    type: 'object',
+    additionalProperties: true,
+    description:
+      'Machine-readable specifics of some errors: a 409 of a label move that would strand heads ' +
+      'has `stranded_heads` [{head, version, layer, pooling, required_embedding_space_id, ' +
+      'given_embedding_space_id}]',
+  })
+  details?: Record<string, unknown>;
 }
 
 /** What each status means on this API; a route lists the ones it can answer. */

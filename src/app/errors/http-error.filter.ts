@@ -13,6 +13,8 @@ import { type GimErrorCode, isGimError } from '../../gim/errors.js';
 export interface ErrorBody {
   error: string;
   error_type: string;
+  /** Machine-readable specifics of some errors (a 409's stranded heads). */
+  details?: Record<string, unknown>;
 }
 
 export interface HttpError {
@@ -122,6 +124,10 @@ export function toHttpError(exception: unknown): HttpError {
       status: GIM_ERROR_STATUS[exception.code],
       body: { error: safeMessage(exception.message), error_type: exception.code },
     };
+    // A core error may carry a machine-readable part meant for the client (e.g. stranded heads).
+    const response = exception.details.response;
+    if (typeof response === 'object' && response !== null && !Array.isArray(response))
+      error.body.details = response as Record<string, unknown>;
     if (exception.code === 'overloaded') {
       const seconds = exception.details.retryAfterSeconds;
       const retryAfter = typeof seconds === 'number' && seconds > 0 ? Math.ceil(seconds) : 1;

@@ -99,6 +99,7 @@ export class JobsController {
       model: plan.model,
       spec: plan.spec,
       args: plan.args,
+      ...(plan.promoteArgs ? { promote_args: plan.promoteArgs } : {}),
       timeout_seconds: plan.timeoutSeconds,
       max_resumes: plan.maxResumes,
       runner: this.jobs.controller.runnerKind,

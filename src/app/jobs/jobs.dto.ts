@@ -20,7 +20,11 @@ export class SubmitJobBodyDto {
       '`pooling`, `normalize`, `epochs`, `batch_size`, `lr`, `l2`, `class_weights`, ' +
       '`val_fraction`, `patience`, `seed`, `labels`, `version` or `label` of the stack. probe: ' +
       '`data` (required), `test_data`, `layers`, `pooling`, `epochs`, `limit`, `test_fraction`, ' +
-      "`seed`, `version` or `label`. Dataset paths are relative to the server's DATA_ROOT.",
+      '`seed`, `version` or `label`. promote: `version` (required: the candidate), `label` ' +
+      '(default stable), `gate` {`data` (required), `test_data`, `layers`, `pooling`, `epochs`, ' +
+      '`limit`, `seed`, `test_fraction`, `margin`}, `retrain_heads`, `dry_run`, `reason`; an ' +
+      'encoder job takes the same (without `version`) as `promote` to promote the version it ' +
+      "publishes. Dataset paths are relative to the server's DATA_ROOT.",
     type: 'object',
     additionalProperties: true,
     example: { modality: 'image', data: 'fashion-mnist', epochs: 1, labels: ['latest'] },
@@ -97,6 +101,12 @@ export class JobDto {
   @ApiProperty({ type: 'object', additionalProperties: true }) spec!: Record<string, unknown>;
   @ApiProperty({ description: 'The gim CLI arguments the spec stands for', type: [String] })
   args!: string[];
+  @ApiPropertyOptional({
+    description:
+      'Encoder jobs with `spec.promote`: the `gim promote` arguments run after publishing',
+    type: [String],
+  })
+  promoteArgs?: string[];
   @ApiProperty({ enum: ['local', 'kubernetes'] }) runner!: string;
   @ApiProperty({ enum: JOB_STATUSES }) status!: string;
   @ApiPropertyOptional({ enum: FAILURE_REASONS, description: 'With status failed' })
@@ -108,7 +118,10 @@ export class JobDto {
   @ApiProperty({ type: [JobAttemptDto] }) attempts!: JobAttemptDto[];
   @ApiPropertyOptional({ type: JobProgressDto }) progress?: JobProgressDto;
   @ApiPropertyOptional({
-    description: "`published` {kind, name, version, labels} and the trainer's `summary`",
+    description:
+      "`published` {kind, name, version, labels}, the trainer's `summary`, and `promotion` " +
+      '{promoted, dryRun, wouldPromote?, model, version, label, from, gate?, strandedHeads, ' +
+      'retrained?}',
     type: 'object',
     additionalProperties: true,
   })
@@ -136,6 +149,11 @@ export class JobPlanDto {
   @ApiProperty({ type: 'object', additionalProperties: true }) spec!: Record<string, unknown>;
   @ApiProperty({ type: [String], description: 'The gim command the job would run' })
   args!: string[];
+  @ApiPropertyOptional({
+    type: [String],
+    description: 'Encoder jobs with `spec.promote`: the `gim promote` arguments after publishing',
+  })
+  promote_args?: string[];
   @ApiProperty() timeout_seconds!: number;
   @ApiProperty() max_resumes!: number;
   @ApiProperty({ enum: ['local', 'kubernetes'] }) runner!: string;

@@ -28,6 +28,7 @@ import { APP_CONFIG, type AppConfig } from '../config.js';
 import { Lifecycle } from '../lifecycle/lifecycle.service.js';
 import { type Actor, AuditLog } from '../admin/audit-log.js';
 import { MetricsService } from '../metrics/metrics.service.js';
+import { PromotionCheck } from './promotion-check.js';
 
 /**
  * Training jobs for the HTTP layer: plans specs, owns the job controller and its runner, starts
@@ -48,6 +49,7 @@ export class JobsService implements OnApplicationBootstrap, BeforeApplicationShu
     metrics: MetricsService,
     private readonly lifecycle: Lifecycle,
     private readonly audit: AuditLog,
+    private readonly promotions: PromotionCheck,
   ) {
     this.store = new JobStore(config.modelsDir);
     let runner: JobRunner;
@@ -104,7 +106,11 @@ export class JobsService implements OnApplicationBootstrap, BeforeApplicationShu
       actor,
       'job.submit',
       '-',
-      async () => this.controller.submit(await this.plan(body), { by: actor.id, idempotencyKey }),
+      async () => {
+        const plan = await this.plan(body);
+        await this.promotions.check(plan);
+        return this.controller.submit(plan, { by: actor.id, idempotencyKey });
+      },
       (out) => out.job.id,
     );
   }

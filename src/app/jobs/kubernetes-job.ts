@@ -14,7 +14,7 @@ import type { IVolume } from 'kubernetes-models/v1/Volume';
 import type { IVolumeMount } from 'kubernetes-models/v1/VolumeMount';
 import { NAME_RE } from '../../gim/store/versioned-dir.js';
 
-export const TRAINING_KINDS = ['encoder', 'head', 'probe'] as const;
+export const TRAINING_KINDS = ['encoder', 'head', 'probe', 'promote'] as const;
 export type TrainingKind = (typeof TRAINING_KINDS)[number];
 
 /** One training job, as the runner submits it. */

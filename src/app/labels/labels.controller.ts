@@ -69,13 +69,21 @@ export class LabelsDto {
   history!: LabelMoveDto[];
 }
 
+const STRAND_HEADS = {
+  description:
+    'Stack `stable` only: move even if heads that serve through it fit no version of the new ' +
+    'target (otherwise 409 naming them; retrain them with a promote job instead)',
+};
+
 class SetLabelBodyDto {
   @ApiProperty({ example: 3 }) version!: number;
   @ApiPropertyOptional({ description: 'Why, for the history and the audit log' }) reason?: string;
+  @ApiPropertyOptional(STRAND_HEADS) strand_heads?: boolean;
 }
 
 class ReasonBodyDto {
   @ApiPropertyOptional() reason?: string;
+  @ApiPropertyOptional(STRAND_HEADS) strand_heads?: boolean;
 }
 
 const IF_MATCH = {
@@ -129,7 +137,7 @@ export class LabelsController {
   @ApiHeader(IF_MATCH)
   @ApiBody({ type: SetLabelBodyDto })
   @ApiOkResponse({ type: LabelsDto })
-  @ApiErrors(400, 401, 404, 412, 428, 503)
+  @ApiErrors(400, 401, 404, 409, 412, 428, 503)
   async setStackLabel(
     @Param('name') name: string,
     @Param('label') label: string,
@@ -138,10 +146,16 @@ export class LabelsController {
     @AdminActor() actor: Actor,
     @Res({ passthrough: true }) reply: FastifyReply,
   ): Promise<LabelsDto> {
-    const { version, reason } = moveBody(body, true);
+    const { version, reason, strandHeads } = moveBody(body, true);
     return respond(
       reply,
-      await this.labels.set({ model: name }, label, version, request(ifMatch, reason), actor),
+      await this.labels.set(
+        { model: name },
+        label,
+        version,
+        request(ifMatch, reason, strandHeads),
+        actor,
+      ),
     );
   }
 
@@ -184,10 +198,15 @@ export class LabelsController {
     @AdminActor() actor: Actor,
     @Res({ passthrough: true }) reply: FastifyReply,
   ): Promise<LabelsDto> {
-    const { reason } = moveBody(body, false);
+    const { reason, strandHeads } = moveBody(body, false);
     return respond(
       reply,
-      await this.labels.rollback({ model: name }, label, request(ifMatch, reason), actor),
+      await this.labels.rollback(
+        { model: name },
+        label,
+        request(ifMatch, reason, strandHeads),
+        actor,
+      ),
     );
   }
 
@@ -288,7 +307,11 @@ function owner(model: string, head: string): LabelOwner {
   return { model, head };
 }
 
-function request(ifMatch: string | undefined, reason: string | undefined): MoveRequest {
+function request(
+  ifMatch: string | undefined,
+  reason: string | undefined,
+  strandHeads?: boolean,
+): MoveRequest {
   if (ifMatch === undefined || ifMatch.trim() === '')
     throw new HttpException(
       'If-Match is required: send the ETag of the labels as you read them (GET .../labels), or * to move regardless',
@@ -296,10 +319,17 @@ function request(ifMatch: string | undefined, reason: string | undefined): MoveR
     );
   if (reason !== undefined && reason.length > 500)
     throw new GimError('invalid_argument', 'reason: at most 500 characters');
-  return { ifMatch: ifMatch.trim(), ...(reason !== undefined ? { reason } : {}) };
+  return {
+    ifMatch: ifMatch.trim(),
+    ...(reason !== undefined ? { reason } : {}),
+    ...(strandHeads === true ? { strandHeads } : {}),
+  };
 }
 
-function moveBody(body: unknown, needsVersion: boolean): { version?: unknown; reason?: string } {
+function moveBody(
+  body: unknown,
+  needsVersion: boolean,
+): { version?: unknown; reason?: string; strandHeads?: boolean } {
   if (body === undefined || body === null || (Buffer.isBuffer(body) && body.length === 0)) {
     if (needsVersion)
       throw new GimError(
@@ -318,13 +348,19 @@ function moveBody(body: unknown, needsVersion: boolean): { version?: unknown; re
       'invalid_argument',
       'the body must be a JSON object {"version": n, "reason"?: "..."}',
     );
-  const { version, reason, ...rest } = body as Record<string, unknown>;
-  const allowed = needsVersion ? 'version, reason' : 'reason';
+  const { version, reason, strand_heads: strandHeads, ...rest } = body as Record<string, unknown>;
+  const allowed = needsVersion ? 'version, reason, strand_heads' : 'reason, strand_heads';
   if (Object.keys(rest).length > 0 || (!needsVersion && version !== undefined))
     throw new GimError('invalid_argument', `unknown field: use ${allowed}`);
   if (reason !== undefined && typeof reason !== 'string')
     throw new GimError('invalid_argument', '"reason" must be a string');
-  return { version, ...(typeof reason === 'string' ? { reason } : {}) };
+  if (strandHeads !== undefined && typeof strandHeads !== 'boolean')
+    throw new GimError('invalid_argument', '"strand_heads" must be true or false');
+  return {
+    version,
+    ...(typeof reason === 'string' ? { reason } : {}),
+    ...(strandHeads === true ? { strandHeads } : {}),
+  };
 }
 
 function respond(reply: FastifyReply, state: LabelState, history?: string): LabelsDto {

@@ -1,5 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { GimError } from '../../gim/errors.js';
+import { strandedHeads, strandedHeadsError } from '../../gim/store/head-binding.js';
 import { HeadStore } from '../../gim/store/head-store.js';
 import { previousTarget } from '../../gim/store/label-history.js';
 import { StackStore } from '../../gim/store/stack-store.js';
@@ -17,7 +18,12 @@ export interface LabelOwner {
 export interface MoveRequest {
   ifMatch: string;
   reason?: string;
+  /** Move `stable` even if heads bound to it would be stranded (otherwise a 409). */
+  strandHeads?: boolean;
 }
+
+/** The stack label whose moves are checked against the heads bound to it. */
+export const GUARDED_LABEL = 'stable';
 
 /**
  * Stack and head labels as an admin resource: read with an entity tag and history, move with
@@ -52,6 +58,7 @@ export class LabelsService {
       throw new GimError('invalid_argument', '"version" must be a positive integer');
     return this.audit.record(actor, 'label.set', `${target(owner, label)}=${version}`, async () => {
       await this.warm(owner, version);
+      await this.checkHeads(owner, label, version, req);
       return this.move(owner, label, version, req, actor);
     });
   }
@@ -68,7 +75,10 @@ export class LabelsService {
     return this.audit.record(actor, 'label.rollback', target(owner, label), async () => {
       const state = await this.read(owner);
       const back = previousTarget(state.history, label, state.labels[label]);
-      if (back !== undefined) await this.warm(owner, back);
+      if (back !== undefined) {
+        await this.warm(owner, back);
+        await this.checkHeads(owner, label, back, req);
+      }
       const meta = { by: actor.id, ...(req.reason !== undefined ? { reason: req.reason } : {}) };
       return owner.head === undefined
         ? this.stacks.rollbackLabel(owner.model, label, meta, req.ifMatch)
@@ -87,6 +97,38 @@ export class LabelsService {
     return owner.head === undefined
       ? this.stacks.moveLabel(owner.model, label, version, meta, req.ifMatch)
       : this.heads.moveLabel(owner.model, owner.head, label, version, meta, req.ifMatch);
+  }
+
+  /**
+   * A move of a stack's `stable` label that would strand heads (each fits the current target and
+   * no version of it fits the new one) is a 409 naming them and both embedding spaces, unless the
+   * request says to strand them. Both versions are loaded in the worker already (serving, warmed).
+   */
+  private async checkHeads(
+    owner: LabelOwner,
+    label: string,
+    version: number,
+    req: MoveRequest,
+  ): Promise<void> {
+    if (owner.head !== undefined || label !== GUARDED_LABEL || req.strandHeads === true) return;
+    const current = (await this.stacks.labelState(owner.model)).labels[label];
+    if (current === undefined || current === version) return;
+    const [from, to] = await Promise.all([
+      this.inference.model({ name: owner.model, version: current }),
+      this.inference.model({ name: owner.model, version }),
+    ]);
+    const stranded = await strandedHeads(this.heads, owner.model, from, to);
+    if (stranded.length > 0)
+      throw strandedHeadsError(
+        owner.model,
+        label,
+        current,
+        version,
+        stranded,
+        'submit a promotion job that retrains them first (POST /admin/v1/training-jobs with ' +
+          `{"kind": "promote", "model": "${owner.model}", "spec": {"version": ${version}, ` +
+          '"retrain_heads": true}}), or send "strand_heads": true to move anyway',
+      );
   }
 
   /** Loads a stack version in the worker before a label points at it (heads load in ms). */

@@ -5,6 +5,7 @@ import {
   DEFAULT_HEAD_OPTIONS,
   type ClassWeighting,
   type HeadReport,
+  type HeadTrainingOptions,
 } from '../../gim/classify/fit-head.js';
 import type { ClassificationMetrics } from '../../gim/classify/classification-report.js';
 import { DATASET_SPEC_HELP } from '../../gim/data/open-dataset.js';
@@ -21,7 +22,12 @@ import {
 } from '../shared.js';
 import { Progress } from '../progress.js';
 import { fitProgress } from '../fit-progress.js';
-import { reportedRun, withProgressJsonOptions, type ProgressJsonOptions } from '../reported-run.js';
+import {
+  reportedRun,
+  withProgressJsonOptions,
+  type ProgressJsonOptions,
+  type RunContext,
+} from '../reported-run.js';
 
 interface TrainHeadOptions extends ProgressJsonOptions {
   model: string;
@@ -104,30 +110,16 @@ function trainCommand(): Command {
     .addOption(backendOption())
     .action((o: TrainHeadOptions) =>
       reportedRun({ ...o, command: 'classifier-train', name: o.name }, async (ctx) => {
-        const { events } = ctx;
-        const say = (line: string) => {
-          ctx.out.write(`${line}\n`);
-          events.emit({ type: 'log', line });
-        };
         await startBackend(o.backend, o.json, ctx.log);
-        const { manifest, stack, spaceDigests } = await loadAnyStack(o.modelsDir, o.model);
-        try {
-          const layers = parseLayers(o.layer === 'best' ? 'all' : o.layer, stack.depth);
-          const poolings = o.pooling.split(',').map((p) => parsePooling(p.trim()));
-          const progress = new Progress('classifier', 5000);
-          const dataset = await openHeadData(o.data, stack);
-          const testDataset = o.testData ? await openHeadData(o.testData, stack) : undefined;
-          const items = 'paths' in dataset ? dataset.paths.length : dataset.info.count;
-          const fitEpoch = fitProgress(o.epochs, items);
-          const trained = await trainHead({
-            stack,
-            manifest,
-            spaceDigests,
-            dataset,
-            testDataset,
-            layer: layers,
-            pooling: poolings,
+        await trainAndPublishHead(
+          {
+            model: o.model,
+            name: o.name,
+            layer: o.layer,
+            pooling: o.pooling,
             normalize: Boolean(o.normalize),
+            data: o.data,
+            testData: o.testData,
             options: {
               epochs: o.epochs,
               batchSize: o.batchSize,
@@ -138,57 +130,119 @@ function trainCommand(): Command {
               patience: o.patience,
               seed: o.seed,
             },
-            onProgress: (what, d, t) => progress.update(d, t, what),
-            onCandidate: (c) =>
-              o.json ||
-              say(
-                `layer ${c.layer}  ${c.pooling.padEnd(5)}  dim ${String(c.dim).padStart(5)}  ` +
-                  `validation ${pct(c.validationAccuracy)}  loss ${c.validationLoss.toFixed(4)}`,
-              ),
-            onEpoch: (e, loss, v, fit) => {
-              events.progress(fitEpoch(e, loss, v, fit), true);
-              progress.update(
-                e,
-                o.epochs,
-                `loss ${loss.toFixed(4)}${v === undefined ? '' : ` val ${v.toFixed(4)}`}`,
-              );
-            },
-            signal: ctx.signal,
-          });
-          progress.stop();
-          ctx.throwIfStopped();
-          ctx.publishing();
-          const store = new HeadStore(o.modelsDir);
-          const head = await store.publish(manifest.name, o.name, trained.draft, {
             labels: o.label,
-          });
-          events.emit({
-            type: 'published',
-            kind: 'head',
-            name: head.name,
-            model: manifest.name,
-            version: head.version,
-            labels: o.label,
-          });
-          events.emit({ type: 'result', ...headResult(head) });
-          if (o.json) {
-            ctx.out.write(`${JSON.stringify(head, null, 2)}\n`);
-            return;
-          }
-          if (trained.layerSearch)
-            say(
-              `chose layer ${head.encoder.layer} ${head.encoder.pooling} (highest validation accuracy)`,
-            );
-          ctx.out.write(describeHead(head));
-          ctx.out.write(formatReport(trained.report));
-          say(
-            `published head ${head.name}@${head.version} of ${manifest.name} (labels: ${o.label.join(', ')})`,
-          );
-        } finally {
-          stack.dispose();
-        }
+            modelsDir: o.modelsDir,
+            json: o.json,
+          },
+          ctx,
+        );
       }),
     );
+}
+
+/** What `trainAndPublishHead` trains: the `classifier train` options, resolved. */
+export interface HeadTrainRequest {
+  /** Stack ref: name, name@version or name@label. */
+  model: string;
+  name: string;
+  /** `1..K`, `last`, `best` or a list: several are compared on validation. */
+  layer: string;
+  /** One pooling or a list. */
+  pooling: string;
+  normalize: boolean;
+  data: string;
+  testData?: string;
+  options: HeadTrainingOptions;
+  labels: string[];
+  modelsDir: string;
+  json?: boolean;
+  /** `published` event of the head (default true; a promotion reports its heads itself). */
+  emitPublished?: boolean;
+}
+
+/**
+ * Trains a head on frozen embeddings of a stack and publishes it: progress and `published` /
+ * `result` events on the run's stream, the report on its output. The backend must be started.
+ */
+export async function trainAndPublishHead(
+  o: HeadTrainRequest,
+  ctx: RunContext,
+): Promise<HeadManifest> {
+  const { events } = ctx;
+  const say = (line: string) => {
+    ctx.out.write(`${line}\n`);
+    events.emit({ type: 'log', line });
+  };
+  const { manifest, stack, spaceDigests } = await loadAnyStack(o.modelsDir, o.model);
+  try {
+    const layers = parseLayers(o.layer === 'best' ? 'all' : o.layer, stack.depth);
+    const poolings = o.pooling.split(',').map((p) => parsePooling(p.trim()));
+    const progress = new Progress('classifier', 5000);
+    const dataset = await openHeadData(o.data, stack);
+    const testDataset = o.testData ? await openHeadData(o.testData, stack) : undefined;
+    const items = 'paths' in dataset ? dataset.paths.length : dataset.info.count;
+    const epochs = o.options.epochs;
+    const fitEpoch = fitProgress(epochs, items);
+    const trained = await trainHead({
+      stack,
+      manifest,
+      spaceDigests,
+      dataset,
+      testDataset,
+      layer: layers,
+      pooling: poolings,
+      normalize: o.normalize,
+      options: o.options,
+      onProgress: (what, d, t) => progress.update(d, t, what),
+      onCandidate: (c) =>
+        o.json ||
+        say(
+          `layer ${c.layer}  ${c.pooling.padEnd(5)}  dim ${String(c.dim).padStart(5)}  ` +
+            `validation ${pct(c.validationAccuracy)}  loss ${c.validationLoss.toFixed(4)}`,
+        ),
+      onEpoch: (e, loss, v, fit) => {
+        events.progress(fitEpoch(e, loss, v, fit), true);
+        progress.update(
+          e,
+          epochs,
+          `loss ${loss.toFixed(4)}${v === undefined ? '' : ` val ${v.toFixed(4)}`}`,
+        );
+      },
+      signal: ctx.signal,
+    });
+    progress.stop();
+    ctx.throwIfStopped();
+    ctx.publishing();
+    const store = new HeadStore(o.modelsDir);
+    const head = await store.publish(manifest.name, o.name, trained.draft, { labels: o.labels });
+    if (o.emitPublished !== false) {
+      events.emit({
+        type: 'published',
+        kind: 'head',
+        name: head.name,
+        model: manifest.name,
+        version: head.version,
+        labels: o.labels,
+      });
+      events.emit({ type: 'result', ...headResult(head) });
+    }
+    if (o.json) {
+      ctx.out.write(`${JSON.stringify(head, null, 2)}\n`);
+      return head;
+    }
+    if (trained.layerSearch)
+      say(
+        `chose layer ${head.encoder.layer} ${head.encoder.pooling} (highest validation accuracy)`,
+      );
+    ctx.out.write(describeHead(head));
+    ctx.out.write(formatReport(trained.report));
+    say(
+      `published head ${head.name}@${head.version} of ${manifest.name} (labels: ${o.labels.join(', ')})`,
+    );
+    return head;
+  } finally {
+    stack.dispose();
+  }
 }
 
 /** The `result` event of a head: where it reads, and its scores on each set. */

@@ -32,7 +32,7 @@ import {
   type RunContext,
 } from '../reported-run.js';
 
-interface ProbeOptions extends ProgressJsonOptions {
+export interface ProbeOptions extends ProgressJsonOptions {
   model: string;
   data: string;
   testData?: string;
@@ -75,14 +75,26 @@ export function probeCommand(): Command {
     .action((o: ProbeOptions) =>
       reportedRun({ ...o, command: 'probe', name: o.model }, async (ctx) => {
         await startBackend(o.backend, false, ctx.log);
-        const rows =
-          (await new StackStore(o.modelsDir).loadManifest(o.model)).modality === 'audio'
-            ? await probeAudio(o, ctx)
-            : await probeImage(o, ctx);
-        ctx.throwIfStopped();
+        const rows = await probeStack(o, ctx);
         report(o, rows, ctx);
       }),
     );
+}
+
+/**
+ * The layer sweep of `o.model` (image or audio): one probe row per (layer, pooling), each printed
+ * as it is scored. The backend must be started; a stop request ends it with `cancelled`.
+ */
+export async function probeStack(
+  o: ProbeOptions,
+  ctx: RunContext,
+): Promise<{ manifest: StackManifest; rows: ProbeRow[] }> {
+  const rows =
+    (await new StackStore(o.modelsDir).loadManifest(o.model)).modality === 'audio'
+      ? await probeAudio(o, ctx)
+      : await probeImage(o, ctx);
+  ctx.throwIfStopped();
+  return rows;
 }
 
 /** Prints the rows (or JSON) and the best layer; the `result` event. */

@@ -308,6 +308,17 @@ function classNamesOf(data: HeadData): string[] {
   return 'paths' in data ? data.classNames : data.info.classNames;
 }
 
+/**
+ * The dataset spec that opens the data a head recorded as its source again (`folder:<dir>` →
+ * `<dir>`, `idx:<dir>:<split>` → `<dir>:<split>`, `fashion-mnist:train` as it is, ...), to retrain
+ * the head on another stack version; undefined for a source that is no spec.
+ */
+export function dataSpecOfSource(source: string): string | undefined {
+  if (/^fashion-mnist:(train|test)$/.test(source)) return source;
+  const m = /^(idx|folder|audio-folder|files):(.+)$/.exec(source);
+  return m?.[2];
+}
+
 function dataSource(data: HeadData): string {
   return 'paths' in data ? data.source : data.info.source;
 }

@@ -99,7 +99,7 @@ export function previousTarget(
 ): number | undefined {
   for (let i = moves.length - 1; i >= 0; i--) {
     const move = moves[i] as LabelMove;
-    if (move.label !== label) continue;
+    if (move.label !== label || move.from === move.to) continue; // a refusal moved nothing
     if (move.to !== (current ?? null)) return undefined; // history and labels.json disagree
     return move.from ?? undefined;
   }

@@ -67,6 +67,47 @@ export interface StackManifest {
    * loader compares its own before serving the version. Absent in versions published before.
    */
   golden?: GoldenRecord;
+  /**
+   * Promotion gates run on this version, oldest first (`gim promote`; the one part of a manifest
+   * added after publishing, with golden). Absent when none ran.
+   */
+  evaluations?: PromotionEvaluation[];
+}
+
+/** A linear probe's score of one stack version on a labelled set. */
+export interface ProbeScore {
+  version: number;
+  /** The best test accuracy over the (layer, pooling) rows. */
+  accuracy: number;
+  best: { layer: number; pooling: string };
+  rows: { layer: number; pooling: string; dim: number; testAccuracy: number }[];
+}
+
+/**
+ * A promotion gate's verdict: the candidate's probe accuracy against the label's current
+ * target's on the same labelled set and settings, in the same run.
+ */
+export interface PromotionEvaluation {
+  kind: 'promotion-gate';
+  at: string;
+  by: string;
+  label: string;
+  /** The dataset specs probed (training and, if given, test). */
+  data: string;
+  testData: string | null;
+  settings: {
+    layers: string;
+    pooling: string | null;
+    epochs: number;
+    limit: number | null;
+    seed: number;
+  };
+  margin: number;
+  candidate: ProbeScore;
+  /** The label's target when the gate ran; null when it had none (the gate passes). */
+  baseline: ProbeScore | null;
+  passed: boolean;
+  dryRun: boolean;
 }
 
 /** A manifest narrowed to one modality. */

@@ -2,7 +2,7 @@ import { join, resolve as resolvePath, sep } from 'node:path';
 import type * as tf from '@tensorflow/tfjs';
 import { GimError, isGimError } from '../errors.js';
 import type { GoldenRecord } from '../golden/golden-record.js';
-import { STACK_FORMAT, type StackManifest } from './manifest.js';
+import { STACK_FORMAT, type PromotionEvaluation, type StackManifest } from './manifest.js';
 import { checkStackManifest } from './manifest-schema.js';
 import { DISK_WRITER, type FileWriter, writeJsonAtomic } from './atomic.js';
 import { checkModelFiles, loadModelArtifacts, saveModelArtifacts } from './tfjs-files.js';
@@ -59,6 +59,8 @@ export interface StackSummary {
 }
 
 const MANIFEST_JSON = 'manifest.json';
+/** Manifest rewrites in flight in this process, by `name@version` (one at a time each). */
+const manifestWrites = new Map<string, Promise<unknown>>();
 
 /**
  * Versioned encoder stacks on the filesystem:
@@ -171,6 +173,45 @@ export class StackStore {
     const file = join(this.versionDir(name, version), MANIFEST_JSON);
     await writeJsonAtomic(file, updated, this.writer);
     return updated;
+  }
+
+  /**
+   * Appends a promotion gate's verdict to a version's manifest (rewritten atomically, like
+   * `recordGolden`; nothing else in it changes). Concurrent recorders in one process queue.
+   */
+  async recordEvaluation(ref: string, evaluation: PromotionEvaluation): Promise<StackManifest> {
+    const { name, version } = await this.resolve(ref);
+    const key = `${name}@${version}`;
+    const previous = manifestWrites.get(key) ?? Promise.resolve();
+    const run = previous
+      .catch(() => undefined)
+      .then(async () => {
+        const manifest = await this.readManifest(name, version);
+        const updated = checkStackManifest(
+          { ...manifest, evaluations: [...(manifest.evaluations ?? []), evaluation] },
+          `manifest of ${key}`,
+          'invalid_argument',
+        );
+        await writeJsonAtomic(
+          join(this.versionDir(name, version), MANIFEST_JSON),
+          updated,
+          this.writer,
+        );
+        return updated;
+      });
+    manifestWrites.set(key, run);
+    try {
+      return await run;
+    } finally {
+      if (manifestWrites.get(key) === run) manifestWrites.delete(key);
+    }
+  }
+
+  /** Records a label decision that moved nothing (a refused or dry-run promotion) in its history. */
+  async recordLabelDecision(name: string, label: string, meta: LabelMoveMeta): Promise<LabelState> {
+    checkName(name, 'stack');
+    await this.listVersions(name);
+    return this.dir(name).recordDecision(label, meta);
   }
 
   /**

@@ -338,6 +338,15 @@ export class VersionedDir {
     }, meta);
   }
 
+  /**
+   * Records a decision about `label` that moved nothing (a promotion gate refused, or its dry run):
+   * a history line with `from` = `to` = the label's current target, under the labels lock.
+   */
+  async recordDecision(label: string, meta: LabelMoveMeta): Promise<LabelState> {
+    checkLabel(label);
+    return this.updateLabels(() => undefined, meta, label);
+  }
+
   private checkMatch(labels: Record<string, number>, ifMatch: string | undefined): void {
     if (ifMatch === undefined || ifMatch === '*') return;
     const etag = labelsEtag(labels);
@@ -383,6 +392,8 @@ export class VersionedDir {
   private async updateLabels(
     change: (labels: Record<string, number>, versions: number[]) => void | Promise<void>,
     meta: LabelMoveMeta,
+    /** Record a line for this label even when nothing moved (`recordDecision`). */
+    decisionFor?: string,
   ): Promise<LabelState> {
     const previous = labelQueues.get(this.dir) ?? Promise.resolve();
     const run = previous
@@ -396,7 +407,21 @@ export class VersionedDir {
           const sorted = Object.fromEntries(
             Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : 1)),
           );
-          const moves = diffLabels(before, sorted, meta, new Date().toISOString());
+          const at = new Date().toISOString();
+          const moves = diffLabels(before, sorted, meta, at);
+          if (moves.length === 0 && decisionFor !== undefined) {
+            const current = sorted[decisionFor] ?? null;
+            const decision = { at, by: meta.by, label: decisionFor, from: current, to: current };
+            await io(`record the label history of ${this.names.id}`, () =>
+              appendLabelMoves(this.historyPath, [
+                {
+                  ...decision,
+                  ...(meta.reason !== undefined ? { reason: meta.reason } : {}),
+                  ...(meta.gate !== undefined ? { gate: meta.gate } : {}),
+                },
+              ]),
+            );
+          }
           if (moves.length > 0) {
             try {
               await writeJsonAtomic(join(this.dir, LABELS_JSON), sorted, this.writer);
