@@ -349,6 +349,16 @@ async function servingUnderJob(
   }
   const startSeconds = (performance.now() - submitAt) / 1000;
   const trainerPid = Number(job.attempts.at(-1)?.runnerRef);
+  // The job has epochs for an hour: if this process dies (Ctrl-C kills the server with SIGKILL,
+  // which leaves its trainer running), the trainer goes with it.
+  const killTrainer = () => {
+    try {
+      process.kill(trainerPid, 'SIGKILL');
+    } catch {
+      // gone already
+    }
+  };
+  process.once('exit', killTrainer);
   const trainerNice = (await processTicks(trainerPid))?.nice ?? null;
   const logs = await fetch(`${server.base}/admin/v1/training-jobs/${id}/logs?tail=50`, {
     headers: { authorization: `Bearer ${TOKEN}` },
@@ -394,6 +404,7 @@ async function servingUnderJob(
     status: done.body.status,
     exitCode: done.body.attempts.at(-1)?.exitCode ?? null,
   };
+  if (cancel.status === 'cancelled') process.off('exit', killTrainer);
   progress(`job ${id} ${cancel.status} ${cancel.seconds.toFixed(1)} s after the cancel`);
 
   phases.push(await measured(server, pngs, 'idle after', IDLE_S));
