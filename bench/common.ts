@@ -1,4 +1,4 @@
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import os from 'node:os';
 import { loadFashionMnist, FASHION_MNIST_DEFAULT_DIR } from '../src/gim/data/idx.js';
@@ -53,4 +53,25 @@ export async function writeResult(path: string, value: unknown): Promise<void> {
   await mkdir(dirname(path), { recursive: true });
   await writeFile(path, `${JSON.stringify(value, null, 2)}\n`);
   process.stdout.write(`wrote ${path}\n`);
+}
+
+export const TICKS_PER_SECOND = 100; // USER_HZ on Linux
+
+/** Busy ticks of the whole machine (every CPU), from /proc/stat; null off Linux. */
+export async function machineBusyTicks(): Promise<number | null> {
+  const line = (await readFile('/proc/stat', 'utf8').catch(() => ''))
+    .split('\n')
+    .find((l) => l.startsWith('cpu '));
+  if (line === undefined) return null;
+  const [user, nice, system, , , irq, softirq, steal] = line.split(/\s+/).slice(1).map(Number);
+  return [user, nice, system, irq, softirq, steal].reduce<number>((s, v) => s + (v ?? 0), 0);
+}
+
+/** CPU ticks (user + system, all threads) and nice value of a process; null when gone or off Linux. */
+export async function processTicks(pid: number): Promise<{ ticks: number; nice: number } | null> {
+  const text = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => null);
+  if (text === null) return null;
+  // Fields after the command name, which may hold spaces: state is field 3, utime 14, stime 15, nice 19.
+  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  return { ticks: Number(rest[11]) + Number(rest[12]), nice: Number(rest[16]) };
 }

@@ -35,7 +35,14 @@ import { loadFashionMnist } from '../src/gim/data/idx.js';
 import { poolGrid } from '../src/gim/encoders/pooling.js';
 import { EVENT_LOOP_RESOLUTION_MS } from '../src/app/metrics/metrics.service.js';
 import { InferenceClient } from '../src/inference/inference-client.js';
-import { FIXTURE_DIR, machine, printTable, writeResult } from './common.js';
+import {
+  FIXTURE_DIR,
+  machine,
+  machineBusyTicks,
+  printTable,
+  TICKS_PER_SECOND,
+  writeResult,
+} from './common.js';
 import { buildIfStale, loadOf, startServer, type Load } from './server.js';
 
 const { values } = parseArgs({
@@ -221,8 +228,6 @@ function serverSide(before: Map<string, number>, after: Map<string, number>): Se
 
 // ---------------------------------------------------------------- CPU (Linux /proc; null elsewhere)
 
-const TICKS_PER_SECOND = 100; // USER_HZ on Linux
-
 /** CPU ticks of each thread of a process, by thread id. */
 async function threadTicks(pid: number): Promise<Map<number, number> | null> {
   try {
@@ -238,16 +243,6 @@ async function threadTicks(pid: number): Promise<Map<number, number> | null> {
   } catch {
     return null;
   }
-}
-
-/** Busy ticks of the whole machine (every CPU), from /proc/stat. */
-async function machineBusyTicks(): Promise<number | null> {
-  const line = (await readFile('/proc/stat', 'utf8').catch(() => ''))
-    .split('\n')
-    .find((l) => l.startsWith('cpu '));
-  if (line === undefined) return null;
-  const [user, nice, system, , , irq, softirq, steal] = line.split(/\s+/).slice(1).map(Number);
-  return [user, nice, system, irq, softirq, steal].reduce<number>((s, v) => s + (v ?? 0), 0);
 }
 
 /** Busy cores of the whole machine over `seconds`, while this benchmark does nothing. */
