@@ -16,6 +16,8 @@
  * that asked for one after its version is published (a resumed attempt promotes that version;
  * it does not train again).
  */
+import type { StepProgress } from '../gim/training/run-training.js';
+
 export const JOB_STATUSES = [
   'queued',
   'starting',
@@ -104,26 +106,11 @@ export interface JobAttempt {
   progressRead?: number;
 }
 
-/** The latest training progress, as the trainer reported it. */
-export interface JobProgress {
-  phase: number;
-  phases: number;
-  module: number | null;
-  epoch: number;
-  epochs: number;
-  step: number;
-  stepsPerEpoch: number;
-  globalStep: number;
-  totalSteps: number;
-  losses: (number | null)[];
-  unitsPerSecond: number;
-  unitName: string;
-  itemsPerSecond: number;
-  etaSeconds: number;
-  /** Head fits: the validation loss of the epoch. */
-  validationLoss?: number;
-  at: string;
-}
+/**
+ * The latest training progress, as the trainer reported it: a training step (encoder), or an
+ * epoch of a head or probe fit with its validation loss; `at` is the trainer's time of it.
+ */
+export type JobProgress = StepProgress & { validationLoss?: number; at: string };
 
 export interface JobRecord {
   id: string;

@@ -13,7 +13,9 @@ import { gim, stripesPng } from '../helpers/cli.js';
 import {
   bootApp,
   FIXTURE,
+  metric,
   publishStack,
+  scrape,
   tinyStack,
   type TestApp,
   waitReady,
@@ -287,6 +289,17 @@ describe('promotion: gate, head check, heads moving with the stack (e2e)', () =>
     assert.equal(forced.status, 200, forced.text);
     assert.equal(forced.body.labels.stable, 3);
     assert.equal(forced.body.history.at(-1).reason, 'incident 42');
+    const samples = await scrape(t.server);
+    const moves = (outcome: string) =>
+      metric(samples, 'gim_label_moves_total', {
+        model: 'tiny',
+        head: '',
+        label: 'stable',
+        action: 'set',
+        outcome,
+      });
+    assert.ok(moves('conflict') >= 2, 'the refused moves are counted as conflicts');
+    assert.ok(moves('moved') >= 1);
     const back = await request(t.server)
       .put('/admin/v1/models/tiny/labels/stable')
       .set(auth)

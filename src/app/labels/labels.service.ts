@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { GimError } from '../../gim/errors.js';
+import { GimError, isGimError } from '../../gim/errors.js';
 import { strandedHeads, strandedHeadsError } from '../../gim/store/head-binding.js';
 import { HeadStore } from '../../gim/store/head-store.js';
 import { previousTarget } from '../../gim/store/label-history.js';
@@ -7,6 +7,7 @@ import { StackStore } from '../../gim/store/stack-store.js';
 import type { LabelState } from '../../gim/store/versioned-dir.js';
 import { type Actor, AuditLog } from '../admin/audit-log.js';
 import { InferenceService } from '../inference/inference.service.js';
+import { MetricsService } from '../metrics/metrics.service.js';
 
 /** Where a label lives: a stack's labels, or one head's. */
 export interface LabelOwner {
@@ -39,6 +40,7 @@ export class LabelsService {
     private readonly heads: HeadStore,
     private readonly inference: InferenceService,
     private readonly audit: AuditLog,
+    private readonly metrics: MetricsService,
   ) {}
 
   read(owner: LabelOwner): Promise<LabelState> {
@@ -56,34 +58,58 @@ export class LabelsService {
   ): Promise<LabelState> {
     if (typeof version !== 'number' || !Number.isInteger(version) || version < 1)
       throw new GimError('invalid_argument', '"version" must be a positive integer');
-    return this.audit.record(actor, 'label.set', `${target(owner, label)}=${version}`, async () => {
-      await this.warm(owner, version);
-      await this.checkHeads(owner, label, version, req);
-      return this.move(owner, label, version, req, actor);
-    });
+    return this.counted(owner, label, 'set', () =>
+      this.audit.record(actor, 'label.set', `${target(owner, label)}=${version}`, async () => {
+        await this.warm(owner, version);
+        await this.checkHeads(owner, label, version, req);
+        return this.move(owner, label, version, req, actor);
+      }),
+    );
   }
 
   remove(owner: LabelOwner, label: string, req: MoveRequest, actor: Actor): Promise<LabelState> {
     if (label === 'latest')
       throw new GimError('conflict', "label 'latest' is kept by publishing and cannot be deleted");
-    return this.audit.record(actor, 'label.delete', target(owner, label), () =>
-      this.move(owner, label, null, req, actor),
+    return this.counted(owner, label, 'delete', () =>
+      this.audit.record(actor, 'label.delete', target(owner, label), () =>
+        this.move(owner, label, null, req, actor),
+      ),
     );
   }
 
   rollback(owner: LabelOwner, label: string, req: MoveRequest, actor: Actor): Promise<LabelState> {
-    return this.audit.record(actor, 'label.rollback', target(owner, label), async () => {
-      const state = await this.read(owner);
-      const back = previousTarget(state.history, label, state.labels[label]);
-      if (back !== undefined) {
-        await this.warm(owner, back);
-        await this.checkHeads(owner, label, back, req);
-      }
-      const meta = { by: actor.id, ...(req.reason !== undefined ? { reason: req.reason } : {}) };
-      return owner.head === undefined
-        ? this.stacks.rollbackLabel(owner.model, label, meta, req.ifMatch)
-        : this.heads.rollbackLabel(owner.model, owner.head, label, meta, req.ifMatch);
-    });
+    return this.counted(owner, label, 'rollback', () =>
+      this.audit.record(actor, 'label.rollback', target(owner, label), async () => {
+        const state = await this.read(owner);
+        const back = previousTarget(state.history, label, state.labels[label]);
+        if (back !== undefined) {
+          await this.warm(owner, back);
+          await this.checkHeads(owner, label, back, req);
+        }
+        const meta = { by: actor.id, ...(req.reason !== undefined ? { reason: req.reason } : {}) };
+        return owner.head === undefined
+          ? this.stacks.rollbackLabel(owner.model, label, meta, req.ifMatch)
+          : this.heads.rollbackLabel(owner.model, owner.head, label, meta, req.ifMatch);
+      }),
+    );
+  }
+
+  /** Counts the change in `gim_label_moves_total` by how it ended. */
+  private async counted(
+    owner: LabelOwner,
+    label: string,
+    action: 'set' | 'delete' | 'rollback',
+    change: () => Promise<LabelState>,
+  ): Promise<LabelState> {
+    let outcome = 'moved';
+    try {
+      return await change();
+    } catch (e) {
+      outcome = isGimError(e) ? e.code : 'error';
+      throw e;
+    } finally {
+      this.metrics.countLabelMove(owner.model, owner.head ?? '', label, action, outcome);
+    }
   }
 
   private move(

@@ -107,6 +107,14 @@ export class MetricsService {
     labelNames: ['model', 'head'] as const,
     registers: [this.registry],
   });
+  private readonly labelMoves = new Counter({
+    name: 'gim_label_moves_total',
+    help:
+      "Label changes asked of this replica's admin API (set, delete, rollback) by outcome: " +
+      'moved, or the error_type that refused it (conflict: e.g. stranded heads)',
+    labelNames: ['model', 'head', 'label', 'action', 'outcome'] as const,
+    registers: [this.registry],
+  });
   private readonly backendInfo = new Gauge({
     name: 'gim_backend_info',
     help: 'The tfjs backend of the inference worker (always 1)',
@@ -204,6 +212,17 @@ export class MetricsService {
   }
 
   /** Items a head classified; heads are bounded by the heads on disk. */
+  /** `head` is '' for a stack's labels. */
+  countLabelMove(
+    model: string,
+    head: string,
+    label: string,
+    action: 'set' | 'delete' | 'rollback',
+    outcome: string,
+  ): void {
+    this.labelMoves.inc({ model, head, label, action, outcome });
+  }
+
   countClassifications(model: string, head: string, items: number): void {
     this.classifications.inc({ model, head }, items);
   }
