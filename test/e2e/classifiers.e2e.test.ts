@@ -431,7 +431,7 @@ describe('classifier routes (e2e)', () => {
       const base = await listen(w.server);
       const auth = { authorization: `Bearer ${TOKEN}` };
       const route = '/admin/v1/models/tiny/probe?wait_seconds=600';
-      const body = { data: 'train', layers: [1], pooling: 'mean', epochs: 5 };
+      const body = { data: 'train', layers: [1], pooling: 'mean', epochs: 100 };
       const jobs = async (): Promise<{ id: string; status: string }[]> =>
         (await request(w.server).get('/admin/v1/training-jobs').set(auth)).body.jobs;
 
@@ -443,7 +443,17 @@ describe('classifier routes (e2e)', () => {
         body: JSON.stringify(body),
         signal: gone.signal,
       }).catch((e: unknown) => e);
-      await until('the first job', async () => (await jobs()).length === 1);
+      // Gone while the trainer runs (the request is waiting by then, not still submitting).
+      let seen = '';
+      await until(
+        'the first job running',
+        async () => {
+          seen = (await jobs())[0]?.status ?? '';
+          return !['', 'queued', 'starting'].includes(seen);
+        },
+        60_000,
+      );
+      assert.equal(seen, 'running', 'the client went away while the job ran');
       gone.abort();
       assert.ok((await first) instanceof Error, 'the client gave up');
       const [job] = await jobs();
@@ -459,7 +469,7 @@ describe('classifier routes (e2e)', () => {
         .set(auth)
         .send(body)
         .then((res) => res);
-      await until('the second job', async () => (await jobs()).length === 2);
+      await until('the second job', async () => (await jobs()).length === 2, 60_000);
       w.app.get(Lifecycle).beginDrain();
       const res = await waiting;
       assert.equal(res.status, 202, JSON.stringify(res.body));

@@ -1,4 +1,5 @@
 import {
+  type BeforeApplicationShutdown,
   Body,
   Controller,
   Headers,
@@ -67,7 +68,7 @@ const KEY = { name: 'Idempotency-Key', required: false, description: 'At most 20
 @ApiBearerAuth()
 @Controller('admin/v1/models/:name')
 @UseGuards(AdminTokenGuard)
-export class AdminClassifiersController {
+export class AdminClassifiersController implements BeforeApplicationShutdown {
   /** Aborts every wait when the service starts shutting down: the jobs go on without it. */
   private readonly drain = new AbortController();
 
@@ -76,6 +77,11 @@ export class AdminClassifiersController {
     lifecycle: Lifecycle,
   ) {
     lifecycle.onDrain(() => this.drain.abort());
+  }
+
+  /** Also when the app closes without a drain first (tests; a failed start-up). */
+  beforeApplicationShutdown(): void {
+    this.drain.abort();
   }
 
   @Post('classifiers')
