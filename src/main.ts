@@ -31,8 +31,8 @@ async function bootstrap(): Promise<void> {
   // Graceful shutdown, in the order a load balancer needs: turn not-ready at once (readiness
   // 503 `shutting_down`), keep serving SHUTDOWN_DELAY_MS while endpoints stop sending, close the
   // listener and answer what is in flight (queued items included: the batch queues drain before
-  // the worker stops) with `Connection: close`, stop an admin training run (503, resubmit),
-  // then exit 0. A drain longer
+  // the worker stops) with `Connection: close`, hand running training jobs back (they
+  // checkpoint; the next process resumes them), then exit 0. A drain longer
   // than SHUTDOWN_TIMEOUT_MS exits 1; a second signal exits 1 at once.
   let shutdown: Promise<void> | undefined;
   const drainAndExit = async (signal: NodeJS.Signals): Promise<void> => {

@@ -1,12 +1,15 @@
 import assert from 'node:assert/strict';
 import { gim, stripesPng } from '../helpers/cli.js';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import request from 'supertest';
 import { selectBackend } from '../../src/gim/backend/index.js';
 import { Rng } from '../../src/gim/random.js';
+import { Lifecycle } from '../../src/app/lifecycle/lifecycle.service.js';
 import {
   type TestApp,
   bootApp,
@@ -14,10 +17,19 @@ import {
   publishStack,
   scrape,
   tinyStack,
+  until,
   waitReady,
 } from './serve-fixtures.js';
 
 const TOKEN = 'test-admin-token-0123456789';
+
+function listen(server: Server): Promise<string> {
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => {
+      resolve(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    });
+  });
+}
 const CLASSIFY = '/v1/models/tiny/classifiers/stripes/classify';
 
 interface LabelScore {
@@ -79,7 +91,12 @@ describe('classifier routes (e2e)', () => {
       '--val-fraction=0.25',
       `--models-dir=${models}`,
     ]);
-    t = await bootApp({ MODELS_DIR: models, MAX_BATCH_DELAY_MS: '20', ADMIN_TOKEN: TOKEN });
+    t = await bootApp({
+      MODELS_DIR: models,
+      MAX_BATCH_DELAY_MS: '20',
+      ADMIN_TOKEN: TOKEN,
+      DATA_ROOT: dir,
+    });
     await waitReady(t.server);
   });
 
@@ -255,11 +272,21 @@ describe('classifier routes (e2e)', () => {
     }
   });
 
-  test('admin training needs the bearer token; the trained head then classifies', async () => {
+  const admin = (path: string) =>
+    request(t.server).post(path).set('Authorization', `Bearer ${TOKEN}`);
+  const jobCount = async (): Promise<number> => {
+    const res = await request(t.server)
+      .get('/admin/v1/training-jobs')
+      .set('Authorization', `Bearer ${TOKEN}`);
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    return (res.body.jobs as unknown[]).length;
+  };
+
+  test('admin head training is a head job: 202 + Location, wait for it, the new head classifies', async () => {
     const route = '/admin/v1/models/tiny/classifiers';
     const body = {
       name: 'stripes-admin',
-      data: join(dir, 'train'),
+      data: 'train', // under DATA_ROOT
       layer: 3,
       pooling: 'mean',
       epochs: 40,
@@ -272,65 +299,187 @@ describe('classifier routes (e2e)', () => {
       assert.equal(res.status, 401, JSON.stringify(res.body));
       assert.equal(res.body.error_type, 'unauthorized');
     }
-    const authed = () => request(t.server).post(route).set('Authorization', `Bearer ${TOKEN}`);
-    // The CLI's own checks answer as on a terminal: a layer the stack lacks is a 404.
-    const bad = await authed().send({ ...body, layer: 7 });
-    assert.equal(bad.status, 404, JSON.stringify(bad.body));
-    assert.match(bad.body.error, /layer "7" does not exist/);
-    const badData = await authed().send({ ...body, data: join(dir, 'missing') });
-    assert.ok([400, 404].includes(badData.status), JSON.stringify(badData.body));
-    const unknown = await authed().send({ ...body, colour: 'red' });
-    assert.equal(unknown.status, 400);
 
-    const trained = await authed().send(body);
-    assert.equal(trained.status, 201, JSON.stringify(trained.body));
+    // The request is not the job: 202 with the queued job, which goes on without it.
+    const submitted = await admin(route).set('Idempotency-Key', 'head-1').send(body);
+    assert.equal(submitted.status, 202, JSON.stringify(submitted.body));
+    const id = submitted.body.id as string;
+    assert.equal(submitted.headers.location, `/admin/v1/training-jobs/${id}`);
     assert.deepEqual(
-      [trained.body.name, trained.body.version, trained.body.encoder.layer],
-      ['stripes-admin', 1, 3],
+      [submitted.body.kind, submitted.body.model, submitted.body.status],
+      ['head', 'tiny', 'queued'],
     );
+    assert.deepEqual(submitted.body.spec, body);
+    assert.deepEqual(submitted.body.args.slice(0, 3), ['classifier', 'train', '--model=tiny']);
+    assert.ok(submitted.body.args.includes(`--data=${join(dir, 'train')}`), submitted.text);
+
+    // The same key, waiting this time: the same job, once it has finished (200), with its result.
+    const done = await admin(`${route}?wait_seconds=120`)
+      .set('Idempotency-Key', 'head-1')
+      .send(body);
+    assert.equal(done.status, 200, JSON.stringify(done.body));
+    assert.equal(done.body.id, id, 'a retried request returns the same job');
+    assert.equal(done.body.status, 'succeeded', JSON.stringify(done.body));
+    assert.deepEqual(done.body.result.published, {
+      kind: 'head',
+      name: 'stripes-admin',
+      version: 1,
+      labels: ['latest', 'stable'],
+    });
+    const summary = done.body.result.summary;
+    assert.deepEqual(
+      [summary.model, summary.modelVersion, summary.layer, summary.pooling, summary.classes],
+      ['tiny', 1, 3, 'mean', ['horizontal', 'vertical']],
+    );
+    assert.ok(summary.metrics.train.accuracy > 0.5, JSON.stringify(summary));
+    const other = await admin(route)
+      .set('Idempotency-Key', 'head-1')
+      .send({ ...body, epochs: 41 });
+    assert.equal(other.status, 409, JSON.stringify(other.body));
+    assert.equal(other.body.error_type, 'conflict');
+
     const res = await request(t.server)
       .post('/v1/models/tiny/classifiers/stripes-admin/classify?top_k=2')
       .attach('a', pngs[0]!, 'a.png')
       .attach('b', pngs[1]!, 'b.png');
     assert.equal(res.status, 200, JSON.stringify(res.body));
     assert.deepEqual(
-      [res.body.head, res.body.head_version, res.body.items],
-      ['stripes-admin', 1, 2],
+      [res.body.head, res.body.head_version, res.body.items, res.body.layer],
+      ['stripes-admin', 1, 2, 3],
     );
     const list = await request(t.server).get('/v1/models/tiny/classifiers');
     assert.deepEqual(
       list.body.map((h: { name: string }) => h.name),
       ['stripes', 'stripes-admin'],
     );
+
+    // The CLI's own checks fail the job, as on a terminal: a layer the stack lacks is bad input.
+    const bad = await admin(`${route}?wait_seconds=120`).send({ ...body, layer: 7 });
+    assert.equal(bad.status, 200, JSON.stringify(bad.body));
+    assert.deepEqual([bad.body.status, bad.body.reason], ['failed', 'bad_input']);
+    assert.match(bad.body.message, /layer "7" does not exist/);
   });
 
-  test('admin layer sweep: one probe per layer, the best one, behind the token', async () => {
+  test('admin layer sweep is a probe job: the table in result.summary', async () => {
     const route = '/admin/v1/models/tiny/probe';
-    const body = {
-      data: join(dir, 'train'),
-      layers: 'all',
-      pooling: ['mean', 'grid2'],
-      epochs: 20,
-    };
+    const body = { data: 'train', layers: 'all', pooling: ['mean', 'grid2'], epochs: 20 };
     const denied = await request(t.server).post(route).send(body);
     assert.equal(denied.status, 401);
-    const res = await request(t.server)
-      .post(route)
-      .set('Authorization', `Bearer ${TOKEN}`)
-      .send(body);
+    const res = await admin(`${route}?wait_seconds=120`).send(body);
     assert.equal(res.status, 200, JSON.stringify(res.body));
-    assert.equal(res.body.model, 'tiny');
+    assert.match(res.headers.location ?? '', /^\/admin\/v1\/training-jobs\/[\w-]+$/);
+    assert.deepEqual([res.body.kind, res.body.status], ['probe', 'succeeded']);
+    const report = res.body.result.summary;
+    assert.deepEqual([report.model, report.version], ['tiny', 1]);
     assert.deepEqual(
-      res.body.rows.map((r: { layer: number; pooling: string }) => `${r.layer}/${r.pooling}`),
+      report.rows.map((r: { layer: number; pooling: string }) => `${r.layer}/${r.pooling}`),
       ['1/mean', '1/grid2', '2/mean', '2/grid2', '3/mean', '3/grid2'],
     );
-    const best = Math.max(...res.body.rows.map((r: { testAccuracy: number }) => r.testAccuracy));
-    assert.equal(res.body.best.testAccuracy, best);
-    const bad = await request(t.server)
-      .post(route)
-      .set('Authorization', `Bearer ${TOKEN}`)
-      .send({ ...body, layers: '9' });
-    assert.equal(bad.status, 404, JSON.stringify(bad.body));
+    const best = Math.max(...report.rows.map((r: { testAccuracy: number }) => r.testAccuracy));
+    assert.equal(report.best.testAccuracy, best);
+    // The job record is what the jobs API shows.
+    const job = await request(t.server)
+      .get(res.headers.location!)
+      .set('Authorization', `Bearer ${TOKEN}`);
+    assert.deepEqual(job.body.result, res.body.result);
+  });
+
+  test('bad bodies and options of both routes: 400 invalid_argument, and no job', async () => {
+    const head = '/admin/v1/models/tiny/classifiers';
+    const probe = '/admin/v1/models/tiny/probe';
+    const body = { name: 'x', data: 'train', layer: 1 };
+    const before = await jobCount();
+    const cases: [request.Test, RegExp][] = [
+      [admin(head).send({ ...body, colour: 'red' }), /unknown field "spec\.colour"/],
+      [admin(head).send({ name: 'x', data: 'train' }), /"spec\.layer" is required/],
+      [admin(head).send({ ...body, layer: { a: 1 } }), /"spec\.layer" must be/],
+      [admin(head).send([body]), /"spec" must be a JSON object/],
+      // Dataset paths stay under DATA_ROOT (the route used to take any path on the server).
+      [admin(head).send({ ...body, data: join(dir, 'train') }), /is an absolute path/],
+      [admin(probe).send({ data: '../test' }), /leaves the data root/],
+      [admin(probe).send({ data: 'missing' }), /no dataset "missing"/],
+      [admin(probe).send({ data: 'train', layers: '1,2' }), /items without commas/],
+      [admin(probe).send({ data: 'train', version: 1, label: 'stable' }), /either/],
+      [admin('/admin/v1/models/Tiny/probe').send({ data: 'train' }), /"model" must be/],
+      [admin(`${probe}?wait_seconds=601`).send({ data: 'train' }), /wait_seconds/],
+      [admin(`${head}?wait_seconds=-1`).send(body), /wait_seconds/],
+      [admin(head).set('Idempotency-Key', 'k'.repeat(201)).send(body), /Idempotency-Key/],
+    ];
+    for (const [pending, message] of cases) {
+      const res = await pending;
+      assert.equal(res.status, 400, JSON.stringify(res.body));
+      assert.equal(res.body.error_type, 'invalid_argument', res.body.error);
+      assert.match(res.body.error, message);
+      assert.ok(!res.body.error.includes(dir), `names the server's paths: ${res.body.error}`);
+    }
+    assert.equal(await jobCount(), before, 'no job was made');
+  });
+
+  test('the request is not the job: a client going away or a shutdown ends the wait, not the job', async () => {
+    const models2 = join(dir, 'models-wait');
+    const stack = tinyStack(1);
+    await publishStack(models2, 'tiny', stack, ['latest', 'stable']);
+    stack.dispose();
+    const w = await bootApp({
+      MODELS_DIR: models2,
+      ADMIN_TOKEN: TOKEN,
+      DATA_ROOT: dir,
+      PRELOAD: 'none',
+      JOB_STOP_GRACE_MS: '5000',
+    });
+    try {
+      const base = await listen(w.server);
+      const auth = { authorization: `Bearer ${TOKEN}` };
+      const route = '/admin/v1/models/tiny/probe?wait_seconds=600';
+      const body = { data: 'train', layers: [1], pooling: 'mean', epochs: 100 };
+      const jobs = async (): Promise<{ id: string; status: string }[]> =>
+        (await request(w.server).get('/admin/v1/training-jobs').set(auth)).body.jobs;
+
+      // The client goes away while it waits: the job runs to its end all the same.
+      const gone = new AbortController();
+      const first = fetch(`${base}${route}`, {
+        method: 'POST',
+        headers: { ...auth, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+        signal: gone.signal,
+      }).catch((e: unknown) => e);
+      // Gone while the trainer runs (the request is waiting by then, not still submitting).
+      let seen = '';
+      await until(
+        'the first job running',
+        async () => {
+          seen = (await jobs())[0]?.status ?? '';
+          return !['', 'queued', 'starting'].includes(seen);
+        },
+        60_000,
+      );
+      assert.equal(seen, 'running', 'the client went away while the job ran');
+      gone.abort();
+      assert.ok((await first) instanceof Error, 'the client gave up');
+      const [job] = await jobs();
+      const done = await request(w.server)
+        .get(`/admin/v1/training-jobs/${job!.id}?wait_seconds=120`)
+        .set(auth);
+      assert.equal(done.body.status, 'succeeded', JSON.stringify(done.body));
+
+      // Shutdown starts while a client waits: it gets the unfinished job (202) at once, and
+      // the job is handed back to the next process as every job is.
+      const waiting = request(w.server)
+        .post(route)
+        .set(auth)
+        .send(body)
+        .then((res) => res);
+      await until('the second job', async () => (await jobs()).length === 2, 60_000);
+      w.app.get(Lifecycle).beginDrain();
+      const res = await waiting;
+      assert.equal(res.status, 202, JSON.stringify(res.body));
+      assert.ok(
+        ['queued', 'starting', 'running'].includes(res.body.status),
+        JSON.stringify(res.body),
+      );
+    } finally {
+      await w.app.close();
+    }
   });
 
   test('without ADMIN_TOKEN the admin routes answer 404', async () => {

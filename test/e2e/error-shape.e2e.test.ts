@@ -266,6 +266,7 @@ describe('the error shape on every refusal (e2e)', () => {
       '\u00e9',
       'k'.repeat(41),
     ]);
-    assert.ok(body.error.includes('"\\u0001\\u00e9kkk'), body.error);
+    // The route's body is the probe job's spec: the field is named as such.
+    assert.ok(body.error.includes('"spec.\\u0001\\u00e9kkk'), body.error);
   });
 });

@@ -1,6 +1,12 @@
-import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import {
+  ApiProperty,
+  type ApiPropertyOptions,
+  ApiPropertyOptional,
+  OmitType,
+} from '@nestjs/swagger';
 import { POOLINGS } from '../../gim/encoders/pooling.js';
 import { Base64InputDto } from '../embeddings/embeddings.dto.js';
+import { JobDto } from '../jobs/jobs.dto.js';
 
 const HEAD_VERSION =
   'Head version number or label (default: the head’s label `stable`, else `latest`)';
@@ -169,20 +175,26 @@ export class HeadManifestDto {
   createdAt!: string;
 }
 
+const DATA_PATH =
+  "A path relative to the server's DATA_ROOT (an absolute path or one leaving it is a 400), or " +
+  '`fashion-mnist` / `fashion-mnist-test` (the Debian install)';
+const LIST = 'A list is an array, or one string or number (no commas inside an item)';
+
+/** The body of `POST /admin/v1/models/{name}/classifiers`: the `spec` of a `head` job. */
 export class TrainHeadBodyDto {
   @ApiProperty({ description: 'Head name (versions are numbered under it)', example: 'clothes' })
   name!: string;
   @ApiProperty({
     description:
-      'Labelled data on the server: fashion-mnist, a directory of IDX files, an image folder ' +
-      'with one sub-folder per class, a speaker folder (audio), or a .csv/.json file list',
+      'Labelled data: a directory of IDX files, an image folder with one sub-folder per class, ' +
+      `a speaker folder (audio), or a .csv/.json file list. ${DATA_PATH}`,
     example: 'fashion-mnist',
   })
   data!: string;
-  @ApiPropertyOptional({ description: 'Labelled data to score the head on (same forms)' })
+  @ApiPropertyOptional({ description: `Labelled data to score the head on. ${DATA_PATH}` })
   test_data?: string;
   @ApiProperty({
-    description: 'Layer 1..K or last; best or a list (2,3): the best on validation',
+    description: `Layer 1..K or last; best or a list ([2, 3]): the best on validation. ${LIST}`,
     oneOf: [{ type: 'integer' }, { type: 'string' }, { type: 'array', items: {} }],
     example: 3,
   })
@@ -225,21 +237,23 @@ export class TrainHeadBodyDto {
   labels?: string[];
 }
 
+/** The body of `POST /admin/v1/models/{name}/probe`: the `spec` of a `probe` job. */
 export class ProbeBodyDto {
   @ApiProperty({
-    description:
-      'Labelled data on the server (as for head training); audio: a speaker folder, split by utterance',
+    description: `Labelled data (as for head training); audio: a speaker folder, split by utterance. ${DATA_PATH}`,
     example: 'fashion-mnist',
   })
   data!: string;
-  @ApiPropertyOptional({ description: 'Labelled test data (default: a stratified split of data)' })
+  @ApiPropertyOptional({
+    description: `Labelled test data (default: a stratified split of data). ${DATA_PATH}`,
+  })
   test_data?: string;
   @ApiPropertyOptional({
-    description: 'all (default), last, or a list of layers',
-    oneOf: [{ type: 'string' }, { type: 'array', items: {} }],
+    description: `all (default), last, or a list of layers. ${LIST}`,
+    oneOf: [{ type: 'string' }, { type: 'integer' }, { type: 'array', items: {} }],
     example: 'all',
   })
-  layers?: string | (number | string)[];
+  layers?: string | number | (number | string)[];
   @ApiPropertyOptional({
     description: 'Poolings to compare (images default mean,grid2,none; audio mean,max)',
     oneOf: [{ type: 'string' }, { type: 'array', items: { type: 'string' } }],
@@ -263,10 +277,87 @@ export class ProbeRowDto {
   @ApiProperty() testAccuracy!: number;
 }
 
+/** What `gim probe` reports: a job's `result.summary`. */
 export class ProbeReportDto {
   @ApiProperty() model!: string;
   @ApiProperty() version!: number;
   @ApiProperty({ type: [ProbeRowDto] }) rows!: ProbeRowDto[];
   @ApiProperty({ type: ProbeRowDto, description: 'The row with the best test accuracy' })
   best!: ProbeRowDto;
+}
+
+/** A head's scores on one set. Inline, not a `$ref`: a `$ref` cannot be nullable in OpenAPI 3.0. */
+function headScore(description: string, nullable: boolean): ApiPropertyOptions {
+  return {
+    description,
+    type: 'object',
+    nullable,
+    properties: {
+      accuracy: { type: 'number' },
+      loss: { type: 'number' },
+      macroF1: { type: 'number' },
+      items: { type: 'integer' },
+    },
+    required: ['accuracy', 'loss', 'macroF1', 'items'],
+  };
+}
+interface HeadScore {
+  accuracy: number;
+  loss: number;
+  macroF1: number;
+  items: number;
+}
+
+class HeadScoresDto {
+  @ApiProperty(headScore('On the training items', false)) train!: HeadScore;
+  @ApiProperty(headScore('Null without a validation split', true)) validation!: HeadScore | null;
+  @ApiProperty(headScore('Null without test_data', true)) test!: HeadScore | null;
+}
+
+/** What `gim classifier train` reports: a head job's `result.summary`. */
+export class HeadTrainingSummaryDto {
+  @ApiProperty({ description: 'The stack' }) model!: string;
+  @ApiProperty({ description: 'The stack version the head reads' }) modelVersion!: number;
+  @ApiProperty() layer!: number;
+  @ApiProperty({ enum: POOLINGS }) pooling!: string;
+  @ApiProperty({ type: [String] }) classes!: string[];
+  @ApiProperty() epochs!: number;
+  @ApiProperty() bestEpoch!: number;
+  @ApiProperty({ type: HeadScoresDto }) metrics!: HeadScoresDto;
+}
+
+class PublishedHeadDto {
+  @ApiProperty({ enum: ['head'] }) kind!: string;
+  @ApiProperty({ description: 'The head name' }) name!: string;
+  @ApiProperty() version!: number;
+  @ApiProperty({ type: [String] }) labels!: string[];
+}
+
+/** A head job's `result`. */
+export class HeadJobResultDto {
+  @ApiPropertyOptional({
+    type: PublishedHeadDto,
+    description:
+      'The head version published (its manifest: GET /v1/models/{name}/classifiers/{head}?version=)',
+  })
+  published?: PublishedHeadDto;
+  @ApiPropertyOptional({ type: HeadTrainingSummaryDto }) summary?: HeadTrainingSummaryDto;
+}
+
+/** A probe job's `result`. */
+export class ProbeJobResultDto {
+  @ApiPropertyOptional({ type: ProbeReportDto, description: 'Accuracy per layer and pooling' })
+  summary?: ProbeReportDto;
+}
+
+/** A head job, as the jobs API shows it, with its `result` spelled out. */
+export class HeadJobDto extends OmitType(JobDto, ['result'] as const) {
+  @ApiPropertyOptional({ type: HeadJobResultDto, description: 'Once the job has succeeded' })
+  result?: HeadJobResultDto;
+}
+
+/** A probe job, as the jobs API shows it, with its `result` spelled out. */
+export class ProbeJobDto extends OmitType(JobDto, ['result'] as const) {
+  @ApiPropertyOptional({ type: ProbeJobResultDto, description: 'Once the job has succeeded' })
+  result?: ProbeJobResultDto;
 }

@@ -74,9 +74,7 @@ export class JobsController {
     @AdminActor() actor: Actor,
     @Res({ passthrough: true }) reply: FastifyReply,
   ): Promise<JobRecord> {
-    if (key !== undefined && (key.length === 0 || key.length > 200))
-      throw new GimError('invalid_argument', 'Idempotency-Key must have 1 to 200 characters');
-    const { job, created } = await this.jobs.submit(body, actor, key);
+    const { job, created } = await this.jobs.submit(body, actor, idempotencyKey(key));
     void reply.header('location', `/admin/v1/training-jobs/${job.id}`);
     if (!created) void reply.status(200);
     return view(job);
@@ -265,15 +263,22 @@ export class JobsController {
   }
 }
 
+/** An `Idempotency-Key` header, checked: 1 to 200 characters (or none). */
+export function idempotencyKey(key: string | undefined): string | undefined {
+  if (key !== undefined && (key.length === 0 || key.length > 200))
+    throw new GimError('invalid_argument', 'Idempotency-Key must have 1 to 200 characters');
+  return key;
+}
+
 /** A job record as the API shows it: without the controller's read offsets. */
-function view(job: JobRecord): JobRecord {
+export function view(job: JobRecord): JobRecord {
   return {
     ...job,
     attempts: job.attempts.map(({ progressOffset: _o, progressRead: _r, ...attempt }) => attempt),
   };
 }
 
-function intParam(
+export function intParam(
   name: string,
   text: string | undefined,
   min: number,

@@ -4,7 +4,7 @@ import { Injectable } from '@nestjs/common';
  * Where the process is in its life, for the parts that must behave differently while it shuts
  * down: readiness turns 503 as soon as draining starts (so load balancers stop sending), routes
  * keep serving until the listener closes, and work that cannot finish within the grace period
- * (an admin training run) is handed back.
+ * is handed back (training jobs, to the next process; a client waiting for one gets it as it is).
  */
 @Injectable()
 export class Lifecycle {
