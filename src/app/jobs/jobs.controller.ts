@@ -67,7 +67,7 @@ export class JobsController {
   @ApiBody({ type: SubmitJobBodyDto })
   @ApiAcceptedResponse({ type: JobDto, description: 'The queued job (200: an earlier submit)' })
   @ApiOkResponse({ type: JobDto, description: 'The job an earlier submit with this key made' })
-  @ApiErrors(400, 401, 404, 409, 503)
+  @ApiErrors(400, 401, 404, 409, 415, 503)
   async submit(
     @Body() body: unknown,
     @Headers('idempotency-key') key: string | undefined,
@@ -89,7 +89,7 @@ export class JobsController {
   })
   @ApiBody({ type: SubmitJobBodyDto })
   @ApiOkResponse({ type: JobPlanDto })
-  @ApiErrors(400, 401, 404)
+  @ApiErrors(400, 401, 404, 415)
   async validate(@Body() body: unknown): Promise<JobPlanDto> {
     const plan = await this.jobs.plan(body);
     return {
