@@ -155,6 +155,9 @@ describe('JobEventStream', () => {
       const writer = new JobStore(dir);
       for (const status of ['publishing', 'succeeded'])
         await writer.appendEvent(ID, 'status', T, { status });
+      await until('the end of every stream', () =>
+        [full, tail, past].every((r) => r.ids.at(-1) === 'end'),
+      );
       await Promise.all([full.ended, tail.ended, past.ended]);
       assert.deepEqual(full.ids, ['1', '2', '3', '4', '5', '6', '7', '8', '9', 'end']);
       assert.deepEqual(tail.ids, ['5', '6', '7', '8', '9', 'end']);
