@@ -217,7 +217,9 @@ describe('kill -9 of the trainer while it publishes (e2e, real trainer)', () => 
             gone = true; // exited already (only possible without the lock: round 'labels')
           }
         };
+        let temp = '';
         onEntry = (name) => {
+          if (PUBLISH_TEMP.test(name)) temp ||= name;
           if (typeof round === 'object' && PUBLISH_TEMP.test(name)) {
             if (round.delayMs === 0) stop();
             else setTimeout(stop, round.delayMs);
@@ -236,7 +238,7 @@ describe('kill -9 of the trainer while it publishes (e2e, real trainer)', () => 
         const where =
           round === 'labels'
             ? 'labels'
-            : `${entries.some((e) => PUBLISH_TEMP.test(e)) ? 'writing' : 'renamed'}${renamed.length ? ` (v${renamed.join(',')} in place)` : ''}`;
+            : `${entries.includes(temp) ? 'writing' : 'renamed'}${renamed.length ? ` (v${renamed.join(',')} in place)` : ''}`;
         landed.push(
           typeof round === 'object' ? `+${round.delayMs} ms: ${where}` : `${round}: ${where}`,
         );
