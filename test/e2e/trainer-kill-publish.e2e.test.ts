@@ -80,6 +80,9 @@ describe('kill -9 of the trainer while it publishes (e2e, real trainer)', () => 
   let t: TestApp;
   let png: Buffer;
   let watcher: FSWatcher | undefined;
+  /** What a failed round leaves to undo: held locks, a stopped trainer. */
+  const cleanups: (() => Promise<void>)[] = [];
+  let stoppedTrainer = 0;
   /** Called with each entry name the stack directory reports (created, renamed or removed). */
   let onEntry: (name: string) => void = () => undefined;
 
@@ -101,6 +104,10 @@ describe('kill -9 of the trainer while it publishes (e2e, real trainer)', () => 
   });
   after(async () => {
     watcher?.close();
+    // After a failed assertion: a trainer still stopped (our child: its pid is not reused while
+    // it is stopped), a lock still held (and its timer).
+    if (stoppedTrainer) process.kill(stoppedTrainer, 'SIGKILL');
+    for (const cleanup of cleanups.splice(0)) await cleanup();
     await t?.app.close();
     await rm(dir, { recursive: true, force: true });
   });
@@ -175,10 +182,13 @@ describe('kill -9 of the trainer while it publishes (e2e, real trainer)', () => 
       const now = new Date();
       void utimes(lock, now, now).catch(() => undefined);
     }, 1000);
-    return async () => {
+    const release = async (): Promise<void> => {
       clearInterval(fresh);
+      if (cleanups.includes(release)) cleanups.splice(cleanups.indexOf(release), 1);
       await rm(lock, { force: true });
     };
+    cleanups.push(release);
+    return release;
   };
 
   test(
@@ -205,6 +215,7 @@ describe('kill -9 of the trainer while it publishes (e2e, real trainer)', () => 
       for (const round of rounds) {
         const pid = await trainerOf(id, n);
         const release = round === 'labels' ? async () => undefined : await holdLabelsLock();
+
         const versionsBefore = await versionDirs();
         let stopped = false;
         let gone = false;
@@ -213,6 +224,7 @@ describe('kill -9 of the trainer while it publishes (e2e, real trainer)', () => 
           stopped = true;
           try {
             process.kill(pid, round === 'labels' ? 'SIGKILL' : 'SIGSTOP');
+            if (round !== 'labels') stoppedTrainer = pid;
           } catch {
             gone = true; // exited already (only possible without the lock: round 'labels')
           }
@@ -253,6 +265,7 @@ describe('kill -9 of the trainer while it publishes (e2e, real trainer)', () => 
           assert.ok(!environ.some((e) => e.startsWith('ADMIN_TOKEN=')), 'no ADMIN_TOKEN');
           await listedVersionsServe(`round ${landed.length}, trainer stopped`);
           process.kill(pid, 'SIGKILL');
+          stoppedTrainer = 0;
         }
         const job = await getJob(id, 120);
         await release();
