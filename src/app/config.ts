@@ -94,6 +94,14 @@ export interface JobsConfig {
   readonly stopGraceMs: number;
   /** Nice value added to local trainers, so that serving keeps its CPU (0 to 19). */
   readonly niceness: number;
+  /**
+   * The environment of local trainers (the `gim` CLI as a child process): the service's own
+   * environment (PATH, HOME, TF_*, CUDA_*, NODE_OPTIONS, ...) without the service's settings
+   * (`CONFIG_ENV_NAMES`: ADMIN_TOKEN and the Kubernetes credentials' locations stay with the
+   * service), plus the two the CLI reads: MODELS_DIR (absolute, as resolved here) and, when set,
+   * GIM_BACKEND.
+   */
+  readonly trainerEnv: Readonly<Record<string, string>>;
   /** The kubernetes runner (JOB_RUNNER=kubernetes). */
   readonly kubernetes: KubernetesRunnerSettings;
 }
@@ -189,19 +197,25 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     return value ?? fallback;
   };
 
+  // Read first, in the order of CONFIG_ENV_NAMES (problems are listed in that order): the
+  // trainers' environment needs MODELS_DIR and GIM_BACKEND.
+  const port = setting('PORT', 'an integer from 1 to 65535', 8080, parsePort);
+  const host = setting('HOST', 'a host name or address', '0.0.0.0', (text) => text);
+  const modelsDir = resolve(
+    process.cwd(),
+    setting('MODELS_DIR', 'a directory path', 'models', (text) => text),
+  );
+  const backend = setting<BackendName | undefined>(
+    'GIM_BACKEND',
+    `one of ${BACKEND_NAMES.join(', ')}`,
+    undefined,
+    (text) => oneOf(BACKEND_NAMES, text),
+  );
   const config: AppConfig = {
-    port: setting('PORT', 'an integer from 1 to 65535', 8080, parsePort),
-    host: setting('HOST', 'a host name or address', '0.0.0.0', (text) => text),
-    modelsDir: resolve(
-      process.cwd(),
-      setting('MODELS_DIR', 'a directory path', 'models', (text) => text),
-    ),
-    backend: setting<BackendName | undefined>(
-      'GIM_BACKEND',
-      `one of ${BACKEND_NAMES.join(', ')}`,
-      undefined,
-      (text) => oneOf(BACKEND_NAMES, text),
-    ),
+    port,
+    host,
+    modelsDir,
+    backend,
     logLevel: setting('LOG_LEVEL', `one of ${LOG_LEVEL_NAMES.join(', ')}`, 'log', (text) =>
       oneOf(LOG_LEVEL_NAMES, text),
     ),
@@ -282,6 +296,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
         int(100, 600_000),
       ),
       niceness: setting('JOB_NICENESS', 'an integer from 0 to 19', 10, int(0, 19)),
+      trainerEnv: trainerEnv(env, modelsDir, backend),
       kubernetes: {
         runnerConfigPath: setting(
           'KUBERNETES_RUNNER_CONFIG',
@@ -321,6 +336,21 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
 /** The Nest logger levels enabled by a `LOG_LEVEL` (`fatal` is always on). */
 export function nestLogLevels(level: LogLevelName): LogLevel[] {
   return ['fatal', ...LOG_LEVEL_NAMES.slice(0, LOG_LEVEL_NAMES.indexOf(level) + 1)];
+}
+
+/** See `JobsConfig.trainerEnv`. Copies the environment's entries: reads no setting by name. */
+function trainerEnv(
+  env: NodeJS.ProcessEnv,
+  modelsDir: string,
+  backend: BackendName | undefined,
+): Readonly<Record<string, string>> {
+  const settings: ReadonlySet<string> = new Set(CONFIG_ENV_NAMES);
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(env))
+    if (value !== undefined && !settings.has(name)) out[name] = value;
+  out.MODELS_DIR = modelsDir;
+  if (backend !== undefined) out.GIM_BACKEND = backend;
+  return Object.freeze(out);
 }
 
 function optional(raw: string | undefined): string | undefined {

@@ -18,6 +18,7 @@ import type { IPodSpec } from 'kubernetes-models/v1/PodSpec';
 import type { IProbe } from 'kubernetes-models/v1/Probe';
 import type { IService } from 'kubernetes-models/v1/Service';
 import type { IServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
+import { isAbsolute, relative } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { parse as parseYaml } from 'yaml';
 import { CONFIG_ENV_NAMES, ConfigError, type AppConfig, loadConfig } from '../../src/app/config.js';
@@ -26,6 +27,7 @@ import {
   CLI_COMMAND,
   CONTAINER_SECURITY_CONTEXT,
   KUBERNETES_RUNNER_API_CALLS,
+  MODELS_MOUNT,
   POD_SECURITY_CONTEXT,
   type RunnerConfig,
   TRAIN_CONTAINER,
@@ -133,7 +135,30 @@ function serving(ctx: ManifestContext, problems: string[]): Serving | undefined 
   return { dep, pod, podLabels: dep.spec?.template.metadata?.labels ?? {}, container };
 }
 
-/** The environment the serving container sees: envFrom ConfigMaps, then env (literal values). */
+/**
+ * What the downward API gives a pod's `fieldRef`s, for the checks: a pod name of the Deployment
+ * (its ReplicaSet and pod suffixes are made up), its namespace, a stand-in for other fields.
+ */
+function fieldValue(ctx: ManifestContext, fieldPath: string): string {
+  const dep = byKind<IDeployment>(ctx, 'Deployment')[0];
+  if (fieldPath === 'metadata.name') return `${dep?.metadata?.name ?? 'pod'}-5d8f7c9b6-x2k4q`;
+  if (fieldPath === 'metadata.namespace') return dep?.metadata?.namespace ?? 'default';
+  return `value-of-${fieldPath}`;
+}
+
+/**
+ * What the kubelet sets in every container, whatever the manifest says: the API server's address
+ * (the in-cluster job runner's connection; the value is made up).
+ */
+export const KUBELET_ENV: Readonly<Record<string, string>> = Object.freeze({
+  KUBERNETES_SERVICE_HOST: 'kubernetes.default.svc',
+  KUBERNETES_SERVICE_PORT: '443',
+});
+
+/**
+ * The environment the serving container sees: envFrom ConfigMaps, then env (literal values and
+ * downward-API `fieldRef`s; secrets are left out).
+ */
 function containerEnv(
   ctx: ManifestContext,
   c: IContainer,
@@ -158,14 +183,25 @@ function containerEnv(
     if (!cm) problems.push(`container ${c.name}: envFrom ConfigMap ${name} is not in the build`);
     for (const [k, v] of Object.entries(cm?.data ?? {})) set(k, v, `ConfigMap ${name}`);
   }
-  for (const e of c.env ?? []) set(e.name, e.valueFrom ? undefined : (e.value ?? ''), 'env');
+  for (const e of c.env ?? []) {
+    const field = e.valueFrom?.fieldRef?.fieldPath;
+    const value = e.valueFrom
+      ? field === undefined
+        ? undefined
+        : fieldValue(ctx, field)
+      : (e.value ?? '');
+    set(e.name, value, 'env');
+  }
   return { values, sources };
 }
 
-/** loadConfig over the serving container's literal environment, or the problems it names. */
+/**
+ * loadConfig over the serving container's environment as the pod would have it (the kubelet's
+ * variables, then the manifest's), or the problems it names.
+ */
 function appConfig(ctx: ManifestContext, s: Serving, problems: string[]): AppConfig | undefined {
   try {
-    return loadConfig(containerEnv(ctx, s.container, []).values);
+    return loadConfig({ ...KUBELET_ENV, ...containerEnv(ctx, s.container, []).values });
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     problems.push(...error.problems.map((p) => `loadConfig rejects the ConfigMap: ${p}`));
@@ -629,19 +665,44 @@ export const checkStorage: Check = (ctx) => {
   return problems;
 };
 
-/** The runner config mounted in the serving pods (`training-runner.yaml` of a ConfigMap). */
+/**
+ * Where the serving container's app reads the runner config: KUBERNETES_RUNNER_CONFIG, or the
+ * app's default for it (loadConfig's own, from that one variable).
+ */
+function runnerConfigPath(ctx: ManifestContext): string {
+  const dep = byKind<IDeployment>(ctx, 'Deployment')[0];
+  const c = dep?.spec?.template.spec?.containers.find((x) =>
+    x.ports?.some((p) => p.name === 'http'),
+  );
+  const value = c ? containerEnv(ctx, c, []).values.KUBERNETES_RUNNER_CONFIG : undefined;
+  return loadConfig(value === undefined ? {} : { KUBERNETES_RUNNER_CONFIG: value }).jobs.kubernetes
+    .runnerConfigPath;
+}
+
+/**
+ * The runner config file as the serving container sees it: the key of a ConfigMap volume mounted
+ * at the file's directory (the file name is the key, or an `items` path), undefined when no
+ * mounted ConfigMap has it.
+ */
 function runnerConfigText(ctx: ManifestContext): string | undefined {
+  const path = runnerConfigPath(ctx);
   const cms = byKind<IConfigMap>(ctx, 'ConfigMap');
   const dep = byKind<IDeployment>(ctx, 'Deployment')[0];
   const pod = dep?.spec?.template.spec;
-  for (const v of pod?.volumes ?? []) {
-    const text = cms.find((cm) => cm.metadata?.name === v.configMap?.name)?.data?.[
-      'training-runner.yaml'
-    ];
-    const mounted = pod?.containers.some((c) =>
-      c.volumeMounts?.some((m) => m.name === v.name && m.mountPath === '/etc/gim'),
-    );
-    if (text !== undefined && mounted) return text;
+  const c = pod?.containers.find((x) => x.ports?.some((p) => p.name === 'http'));
+  for (const m of c?.volumeMounts ?? []) {
+    const v = pod?.volumes?.find((x) => x.name === m.name);
+    const cm = cms.find((x) => x.metadata?.name === v?.configMap?.name);
+    if (!v?.configMap || !cm || m.subPath !== undefined || !path.startsWith(`${m.mountPath}/`))
+      continue;
+    const file = path.slice(m.mountPath.length + 1);
+    const key = v.configMap.items
+      ? v.configMap.items.find((i) => i.path === file)?.key
+      : file.includes('/')
+        ? undefined
+        : file;
+    const text = key === undefined ? undefined : cm.data?.[key];
+    if (text !== undefined) return text;
   }
   return undefined;
 }
@@ -649,7 +710,10 @@ function runnerConfigText(ctx: ManifestContext): string | undefined {
 /** The overlay's parsed runner config; throws (failing the check that asked) if it is bad. */
 function exampleRunner(ctx: ManifestContext): RunnerConfig {
   const text = runnerConfigText(ctx);
-  if (text === undefined) throw new Error('no training-runner.yaml ConfigMap mounted at /etc/gim');
+  if (text === undefined)
+    throw new Error(
+      `no ConfigMap mounted in the serving container has KUBERNETES_RUNNER_CONFIG ${runnerConfigPath(ctx)}`,
+    );
   return parseRunnerConfig(parseYaml(text));
 }
 
@@ -709,6 +773,62 @@ export const checkNetworkPolicy: Check = (ctx) => {
   return problems;
 };
 
+/**
+ * 15. Training jobs: more than one replica (or an HPA that makes more) runs them with the
+ * Kubernetes runner, never one local job controller per replica on the shared models volume; the
+ * runner has what it needs in a pod (POD_NAME from the downward API for the Lease, the runner
+ * config file, the API token: checkRunner and checkRbac), dataset paths the training pods can
+ * see, and a training pod grace period that covers a checkpoint.
+ */
+export const checkJobs: Check = (ctx) => {
+  const problems: string[] = [];
+  const s = serving(ctx, problems);
+  if (!s) return problems;
+  const config = appConfig(ctx, s, []);
+  if (!config) return ['the app config does not load (see the env check)'];
+  const replicas = Math.max(
+    s.dep.spec?.replicas ?? 1,
+    ...byKind<IHorizontalPodAutoscaler>(ctx, 'HorizontalPodAutoscaler').map(
+      (h) => h.spec?.maxReplicas ?? 1,
+    ),
+  );
+  if (config.jobs.runner !== 'kubernetes') {
+    if (replicas > 1)
+      problems.push(
+        `JOB_RUNNER is ${config.jobs.runner} with up to ${replicas} replicas: each would run its own job controller and trainers on the shared models volume (set JOB_RUNNER=kubernetes)`,
+      );
+    return problems;
+  }
+  const pod = s.container.env?.find((e) => e.name === 'POD_NAME');
+  if (pod?.valueFrom?.fieldRef?.fieldPath !== 'metadata.name')
+    problems.push(
+      'POD_NAME: must come from the downward API (fieldRef metadata.name): each replica its own identity in the jobs Lease',
+    );
+  let runner: RunnerConfig;
+  try {
+    runner = exampleRunner(ctx);
+  } catch (error) {
+    return [...problems, `training runner config: ${(error as Error).message}`];
+  }
+  if (config.modelsDir !== MODELS_MOUNT)
+    problems.push(
+      `MODELS_DIR is ${config.modelsDir}, not ${MODELS_MOUNT} where training pods mount the models volume (job paths are passed as they are)`,
+    );
+  const rel = relative(config.modelsDir, config.jobs.dataRoot);
+  if (rel === '' || rel.startsWith('..') || isAbsolute(rel))
+    problems.push(
+      `DATA_ROOT ${config.jobs.dataRoot} is not inside MODELS_DIR ${config.modelsDir}: training pods mount only the models volume, so they could not read the datasets`,
+    );
+  const grace = renderTrainingJob(EXAMPLE_TRAINING_SPEC, runner).spec?.template.spec
+    ?.terminationGracePeriodSeconds;
+  const need = Math.ceil(config.jobs.stopGraceMs / 1000);
+  if (grace === undefined || grace < need)
+    problems.push(
+      `training Job: terminationGracePeriodSeconds ${grace ?? '30 (default)'} is below JOB_STOP_GRACE_MS (${need} s), the time a trainer gets to checkpoint after SIGTERM`,
+    );
+  return problems;
+};
+
 /** A rendered training Job: schema-valid and with what the runner relies on. */
 export function checkTrainingJob(job: IJob): string[] {
   const problems = validateStrict(job).problems;
@@ -742,6 +862,10 @@ export function checkTrainingJob(job: IJob): string[] {
   )
     problems.push('Job: podFailurePolicy does not ignore DisruptionTarget');
   if (spec.activeDeadlineSeconds === undefined) problems.push('Job: no activeDeadlineSeconds');
+  if (pod.terminationGracePeriodSeconds === undefined)
+    problems.push(
+      'Job: no terminationGracePeriodSeconds (the default 30 s may cut a checkpoint short)',
+    );
   if (spec.ttlSecondsAfterFinished === undefined) problems.push('Job: no ttlSecondsAfterFinished');
   if ((spec.backoffLimit ?? 6) > 3)
     problems.push('Job: backoffLimit above 3 (hours of GPU time each)');
@@ -778,6 +902,7 @@ export const CHECKS: Readonly<Record<string, Check>> = Object.freeze({
   storage: checkStorage,
   runner: checkRunner,
   networkPolicy: checkNetworkPolicy,
+  jobs: checkJobs,
 });
 
 /** Every check's problems, each prefixed with the check's name. */

@@ -565,6 +565,110 @@ describe('k8s manifests', () => {
           'runner: training runner config: invalid training runner config:\n  gpus: unknown field',
       },
       {
+        what: 'the local job runner with several replicas',
+        mutate: (o) => delete find<any>(o, 'ConfigMap', 'gim-serve-config').data.JOB_RUNNER,
+        expect:
+          'jobs: JOB_RUNNER is local with up to 8 replicas: each would run its own job controller',
+      },
+      {
+        what: 'the local job runner with several replicas',
+        overlay: 'cpu',
+        mutate: (o) => (find<any>(o, 'ConfigMap', 'gim-serve-config').data.JOB_RUNNER = 'local'),
+        expect:
+          'jobs: JOB_RUNNER is local with up to 8 replicas: each would run its own job controller',
+      },
+      {
+        what: 'no POD_NAME',
+        mutate: (o) =>
+          (container(o).env = container(o).env.filter((e: any) => e.name !== 'POD_NAME')),
+        expect:
+          'env: loadConfig rejects the ConfigMap: POD_NAME: required with JOB_RUNNER=kubernetes',
+      },
+      {
+        what: 'POD_NAME as a literal value (every replica the same Lease identity)',
+        mutate: (o) => {
+          const env = container(o).env.find((e: any) => e.name === 'POD_NAME');
+          delete env.valueFrom;
+          env.value = 'gim-serve';
+        },
+        expect: 'jobs: POD_NAME: must come from the downward API (fieldRef metadata.name)',
+      },
+      {
+        what: 'POD_NAME from another field',
+        mutate: (o) =>
+          (container(o).env.find((e: any) => e.name === 'POD_NAME').valueFrom.fieldRef.fieldPath =
+            'spec.nodeName'),
+        expect: 'jobs: POD_NAME: must come from the downward API (fieldRef metadata.name)',
+      },
+      {
+        what: 'the runner config ConfigMap not mounted',
+        mutate: (o) =>
+          (container(o).volumeMounts = container(o).volumeMounts.filter(
+            (m: any) => m.name !== 'training-runner',
+          )),
+        expect:
+          'runner: training runner config: no ConfigMap mounted in the serving container has KUBERNETES_RUNNER_CONFIG /etc/gim/training-runner.yaml',
+      },
+      {
+        what: 'KUBERNETES_RUNNER_CONFIG naming a file the ConfigMap lacks',
+        mutate: (o) =>
+          (find<any>(o, 'ConfigMap', 'gim-serve-config').data.KUBERNETES_RUNNER_CONFIG =
+            '/etc/gim/runner.yaml'),
+        expect:
+          'jobs: training runner config: no ConfigMap mounted in the serving container has KUBERNETES_RUNNER_CONFIG /etc/gim/runner.yaml',
+      },
+      {
+        what: 'no API token for the job runner',
+        mutate: (o) =>
+          (o.find(
+            (x) => x.kind === 'ServiceAccount' && x.metadata.name === 'gim-serve',
+          )!.automountServiceAccountToken = false),
+        expect: 'rbac: ServiceAccount gim-serve: the job runner needs its token mounted',
+      },
+      {
+        what: 'no right to the Lease',
+        mutate: (o) =>
+          (find<any>(o, 'Role').rules = find<any>(o, 'Role').rules.filter(
+            (r: any) => !r.apiGroups.includes('coordination.k8s.io'),
+          )),
+        expect: 'rbac: Role does not grant get on coordination.k8s.io leases',
+      },
+      {
+        what: 'no right to create Jobs',
+        mutate: (o) => (find<any>(o, 'Role').rules[0].verbs = ['get', 'list', 'watch', 'delete']),
+        expect: 'rbac: Role does not grant create on batch jobs',
+      },
+      {
+        what: 'no RoleBinding',
+        mutate: (o) => o.splice(o.indexOf(find(o, 'RoleBinding')), 1),
+        expect: 'rbac: expected one RoleBinding, found 0',
+      },
+      {
+        what: 'a training pod grace period too short for a checkpoint',
+        mutate: (o) => {
+          const cm = find<any>(o, 'ConfigMap', 'gim-training-runner');
+          cm.data['training-runner.yaml'] = cm.data['training-runner.yaml'].replace(
+            /terminationGracePeriodSeconds: \d+/,
+            'terminationGracePeriodSeconds: 30',
+          );
+        },
+        expect:
+          'jobs: training Job: terminationGracePeriodSeconds 30 is below JOB_STOP_GRACE_MS (60 s)',
+      },
+      {
+        what: 'a checkpoint budget above the training pod grace period',
+        overlay: 'cpu',
+        mutate: (o) =>
+          (find<any>(o, 'ConfigMap', 'gim-serve-config').data.JOB_STOP_GRACE_MS = '300000'),
+        expect:
+          'jobs: training Job: terminationGracePeriodSeconds 120 is below JOB_STOP_GRACE_MS (300 s)',
+      },
+      {
+        what: 'datasets outside the models volume',
+        mutate: (o) => (find<any>(o, 'ConfigMap', 'gim-serve-config').data.DATA_ROOT = '/data'),
+        expect: 'jobs: DATA_ROOT /data is not inside MODELS_DIR /models',
+      },
+      {
         what: 'a NetworkPolicy without DNS',
         mutate: (o) => find<any>(o, 'NetworkPolicy').spec.egress.shift(),
         expect: 'networkPolicy: NetworkPolicy: no egress to DNS (53/UDP)',
@@ -623,6 +727,7 @@ describe('kubernetes-job: parseRunnerConfig', () => {
       tolerations: [],
       ttlSecondsAfterFinished: 3600,
       backoffLimit: 1,
+      terminationGracePeriodSeconds: 120,
     });
     assert.ok(Object.isFrozen(config));
     assert.equal(baseRunner().gpu, 1);
@@ -645,6 +750,10 @@ describe('kubernetes-job: parseRunnerConfig', () => {
       [{ gpu: 1.5 }, 'gpu: expected an integer from 0 to 16, got 1.5'],
       [{ gpu: '1' }, 'gpu: expected an integer from 0 to 16, got "1"'],
       [{ backoffLimit: 6.5 }, 'backoffLimit: expected an integer from 0 to 10, got 6.5'],
+      [
+        { terminationGracePeriodSeconds: '2m' },
+        'terminationGracePeriodSeconds: expected an integer from 1 to 3600, got "2m"',
+      ],
       [{ ttlSecondsAfterFinished: -1 }, 'ttlSecondsAfterFinished: expected an integer from 0 to'],
       [{ resources: { limit: {} } }, 'resources.limit: unknown field (expected requests, limits)'],
       [

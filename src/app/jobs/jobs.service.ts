@@ -139,11 +139,9 @@ export class JobsService implements OnApplicationBootstrap, BeforeApplicationShu
 
   private localRunner(): JobRunner {
     const { jobs } = this.config;
-    const env: NodeJS.ProcessEnv = { ...process.env, MODELS_DIR: this.config.modelsDir };
-    if (this.config.backend) env.GIM_BACKEND = this.config.backend;
     return new LocalRunner({
       cli: cliEntry(),
-      env,
+      env: { ...jobs.trainerEnv },
       niceness: jobs.niceness,
       stopGraceMs: jobs.stopGraceMs,
       log: (line) => this.logger.log(line),

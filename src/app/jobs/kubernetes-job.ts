@@ -63,6 +63,13 @@ export interface RunnerConfig {
   readonly tolerations: readonly IToleration[];
   readonly ttlSecondsAfterFinished: number;
   readonly backoffLimit: number;
+  /**
+   * The training pod's `terminationGracePeriodSeconds`: after SIGTERM (a cancel deletes the Job,
+   * a node drain evicts the pod) the trainer finishes its step, writes a checkpoint on the models
+   * volume and exits; past this Kubernetes kills it and the step is lost. The Kubernetes default
+   * (30 s) is short for a slow step plus a checkpoint on a network volume.
+   */
+  readonly terminationGracePeriodSeconds: number;
 }
 
 export type KubernetesVerb = 'get' | 'list' | 'watch' | 'create' | 'update' | 'patch' | 'delete';
@@ -143,6 +150,11 @@ const MAX_ATTEMPT = 9999;
 const JOB_NAME_PREFIX = 'gim-train-';
 const GPU_RESOURCE = 'nvidia.com/gpu';
 const MAX_GPUS = 16;
+/**
+ * Default grace of a training pod after SIGTERM: twice the local runner's default
+ * (JOB_STOP_GRACE_MS, 60 s), for a checkpoint written to a network volume.
+ */
+export const DEFAULT_TRAINING_GRACE_SECONDS = 120;
 
 const RUNNER_KEYS = [
   'namespace',
@@ -155,6 +167,7 @@ const RUNNER_KEYS = [
   'tolerations',
   'ttlSecondsAfterFinished',
   'backoffLimit',
+  'terminationGracePeriodSeconds',
 ] as const;
 const TOLERATION_KEYS = ['key', 'operator', 'value', 'effect', 'tolerationSeconds'];
 const TOLERATION_EFFECTS = ['NoSchedule', 'PreferNoSchedule', 'NoExecute'];
@@ -174,7 +187,8 @@ const show = (value: unknown): string => JSON.stringify(value) ?? String(value);
 
 /**
  * Checks a runner config read from YAML and fills in defaults (serviceAccountName `gim-train`,
- * gpu 0, no resources, selector or tolerations, ttlSecondsAfterFinished 3600, backoffLimit 1).
+ * gpu 0, no resources, selector or tolerations, ttlSecondsAfterFinished 3600, backoffLimit 1,
+ * terminationGracePeriodSeconds `DEFAULT_TRAINING_GRACE_SECONDS`).
  * Throws a `JobTemplateError` naming every bad or unknown field.
  */
 export function parseRunnerConfig(obj: unknown): RunnerConfig {
@@ -219,6 +233,12 @@ export function parseRunnerConfig(obj: unknown): RunnerConfig {
     tolerations: parseTolerations(obj.tolerations, problems),
     ttlSecondsAfterFinished: integer('ttlSecondsAfterFinished', 0, 30 * 86_400, 3600),
     backoffLimit: integer('backoffLimit', 0, 10, 1),
+    terminationGracePeriodSeconds: integer(
+      'terminationGracePeriodSeconds',
+      1,
+      3600,
+      DEFAULT_TRAINING_GRACE_SECONDS,
+    ),
   };
   if (problems.length > 0) throw new JobTemplateError('invalid training runner config', problems);
   return Object.freeze(config);
@@ -425,6 +445,8 @@ export function renderTrainingJob(spec: TrainingJobSpec, runner: RunnerConfig): 
         spec: {
           // podFailurePolicy requires Never: a failed container is a failed pod, counted once.
           restartPolicy: 'Never',
+          // SIGTERM -> finish the step, checkpoint, exit 3: the time that takes.
+          terminationGracePeriodSeconds: runner.terminationGracePeriodSeconds,
           serviceAccountName: runner.serviceAccountName,
           automountServiceAccountToken: false,
           securityContext: structuredClone(POD_SECURITY_CONTEXT),
