@@ -70,9 +70,14 @@ describe('OpenAPI document and Prometheus metrics (e2e)', () => {
     );
     assert.deepEqual([...mapped].sort(), [...documented].sort());
 
-    // Every operation documents error responses with the {error, error_type} schema.
+    // Every operation documents error responses with the {error, error_type, details?} schema.
     const errorSchema = res.body.components.schemas.ErrorBodyDto;
-    assert.deepEqual(Object.keys(errorSchema.properties).sort(), ['error', 'error_type']);
+    assert.deepEqual(Object.keys(errorSchema.properties).sort(), [
+      'details',
+      'error',
+      'error_type',
+    ]);
+    assert.deepEqual([...errorSchema.required].sort(), ['error', 'error_type']);
     for (const [path, ops] of Object.entries(paths)) {
       for (const [method, op] of Object.entries(ops)) {
         const errors = Object.entries(op.responses).filter(([status]) => Number(status) >= 400);
