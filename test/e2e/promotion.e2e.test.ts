@@ -65,7 +65,7 @@ describe('promotion: gate, head check, heads moving with the stack (e2e)', () =>
     `--gate-test-data=${join(data, 'test')}`,
     '--gate-layers=2',
     '--gate-pooling=grid2',
-    '--gate-epochs=40',
+    '--gate-epochs=20',
     ...extra,
   ];
   const manifest = async (v: number): Promise<StackManifest> =>

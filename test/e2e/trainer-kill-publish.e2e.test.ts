@@ -201,11 +201,11 @@ describe('kill -9 of the trainer while it publishes (e2e, real trainer)', () => 
       assert.equal(submitted.status, 202, submitted.text);
       const id = submitted.body.id as string;
 
-      // Rounds 1-3: stopped inside the publish at a (seeded) random point, then kill -9.
-      // Round 4: stopped once the version is renamed into place, while it waits for the lock.
-      // Round 5: no lock; killed as labels.json is being replaced.
+      // Rounds 1-2: stopped inside the publish at a (seeded) random point, then kill -9.
+      // Round 3: stopped once the version is renamed into place, while it waits for the lock.
+      // Round 4: no lock; killed as labels.json is being replaced.
       const rounds: ({ delayMs: number } | 'renamed' | 'labels')[] = [
-        ...delays(20261207, 3, 25).map((delayMs) => ({ delayMs })),
+        ...delays(20261207, 2, 25).map((delayMs) => ({ delayMs })),
         'renamed',
         'labels',
       ];
