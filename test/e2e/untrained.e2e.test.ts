@@ -9,7 +9,9 @@ import { gim } from '../helpers/cli.js';
 import { bootApp, FIXTURE, fixturePngs, waitReady, type TestApp } from './serve-fixtures.js';
 import { selectBackend } from '../../src/gim/backend/index.js';
 import { EncoderStack, visionModuleConfigs } from '../../src/gim/encoders/encoder-stack.js';
-import { imageManifest } from '../../src/gim/store/manifest.js';
+import { AudioEncoderStack } from '../../src/gim/encoders/audio-stack.js';
+import { audioModuleConfigs } from '../../src/gim/encoders/audio-modules.js';
+import { audioManifest, imageManifest } from '../../src/gim/store/manifest.js';
 import { StackStore } from '../../src/gim/store/stack-store.js';
 
 /** The bytes of every module's weights, module by module. */
@@ -146,6 +148,46 @@ describe('gim train --epochs 0: the untrained (random-init) twin', () => {
     assert.deepEqual(
       res.body.results.map((r: { layer: number; dim: number }) => [r.layer, r.dim]),
       [[2, 8]],
+    );
+  });
+
+  test('train audio --epochs 0: the same, for an audio stack', async () => {
+    const speakers = new URL('../fixtures/audio/speakers', import.meta.url).pathname;
+    const out = await gim([
+      'train',
+      'audio',
+      '--data',
+      speakers,
+      '--name',
+      'voice',
+      '--epochs',
+      '0',
+      '--channels',
+      '8',
+      '--gru-units',
+      '8',
+      '--window',
+      '3200',
+      '--batch-size',
+      '2',
+      '--seed',
+      '5',
+      '--models-dir',
+      models,
+    ]);
+    assert.match(out.stdout, /published voice@1 .*untrained: the initial weights of seed 5/);
+    const { manifest, modules } = await new StackStore(models).load('voice@1');
+    assert.equal(manifest.training.untrained, true);
+    assert.ok(manifest.golden);
+    const fresh = AudioEncoderStack.create(
+      audioManifest(manifest).adapter,
+      audioModuleConfigs(8, 8),
+      5,
+    );
+    const want = weightBytes(await fresh.artifacts());
+    fresh.dispose();
+    weightBytes(modules).forEach((bytes, i) =>
+      assert.ok(bytes.equals(want[i]!), `module ${i + 1} weights`),
     );
   });
 
