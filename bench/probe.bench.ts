@@ -5,17 +5,21 @@
  * Trains the default stack (16/32/64, parallel) on the 60,000 training images (or probes a
  * published one with --model), then fits a linear probe per (layer, pooling) on frozen embeddings
  * of the training set and scores it on the 10,000 test images, beside two baselines measured in
- * the same run: logistic regression on raw pixels, and the same encoder with random weights.
+ * the same run: logistic regression on raw pixels, and the untrained twin of the encoder: what
+ * `gim train image --epochs 0` publishes with the same settings and seed (the same
+ * `trainImageStack` call with 0 epochs, so the very weights and data-derived normalisation the
+ * trained stack started from; with --model, its recorded adapter, modules and seed).
  * Writes bench/results/probe.json.
  */
 import { parseArgs } from 'node:util';
 import { selectBackend } from '../src/gim/backend/index.js';
-import { EncoderStack, visionModuleConfigs } from '../src/gim/encoders/encoder-stack.js';
+import { EncoderStack } from '../src/gim/encoders/encoder-stack.js';
 import { parsePooling } from '../src/gim/encoders/pooling.js';
 import { trainImageStack } from '../src/gim/training/train-image-stack.js';
 import { pixelFeatures } from '../src/gim/classify/features.js';
 import { probeFeatures, probeLayers, type ProbeRow } from '../src/gim/classify/probe-layers.js';
 import { StackStore } from '../src/gim/store/stack-store.js';
+import { imageManifest } from '../src/gim/store/manifest.js';
 import { Progress, duration, progressCallbacks } from '../src/cli/progress.js';
 import { fashionMnist, machine, printTable, writeResult } from './common.js';
 
@@ -40,17 +44,31 @@ const progress = new Progress('probe-bench', 15_000);
 
 let stack: EncoderStack;
 let trainedWith: Record<string, unknown>;
+/** The stack's settings: what `--epochs 0` is given to make its untrained twin. */
+let recipe: Omit<Parameters<typeof trainImageStack>[0], 'backend'>;
 if (values.model) {
   const { manifest, modules } = await new StackStore(values['models-dir'] as string).load(
     values.model,
   );
+  const m = imageManifest(manifest);
   stack = await EncoderStack.fromManifest(manifest, modules);
   trainedWith = { model: `${manifest.name}@${manifest.version}`, training: manifest.training };
+  const { kind: _kind, ...adapter } = m.adapter;
+  recipe = {
+    dataset: train,
+    adapter, // its mean/std as recorded, whatever data it was trained on
+    channels: m.modules.map((x) => x.config.channels),
+    strides: m.modules.map((x) => x.config.stride),
+    train: { seed: manifest.training.seed },
+  };
 } else {
-  const outcome = await trainImageStack({
+  recipe = {
     dataset: train,
     channels: [16, 32, 64],
     train: { epochs: Number(values.epochs), schedule: 'parallel', seed: 1 },
+  };
+  const outcome = await trainImageStack({
+    ...recipe,
     backend: backend.name,
     callbacks: progressCallbacks(progress),
   });
@@ -59,6 +77,13 @@ if (values.model) {
   trainedWith = { training: outcome.draft.manifest.training };
 }
 const trainSeconds = (performance.now() - started) / 1000;
+const twin = await trainImageStack({
+  ...recipe,
+  train: { ...recipe.train, epochs: 0 },
+  backend: backend.name,
+});
+if (JSON.stringify(twin.stack.moduleConfigs) !== JSON.stringify(stack.moduleConfigs))
+  throw new Error('the untrained twin has other modules than the stack it stands beside');
 const layers = stack.modules.map((_, i) => i + 1);
 const onProgress = (what: string, d: number, t: number) => progress.update(d, t, what);
 
@@ -68,11 +93,7 @@ const gim = await probeLayers(stack, train, test, layers, poolings, {
   onRow: (r) =>
     progress.log(`GIM layer ${r.layer} ${r.pooling}: test ${(100 * r.testAccuracy).toFixed(2)}%`),
 });
-const random = EncoderStack.create(
-  stack.adapter,
-  visionModuleConfigs(stack.adapter, [16, 32, 64]),
-  12345,
-);
+const random = twin.stack;
 const rand = await probeLayers(random, train, test, layers, poolings, {
   probe: { epochs: probeEpochs },
   onProgress,
@@ -96,7 +117,7 @@ const add = (name: string, rows: ProbeRow[]) =>
     table.push([name, r.layer, r.pooling, r.dim, pct(r.trainAccuracy), pct(r.testAccuracy)]),
   );
 add('GIM', gim);
-add('random init', rand);
+add(`random init (seed ${twin.draft.manifest.training.seed})`, rand);
 printTable(['encoder', 'layer', 'pooling', 'dim', 'train acc', 'test acc'], table);
 const best = gim.reduce((a, b) => (b.testAccuracy > a.testAccuracy ? b : a));
 const bestRandom = rand.reduce((a, b) => (b.testAccuracy > a.testAccuracy ? b : a));
@@ -115,6 +136,7 @@ await writeResult(values.out as string, {
   rawPixels: pixels,
   gim,
   randomInit: rand,
+  randomInitTraining: twin.draft.manifest.training,
   best,
   bestRandom,
   seconds: { training: trainSeconds, total: totalSeconds },

@@ -4,6 +4,7 @@ import type { TrainJobOptions, TrainOutcome } from '../gim/training/train-stack.
 import type { TrainableStack } from '../gim/training/modality.js';
 import type { CheckpointReason } from '../gim/training/run-training.js';
 import { StackStore } from '../gim/store/stack-store.js';
+import { isUntrained } from '../gim/store/manifest.js';
 import { duration, Progress, progressCallbacks } from './progress.js';
 import { reportedRun, type ProgressJsonOptions } from './reported-run.js';
 
@@ -13,6 +14,8 @@ export interface TrainJobCliOptions extends ProgressJsonOptions {
   modelsDir: string;
   checkpointDir?: string;
   resume?: boolean;
+  /** 0: the untrained twin is published; no checkpoint is read, written or removed. */
+  epochs: number;
   label: string[];
 }
 
@@ -42,7 +45,7 @@ export async function runTrainJob(
       modality,
       name: o.name,
       resumeStep: async () =>
-        o.resume ? ((await peekCheckpoint(checkpointDir))?.step ?? null) : null,
+        o.resume && o.epochs !== 0 ? ((await peekCheckpoint(checkpointDir))?.step ?? null) : null,
     },
     async (ctx) => {
       const { events } = ctx;
@@ -74,9 +77,11 @@ export async function runTrainJob(
         checkpointDir,
         store,
       });
+      const untrained = isUntrained(outcome.draft.manifest);
       if (ctx.signal.aborted) {
         progress.stop();
         outcome.stack.dispose();
+        if (untrained) ctx.throwIfStopped('before publishing the untrained stack');
         // Stopped after training had ended: its last epoch checkpoint is the stop's checkpoint.
         if (last && last.reason !== 'cancel')
           events.emit({ type: 'checkpoint', ...last, reason: 'cancel' });
@@ -88,7 +93,8 @@ export async function runTrainJob(
       progress.stop();
       const manifest = await store.publish(o.name, outcome.draft, { labels: o.label });
       outcome.stack.dispose();
-      await removeCheckpoints(checkpointDir);
+      // An untrained publish used no checkpoint: one there belongs to another run.
+      if (!untrained) await removeCheckpoints(checkpointDir);
       events.emit({
         type: 'published',
         kind: 'stack',
@@ -99,8 +105,10 @@ export async function runTrainJob(
       const { result } = outcome;
       const line =
         `published ${manifest.name}@${manifest.version} (labels: ${o.label.join(', ')}) in ${store.root}; ` +
-        `final losses ${manifest.modules.map((m) => m.finalLoss?.toFixed(4) ?? '-').join(' / ')}; ` +
-        `${result.steps} steps in ${duration(result.durationSeconds)}`;
+        (untrained
+          ? `untrained: the initial weights of seed ${manifest.training.seed} (a random-init baseline)`
+          : `final losses ${manifest.modules.map((m) => m.finalLoss?.toFixed(4) ?? '-').join(' / ')}; ` +
+            `${result.steps} steps in ${duration(result.durationSeconds)}`);
       ctx.out.write(`${line}\n`);
       events.emit({ type: 'log', line });
       events.emit({

@@ -202,10 +202,10 @@ describe('gim --progress-json, signals and exit codes', () => {
     assert.equal((end?.error as { code: string }).code, 'invalid_argument');
     assert.match((end?.error as { message: string }).message, /fewer than one batch/);
 
-    // Rejected by the option parser: the stream still gets its end.
+    // Rejected by the option parser (a batch needs 2 items): the stream still gets its end.
     const usage = join(dir, 'c-usage.ndjson');
     await assert.rejects(
-      gim(trainArgs(dir, 'bad', usage, ['--epochs', '0'])),
+      gim(trainArgs(dir, 'bad', usage, ['--batch-size', '1'])),
       (e: { code: number }) => e.code === 2,
     );
     const ended = await readEvents(usage);

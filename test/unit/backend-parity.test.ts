@@ -419,7 +419,11 @@ for (const native of ['tensorflow-gpu', 'tensorflow'] as const) {
         const vsJs = assertClose(pa, reference, FORWARD_TOL, `${native} vs the float64 head`);
         // The same fit on each backend: close weights, the same report.
         const { native: fa, wasm: fb } = await onBoth(native, () => {
-          const { head, report } = fitHead(train, labels, { epochs: 30, seed: 4 });
+          const { head, report } = fitHead(train, labels, {
+            epochs: 30,
+            seed: 4,
+            learningRate: 1e-2,
+          });
           const p = head.toParams();
           return { params: [...p.weights.flat(), ...p.bias], report };
         });

@@ -1,5 +1,5 @@
 import { POOLINGS, type Pooling, pooledDim } from '../../gim/encoders/pooling.js';
-import type { StackManifest } from '../../gim/store/manifest.js';
+import { isUntrained, type StackManifest } from '../../gim/store/manifest.js';
 import type { StackSummary } from '../../gim/store/stack-store.js';
 import { audioInputSpec, nominalFrameRates } from '../embeddings/audio-geometry.js';
 
@@ -65,6 +65,8 @@ export interface VersionDescription extends ModelSummary {
       };
   created_at: string;
   parent: { version: number; from_module: number } | null;
+  /** Published with its initial weights (`gim train --epochs 0`): a random-init baseline. */
+  untrained: boolean;
   layers: LayerDescription[];
 }
 
@@ -95,6 +97,7 @@ export function describeVersion(summary: ModelSummary, manifest: StackManifest):
     parent: manifest.parent
       ? { version: manifest.parent.version, from_module: manifest.parent.fromModule }
       : null,
+    untrained: isUntrained(manifest),
     layers: manifest.modality === 'audio' ? audioLayers(manifest) : imageLayers(manifest),
   };
 }

@@ -158,6 +158,14 @@ export class VersionDto extends ModelSummaryDto {
   @ApiProperty(PARENT_SCHEMA)
   parent!: { version: number; from_module: number } | null;
 
+  @ApiProperty({
+    description:
+      'True when the version holds its initial weights (`gim train --epochs 0`): the random-init ' +
+      'baseline of a stack trained with the same settings and seed',
+    example: false,
+  })
+  untrained!: boolean;
+
   @ApiProperty({ type: [LayerDto] })
   layers!: LayerDto[];
 }

@@ -1,6 +1,7 @@
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { POOLINGS, parsePooling } from '../../gim/encoders/pooling.js';
 import { openHeadData, trainHead } from '../../gim/classify/train-head.js';
+import { EARLY_STOPPING_RULES, type EarlyStoppingRule } from '../../gim/classify/early-stopping.js';
 import {
   DEFAULT_HEAD_OPTIONS,
   type ClassWeighting,
@@ -43,6 +44,7 @@ interface TrainHeadOptions extends ProgressJsonOptions {
   l2: number;
   classWeights: ClassWeighting;
   valFraction: number;
+  earlyStopping: EarlyStoppingRule;
   patience: number;
   seed: number;
   label: string[];
@@ -97,9 +99,17 @@ function trainCommand(): Command {
       fraction,
       D.validationFraction,
     )
+    .addOption(
+      new Option(
+        '--early-stopping <rule>',
+        'what a better validation epoch is: accuracy (ties: lower loss) or loss; its weights are kept',
+      )
+        .choices([...EARLY_STOPPING_RULES])
+        .default(D.earlyStopping),
+    )
     .option(
       '--patience <n>',
-      'epochs without a better validation loss before stopping',
+      'epochs without a better validation epoch before stopping',
       int(1),
       D.patience,
     )
@@ -127,6 +137,7 @@ function trainCommand(): Command {
               l2: o.l2,
               classWeights: o.classWeights,
               validationFraction: o.valFraction,
+              earlyStopping: o.earlyStopping,
               patience: o.patience,
               seed: o.seed,
             },

@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { isGimError } from '../../gim/errors.js';
 import { StackStore } from '../../gim/store/stack-store.js';
+import { isUntrained } from '../../gim/store/manifest.js';
 import { modelsDirOption } from '../shared.js';
 
 export function modelsCommand(): Command {
@@ -42,6 +43,9 @@ export function modelsCommand(): Command {
               finalLoss: mod.finalLoss,
             })),
             schedule: m.training.schedule,
+            // Published with its initial weights (train --epochs 0): a random-init baseline.
+            untrained: isUntrained(m),
+            seed: m.training.seed,
             createdAt: m.createdAt,
           });
         }
@@ -63,7 +67,8 @@ export function modelsCommand(): Command {
         const grid = r.layers[0]?.grid.join('x') ?? '';
         process.stdout.write(
           `${r.name}@${r.version}${r.labels.length ? ` [${r.labels.join(', ')}]` : ''}  ${r.modality}  ` +
-            `grid ${grid}  layers(dim) ${layers}  ${r.schedule}  ${r.createdAt}\n`,
+            `grid ${grid}  layers(dim) ${layers}  ${r.schedule}` +
+            `${r.untrained ? `  UNTRAINED (initial weights, seed ${r.seed})` : ''}  ${r.createdAt}\n`,
         );
       }
     });

@@ -72,7 +72,13 @@ function withCommonOptions(
     .addOption(
       new Option('--schedule <s>', 'training schedule').choices([...SCHEDULES]).default('parallel'),
     )
-    .option('--epochs <n>', 'epochs (per module under sequential)', int(1), 1)
+    .option(
+      '--epochs <n>',
+      'epochs (per module under sequential); 0 publishes the initial weights, untrained: the ' +
+        'random-init baseline of the same settings and seed',
+      int(0),
+      1,
+    )
     .option('--batch-size <n>', 'items per batch', int(2), defaults.batchSize)
     .option('--lr <rate>', 'Adam learning rate', positiveNumber, 1e-3)
     .option('--seed <n>', 'random seed', int(0), 1)
@@ -152,7 +158,8 @@ export function trainCommand(): Command {
         const channels = o.channels ?? DEFAULT_CHANNELS.slice(0, o.modules ?? 3);
         const info = dataset.info;
         progress.log(
-          `training ${o.name} on ${info.source} (${info.count} images ${info.height}x${info.width}x${info.channels}), ` +
+          `${o.epochs === 0 ? 'initialising (untrained)' : 'training'} ${o.name} on ${info.source} ` +
+            `(${info.count} images ${info.height}x${info.width}x${info.channels}), ` +
             `${o.schedule}, channels ${channels.join('/')}, ${o.epochs} epoch(s), batch ${o.batchSize}, backend ${backend.name}`,
         );
         return trainImageStack({
@@ -203,7 +210,8 @@ export function trainCommand(): Command {
         const dataset = await openAudioFolder(o.data, { adapter });
         const subset = o.holdOut ? splitByUtterance(dataset, o.holdOut, o.seed).train : undefined;
         progress.log(
-          `training ${o.name} on ${dataset.info.source} (${subset?.length ?? dataset.info.count} utterances, ` +
+          `${o.epochs === 0 ? 'initialising (untrained)' : 'training'} ${o.name} on ${dataset.info.source} ` +
+            `(${subset?.length ?? dataset.info.count} utterances, ` +
             `${dataset.info.classNames.length} speakers), ${o.schedule}, ${o.channels} channels + GRU ${o.gruUnits}, ` +
             `${o.epochs} epoch(s), batch ${o.batchSize}, backend ${backend.name}`,
         );

@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { GimError } from '../errors.js';
 import { Rng } from '../random.js';
+import { EarlyStopping, type EarlyStoppingRule } from './early-stopping.js';
 
 export interface ProbeOptions {
   epochs: number;
@@ -14,7 +15,9 @@ export interface ProbeOptions {
    * batch mean); null weighs every item alike.
    */
   classWeights: number[] | null;
-  /** With a validation set: stop after this many epochs without a lower validation loss. */
+  /** With a validation set: what makes an epoch better (see `EarlyStopping`). */
+  earlyStopping: EarlyStoppingRule;
+  /** With a validation set: stop after this many epochs without a better one. */
   patience: number;
 }
 
@@ -25,6 +28,7 @@ export const DEFAULT_PROBE_OPTIONS: ProbeOptions = {
   l2: 1e-4,
   seed: 1,
   classWeights: null,
+  earlyStopping: 'accuracy',
   patience: 5,
 };
 
@@ -52,7 +56,9 @@ export interface FitHistory {
   trainLoss: number[];
   /** Weighted cross-entropy (no L2) on the validation set after each epoch; empty without one. */
   validationLoss: number[];
-  /** 1-based epoch whose weights the probe holds: the lowest validation loss, else the last. */
+  /** Accuracy on the validation set after each epoch; empty without one. */
+  validationAccuracy: number[];
+  /** 1-based epoch whose weights the probe holds: the best under the rule, else the last. */
   bestEpoch: number;
   stoppedEarly: boolean;
 }
@@ -60,13 +66,14 @@ export interface FitHistory {
 /**
  * Softmax regression on frozen features, standardised with the training mean and std: the linear
  * probe of GIM's evaluation. Trained by minibatch Adam; given a validation set, it stops early
- * when the validation loss stops falling and keeps the weights of its best epoch.
+ * when the validation score (`earlyStopping`) stops improving and keeps its best epoch's weights.
  */
 export class LinearProbe {
   private readonly invStd: Float32Array;
   private fitted: FitHistory = {
     trainLoss: [],
     validationLoss: [],
+    validationAccuracy: [],
     bestEpoch: 0,
     stoppedEarly: false,
   };
@@ -88,6 +95,8 @@ export class LinearProbe {
     options: Partial<ProbeOptions> = {},
     onEpoch?: (epoch: number, loss: number, validationLoss?: number) => void,
     validation?: FeatureSet,
+    /** After each epoch, with the probe holding that epoch's weights (benchmarks score them). */
+    inspect?: (epoch: number, probe: LinearProbe) => void,
   ): LinearProbe {
     const o = { ...DEFAULT_PROBE_OPTIONS, ...options };
     const { n, dim, x, y } = train;
@@ -111,7 +120,8 @@ export class LinearProbe {
     const batch = new Float32Array(o.batchSize * dim);
     const labels = new Int32Array(o.batchSize);
     const history = probe.fitted;
-    let best: { w: tf.Tensor; b: tf.Tensor; loss: number } | undefined;
+    const stopping = validation ? new EarlyStopping(o.earlyStopping, o.patience) : undefined;
+    let best: { w: tf.Tensor; b: tf.Tensor } | undefined;
     try {
       for (let epoch = 1; epoch <= o.epochs; epoch++) {
         const order = rng.permutation(n);
@@ -142,19 +152,22 @@ export class LinearProbe {
           cost.dispose();
         }
         history.trainLoss.push(total / n);
-        if (!validation) {
+        inspect?.(epoch, probe);
+        if (!validation || !stopping) {
           history.bestEpoch = epoch;
           onEpoch?.(epoch, total / n);
           continue;
         }
         const loss = probe.loss(validation, weights);
+        const accuracy = probe.accuracy(validation);
         history.validationLoss.push(loss);
+        history.validationAccuracy.push(accuracy);
         onEpoch?.(epoch, total / n, loss);
-        if (best === undefined || loss < best.loss) {
+        if (stopping.update(epoch, { loss, accuracy })) {
           tf.dispose([best?.w, best?.b]);
-          best = { w: tf.clone(probe.w), b: tf.clone(probe.b), loss };
+          best = { w: tf.clone(probe.w), b: tf.clone(probe.b) };
           history.bestEpoch = epoch;
-        } else if (epoch - history.bestEpoch >= o.patience && epoch < o.epochs) {
+        } else if (stopping.exhausted(epoch) && epoch < o.epochs) {
           history.stoppedEarly = true;
           break;
         }

@@ -57,6 +57,15 @@ export function checkStackManifest(
   for (const key of ['seed', 'epochs', 'steps', 'durationSeconds']) {
     if (!Number.isFinite(training[key])) trainingField(`${key} must be a number`);
   }
+  // Optional: absent on trained versions (and on every version published before it existed).
+  if (training.untrained !== undefined) {
+    if (training.untrained !== true) trainingField('untrained must be true when present');
+    if (training.epochs !== 0 || training.steps !== 0)
+      trainingField('epochs and steps must be 0 on an untrained version');
+    if ((value.modules as { finalLoss: unknown }[]).some((m) => m.finalLoss !== null))
+      fail('every module of an untrained version must have finalLoss null');
+    if (value.parent !== null) fail('an untrained version has no parent');
+  }
 
   const data = value.data;
   if (!isObject(data)) return fail('data must be an object');

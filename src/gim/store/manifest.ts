@@ -37,6 +37,12 @@ export interface TrainingRecord {
   epochs: number;
   steps: number;
   durationSeconds: number;
+  /**
+   * True when the version holds its initial weights (`gim train --epochs 0`: the random-init
+   * twin of a stack trained with the same settings and seed); epochs and steps are then 0 and
+   * every module's finalLoss null. Absent on trained versions.
+   */
+  untrained?: true;
 }
 
 export interface DataRecord {
@@ -108,6 +114,11 @@ export interface PromotionEvaluation {
   baseline: ProbeScore | null;
   passed: boolean;
   dryRun: boolean;
+}
+
+/** Whether a version holds its initial, untrained weights (see `TrainingRecord.untrained`). */
+export function isUntrained(m: Pick<StackManifest, 'training'>): boolean {
+  return m.training.untrained === true;
 }
 
 /** A manifest narrowed to one modality. */

@@ -26,7 +26,7 @@ export function resolveConvRoute(route: ConvRoute | 'auto', tfjsBackend: string)
 
 export interface TrainConfig {
   schedule: Schedule;
-  /** Epochs (per module under `sequential`). */
+  /** Epochs (per module under `sequential`); 0 publishes the initial weights (random init). */
   epochs: number;
   batchSize: number;
   learningRate: number;
@@ -70,7 +70,8 @@ export function resolveTrainConfig(partial: Partial<TrainConfig>): TrainConfig {
     if (!(typeof v === 'number' && Number.isInteger(v) && v > 0))
       bad.push(`${name} must be a positive integer`);
   };
-  positiveInt('epochs', cfg.epochs);
+  if (!(Number.isInteger(cfg.epochs) && cfg.epochs >= 0))
+    bad.push('epochs must be a non-negative integer');
   positiveInt('batchSize', cfg.batchSize);
   positiveInt('negatives', cfg.negatives);
   positiveInt('fromModule', cfg.fromModule);

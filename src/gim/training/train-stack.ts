@@ -53,27 +53,37 @@ export interface TrainOutcome<S extends TrainableStack> {
 /**
  * Trains (or resumes, or retrains from module k) a stack and returns it with a manifest draft.
  * Publishing is the caller's: this function writes only checkpoints.
+ *
+ * With `train.epochs` 0 the stack keeps its initial weights: the same `create(seed)` (and so the
+ * same data-derived adapter) a trained run starts from, checked by the same trainer set-up, no
+ * batch read, no checkpoint read or written. Its draft is marked `untrained`: the random-init
+ * baseline of the stack that training with this seed would give.
  */
 export async function trainStack<S extends TrainableStack>(
   recipe: StackRecipe<S>,
   job: TrainJobOptions,
 ): Promise<TrainOutcome<S>> {
   const log = job.callbacks?.onLog ?? (() => undefined);
-  const checkpoint =
-    job.resume && job.checkpointDir ? await loadCheckpoint(job.checkpointDir) : null;
+  const untrained = job.train?.epochs === 0;
+  if (untrained && job.parent)
+    throw new GimError(
+      'invalid_argument',
+      'epochs 0 publishes a new stack with its initial weights; a retrain from a parent needs epochs >= 1',
+    );
+  // Nothing to resume, and an earlier run's checkpoint there is not this run's to touch.
+  const checkpointDir = untrained ? undefined : job.checkpointDir;
+  if (untrained && job.resume) log('epochs 0 trains nothing: no checkpoint is read');
+  const checkpoint = job.resume && checkpointDir ? await loadCheckpoint(checkpointDir) : null;
   // A job runner passes --resume on every retry, including the first attempt's.
-  if (job.resume && job.checkpointDir && !checkpoint)
-    log(`no checkpoint in ${job.checkpointDir}: starting fresh`);
+  if (job.resume && checkpointDir && !checkpoint)
+    log(`no checkpoint in ${checkpointDir}: starting fresh`);
   const data = await recipe.describeData();
   let stack: S;
   let config: TrainConfig;
   if (checkpoint) {
     config = checkpoint.state.config;
     if (data.fingerprint !== checkpoint.state.data.fingerprint)
-      throw new GimError(
-        'conflict',
-        `the checkpoint in ${job.checkpointDir} was made on other data`,
-      );
+      throw new GimError('conflict', `the checkpoint in ${checkpointDir} was made on other data`);
     stack = await recipe.restore(
       checkpoint.state.adapter,
       checkpoint.state.modules,
@@ -103,7 +113,7 @@ export async function trainStack<S extends TrainableStack>(
     if (checkpoint) await importTrainerState(trainer, checkpoint.trainer);
     const result = await runTraining(trainer, recipe.data(stack), {
       callbacks: job.callbacks,
-      checkpointDir: job.checkpointDir,
+      checkpointDir,
       resumeFrom: checkpoint?.state,
       signal: job.signal,
       data,
@@ -129,6 +139,7 @@ export async function trainStack<S extends TrainableStack>(
           epochs: config.epochs,
           steps: result.steps,
           durationSeconds: Math.round(result.durationSeconds * 10) / 10,
+          ...(untrained ? { untrained: true as const } : {}),
         },
         data,
         backend: job.backend,
