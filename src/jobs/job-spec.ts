@@ -7,6 +7,7 @@
  */
 import { realpath, stat } from 'node:fs/promises';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
+import { EARLY_STOPPING_RULES } from '../gim/classify/early-stopping.js';
 import { GimError } from '../gim/errors.js';
 import { quoteInput } from '../gim/quote-input.js';
 import { NAME_RE } from '../gim/store/versioned-dir.js';
@@ -101,6 +102,11 @@ const SHAPES: Record<string, CommandShape> = {
       class_weights: { flag: '--class-weights', kind: 'list' },
       val_fraction: { flag: '--val-fraction', kind: 'number' },
       patience: { flag: '--patience', kind: 'number' },
+      early_stopping: {
+        flag: '--early-stopping',
+        kind: 'string',
+        choices: EARLY_STOPPING_RULES,
+      },
       seed: { flag: '--seed', kind: 'number' },
     },
   },

@@ -253,3 +253,16 @@ test('trainerArgs: an encoder job with a published version and a promotion runs 
     '--progress-json=/jobs/j1/progress.ndjson',
   ]);
 });
+
+test('a head spec passes early_stopping through; another rule is a 400', async () => {
+  const spec = { name: 'h', data: 'shoes/train', layer: 2 };
+  const plan = await planJob(
+    { kind: 'head', model: 'shoes', spec: { ...spec, early_stopping: 'loss' } },
+    opts(),
+  );
+  assert.ok(plan.args.includes('--early-stopping=loss'), plan.args.join(' '));
+  await assert.rejects(
+    planJob({ kind: 'head', model: 'shoes', spec: { ...spec, early_stopping: 'f1' } }, opts()),
+    /"spec\.early_stopping" must be one of accuracy, loss/,
+  );
+});

@@ -18,7 +18,8 @@ export class SubmitJobBodyDto {
       '`conv_route`, `height`, `width`, `image_channels`; audio: `channels`, `gru_units`, ' +
       '`window`, `normalize`, `hold_out`. head: `name`, `data`, `layer` (required), `test_data`, ' +
       '`pooling`, `normalize`, `epochs`, `batch_size`, `lr`, `l2`, `class_weights`, ' +
-      '`val_fraction`, `patience`, `seed`, `labels`, `version` or `label` of the stack. probe: ' +
+      '`val_fraction`, `patience`, `early_stopping` (accuracy|loss), `seed`, `labels`, `version` or ' +
+      '`label` of the stack. probe: ' +
       '`data` (required), `test_data`, `layers`, `pooling`, `epochs`, `limit`, `test_fraction`, ' +
       '`seed`, `version` or `label`. promote: `version` (required: the candidate), `label` ' +
       '(default stable), `gate` {`data` (required), `test_data`, `layers`, `pooling`, `epochs`, ' +
