@@ -24,6 +24,7 @@ import {
   until,
   waitReady,
 } from './serve-fixtures.js';
+import { sseFields } from '../helpers/sse.js';
 
 const TOKEN = 'jobs-test-token-0123456789ab';
 const auth = { authorization: `Bearer ${TOKEN}` };
@@ -73,12 +74,7 @@ function readSse(
           const block = buffer.slice(0, i);
           buffer = buffer.slice(i + 2);
           if (block.startsWith(': ping')) pings++;
-          const fields = Object.fromEntries(
-            block
-              .split('\n')
-              .filter((l) => /^(id|event|data): /.test(l))
-              .map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 2)]),
-          );
+          const fields = sseFields(block);
           if (fields.event === undefined) continue;
           const event = {
             id: fields.id,

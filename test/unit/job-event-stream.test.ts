@@ -15,6 +15,7 @@ import type { FastifyReply } from 'fastify';
 import { JobEventStream } from '../../src/app/jobs/job-event-stream.js';
 import type { JobRecord } from '../../src/jobs/job-record.js';
 import { JobStore } from '../../src/jobs/job-store.js';
+import { sseFields } from '../helpers/sse.js';
 
 const ID = '20261207-031502-3fa9c1';
 const T = '2026-12-07T03:15:02.000Z';
@@ -48,12 +49,7 @@ function open(url: string, lastEventId?: number): Promise<Received> {
           const block = buffer.slice(0, i);
           buffer = buffer.slice(i + 2);
           if (block === ': ping') got.pings++;
-          const fields = Object.fromEntries(
-            block
-              .split('\n')
-              .filter((l) => /^(id|event|data): /.test(l))
-              .map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 2)]),
-          );
+          const fields = sseFields(block);
           if (fields.event === undefined) continue;
           const id = fields.id ?? fields.event;
           got.ids.push(id);
