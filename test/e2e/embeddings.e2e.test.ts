@@ -429,6 +429,7 @@ describe('POST /v1/models/{name}/embeddings (e2e)', () => {
       assert.deepEqual(Object.keys(res.body).sort(), ['error', 'error_type'], name);
       assert.equal(res.body.error_type, type, `${name}: ${res.body.error}`);
       if (message) assert.match(res.body.error, message, name);
+      assert.ok(!res.body.error.includes(dir), `${name}: the answer names a server path`);
     }
     // Still serving after all of that.
     assert.equal((await embedOne(png)).status, 200);

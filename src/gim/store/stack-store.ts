@@ -246,7 +246,7 @@ export class StackStore {
       const names = (await this.list()).map((s) => s.name);
       throw new GimError(
         'not_found',
-        `no stack '${name}' in ${this.root}; stacks: ${names.join(', ') || '(none)'}`,
+        `no stack '${name}'; stacks: ${names.join(', ') || '(none)'}`,
       );
     }
     return { name, version: await dir.resolve(selector) };
