@@ -4,7 +4,7 @@
  * dataset-fashion-mnist).
  *
  * Trains a stack for `--epochs` x `--steps` batches (a random part of the 60,000 training images
- * each epoch), then probes it and its random-init twin (the same architecture with the very
+ * each epoch; `--steps` is capped at one full epoch, 1875 batches of 32), then probes it and its random-init twin (the same architecture with the very
  * initial weights training started from) with one linear probe per (layer, pooling) on a fixed
  * subset of the training set, scored on a fixed subset of the test set. Prints a table and appends
  * the run, labelled by `--name`, to bench/results/recipe.json (so a sweep is one file).
