@@ -11,6 +11,8 @@ export interface PositivePairs {
   steps: { context: Int32Array; target: Int32Array }[];
   /** Number of encodings in the batch (M): negatives are drawn from all of them. */
   poolSize: number;
+  /** Encodings per item (image or clip), items back to back: what `item` negatives draw from. */
+  itemSize?: number;
 }
 
 /**
@@ -45,17 +47,35 @@ export function gridPairs(
     }
     return { context, target };
   });
-  return { steps, poolSize: images * rows * cols };
+  return { steps, poolSize: images * rows * cols, itemSize: rows * cols };
 }
 
 /**
- * N negatives per positive pair, uniform with replacement over every encoding of the batch
- * (they may hit the positive, as in the reference code). One [pairs * N] array per step.
+ * N negatives per positive pair, drawn uniformly with replacement (they may hit the positive, as
+ * in the reference code). `from`: `batch` draws from every encoding of the batch (the reference
+ * code); `item` only from the encodings of the item (image, clip) the positive's target belongs to
+ * (needs `pairs.itemSize`). One [pairs * N] array per step.
  */
-export function sampleNegatives(pairs: PositivePairs, negatives: number, rng: Rng): Int32Array[] {
-  return pairs.steps.map(({ context }) => {
+export function sampleNegatives(
+  pairs: PositivePairs,
+  negatives: number,
+  rng: Rng,
+  from: 'batch' | 'item' = 'batch',
+): Int32Array[] {
+  const itemSize = pairs.itemSize;
+  if (from === 'item' && !(itemSize !== undefined && itemSize > 0))
+    throw new GimError('invalid_argument', 'item negatives need pairs with an itemSize');
+  return pairs.steps.map(({ context, target }) => {
     const idx = new Int32Array(context.length * negatives);
-    for (let i = 0; i < idx.length; i++) idx[i] = rng.int(pairs.poolSize);
+    if (from === 'item') {
+      const size = itemSize as number;
+      for (let i = 0; i < context.length; i++) {
+        const base = Math.floor((target[i] as number) / size) * size;
+        for (let j = 0; j < negatives; j++) idx[i * negatives + j] = base + rng.int(size);
+      }
+    } else {
+      for (let i = 0; i < idx.length; i++) idx[i] = rng.int(pairs.poolSize);
+    }
     return idx;
   });
 }
@@ -201,5 +221,5 @@ export function timePairs(
       }
     });
   }
-  return { steps: out, poolSize: clips * frames };
+  return { steps: out, poolSize: clips * frames, itemSize: frames };
 }

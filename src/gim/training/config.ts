@@ -24,6 +24,17 @@ export function resolveConvRoute(route: ConvRoute | 'auto', tfjsBackend: string)
   return tfjsBackend === 'cpu' ? 'im2col' : 'conv';
 }
 
+export const LR_SCHEDULES = ['constant', 'cosine'] as const;
+/** constant: the paper's; cosine: lr * (1 + cos(pi * step / totalSteps)) / 2 over the whole run. */
+export type LrSchedule = (typeof LR_SCHEDULES)[number];
+
+export const NEGATIVE_SOURCES = ['batch', 'item'] as const;
+/**
+ * Where negatives are drawn from: `batch`, any encoding of any item in the batch (the reference
+ * code); `item`, only the encodings of the same image / clip as the positive.
+ */
+export type NegativeSource = (typeof NEGATIVE_SOURCES)[number];
+
 export interface TrainConfig {
   schedule: Schedule;
   /** Epochs (per module under `sequential`); 0 publishes the initial weights (random init). */
@@ -33,6 +44,10 @@ export interface TrainConfig {
   seed: number;
   /** Negatives per positive pair (GIM.md: 16 for vision). */
   negatives: number;
+  /** Where negatives come from (default `batch`). */
+  negativesFrom: NegativeSource;
+  /** Learning-rate schedule over the whole run (default `constant`). */
+  lrSchedule: LrSchedule;
   /** Prediction offsets in grid rows (GIM.md: k + 1 for k = 1..4 → 2..5). */
   offsets: number[];
   /** `auto` is resolved when the trainer is built (the manifest records the route used). */
@@ -54,6 +69,8 @@ export const DEFAULT_TRAIN_CONFIG: TrainConfig = {
   learningRate: 1e-3,
   seed: 1,
   negatives: 16,
+  negativesFrom: 'batch',
+  lrSchedule: 'constant',
   offsets: [2, 3, 4, 5],
   convRoute: 'auto',
   predictionSteps: 12,
@@ -83,9 +100,25 @@ export function resolveTrainConfig(partial: Partial<TrainConfig>): TrainConfig {
   if (!Number.isInteger(cfg.seed)) bad.push('seed must be an integer');
   if (cfg.offsets.length === 0 || cfg.offsets.some((o) => !(Number.isInteger(o) && o > 0)))
     bad.push('offsets must be positive integers');
+  if (!NEGATIVE_SOURCES.includes(cfg.negativesFrom))
+    bad.push(`negativesFrom must be one of ${NEGATIVE_SOURCES.join(', ')}`);
+  if (!LR_SCHEDULES.includes(cfg.lrSchedule))
+    bad.push(`lrSchedule must be one of ${LR_SCHEDULES.join(', ')}`);
   if (!CONV_ROUTES.includes(cfg.convRoute))
     bad.push(`convRoute must be one of ${CONV_ROUTES.join(', ')}`);
   if (bad.length > 0)
     throw new GimError('invalid_argument', `bad training config: ${bad.join('; ')}`);
   return cfg;
+}
+
+/** The learning rate of a step (0-based) of a run of `totalSteps` under a schedule. */
+export function scheduledLearningRate(
+  base: number,
+  schedule: LrSchedule,
+  step: number,
+  totalSteps: number,
+): number {
+  if (schedule === 'constant' || totalSteps <= 1) return base;
+  const t = Math.min(Math.max(step / totalSteps, 0), 1);
+  return (base * (1 + Math.cos(Math.PI * t))) / 2;
 }

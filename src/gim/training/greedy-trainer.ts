@@ -4,7 +4,12 @@ import { Rng } from '../random.js';
 import { EncoderStack } from '../encoders/encoder-stack.js';
 import { Predictor } from '../losses/predictor.js';
 import { infoNce, sampleNegatives } from '../losses/info-nce.js';
-import { resolveConvRoute, type ConvRoute, type TrainConfig } from './config.js';
+import {
+  resolveConvRoute,
+  scheduledLearningRate,
+  type ConvRoute,
+  type TrainConfig,
+} from './config.js';
 import { HostAdam } from './host-adam.js';
 import { imageTraining } from './image-training.js';
 import { audioTraining } from './audio-training.js';
@@ -59,6 +64,20 @@ export class GreedyTrainer {
     // end-to-end uses a single optimiser over all variables instead.
     const count = config.schedule === 'end-to-end' ? 1 : stack.depth;
     this.optimizers = Array.from({ length: count }, () => new HostAdam(config.learningRate));
+  }
+
+  /**
+   * Sets every optimiser's learning rate for a step (0-based) of a run of `totalSteps` steps,
+   * following `config.lrSchedule`.
+   */
+  scheduleLearningRate(step: number, totalSteps: number): void {
+    const lr = scheduledLearningRate(
+      this.config.learningRate,
+      this.config.lrSchedule ?? 'constant', // checkpoints from before the option
+      step,
+      totalSteps,
+    );
+    for (const o of this.optimizers) (o as HostAdam).learningRate = lr;
   }
 
   /** The variables module m (1-based) is trained on: its own weights and its predictor. */
@@ -118,7 +137,8 @@ export class GreedyTrainer {
   private moduleLoss(m: number, x: tf.Tensor4D, y: tf.Tensor4D, n: number, rng: Rng): tf.Scalar {
     const { context, targets } = this.modality.encodings(m, x, y);
     const pairs = this.modality.pairs(m, n, rng);
-    const negatives = sampleNegatives(pairs, this.config.negatives, rng);
+    const from = this.config.negativesFrom ?? 'batch'; // checkpoints from before the option
+    const negatives = sampleNegatives(pairs, this.config.negatives, rng, from);
     const preds = (this.predictors[m - 1] as Predictor).predict(context); // [M, K * Cz]
     return infoNce(preds, targets, pairs, negatives);
   }

@@ -29,7 +29,8 @@ export class HostAdam extends tf.Optimizer {
   private slots: (Slot | undefined)[] = [];
 
   constructor(
-    readonly learningRate: number,
+    /** Mutable: a schedule sets it before each step. */
+    public learningRate: number,
     readonly beta1 = 0.9,
     readonly beta2 = 0.999,
     readonly epsilon = 1e-7,

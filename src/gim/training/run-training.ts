@@ -206,6 +206,8 @@ export async function runTraining(
       });
       for await (const batch of step < stepsPerEpoch ? stream : []) {
         const rng = new Rng(stepSeed(config.seed, phase, epoch, step));
+        // Per phase (a sequential run schedules each module over its own epochs).
+        trainer.scheduleLearningRate(epoch * stepsPerEpoch + step, config.epochs * stepsPerEpoch);
         const losses = trainer.step(batch, active, rng);
         losses.forEach((l, i) => {
           if (!Number.isNaN(l)) sums[i] = (sums[i] as number) + l;
