@@ -37,3 +37,24 @@ export class JsonBodyGuard implements CanActivate {
 export function JsonBody(): MethodDecorator & ClassDecorator {
   return applyDecorators(UseGuards(JsonBodyGuard), ApiConsumes('application/json'));
 }
+
+/**
+ * The JSON object body of a route whose body may be left out (cancel, rollback): undefined when
+ * there is none, a 415 when it came as another media type (a raw Buffer), a 400 saying `usage`
+ * when it is JSON but no object.
+ */
+export function optionalJsonObject(
+  body: unknown,
+  usage: string,
+): Record<string, unknown> | undefined {
+  if (body === undefined || body === null || (Buffer.isBuffer(body) && body.length === 0))
+    return undefined;
+  if (Buffer.isBuffer(body))
+    throw new GimError(
+      'unsupported_media',
+      'the body, if any, must be JSON (Content-Type: application/json)',
+    );
+  if (typeof body !== 'object' || Array.isArray(body))
+    throw new GimError('invalid_argument', `the body must be a JSON object ${usage}`);
+  return body as Record<string, unknown>;
+}

@@ -31,7 +31,7 @@ import { AdminActor } from '../admin/admin-actor.decorator.js';
 import { AdminTokenGuard } from '../admin/admin-token.guard.js';
 import { ApiErrors } from '../errors/api-errors.decorator.js';
 import { ClientSignal } from '../http/client-signal.decorator.js';
-import { JsonBody } from '../http/json-body.decorator.js';
+import { JsonBody, optionalJsonObject } from '../http/json-body.decorator.js';
 import { JobEventStream } from './job-event-stream.js';
 import { CancelJobBodyDto, JobDto, JobListDto, JobPlanDto, SubmitJobBodyDto } from './jobs.dto.js';
 import { JobsService } from './jobs.service.js';
@@ -292,19 +292,9 @@ export function intParam(
 }
 
 function cancelBody(body: unknown): { force: boolean; reason?: string } {
-  if (body === undefined || body === null || (Buffer.isBuffer(body) && body.length === 0))
-    return { force: false };
-  if (Buffer.isBuffer(body))
-    throw new GimError(
-      'unsupported_media',
-      'the body, if any, must be JSON (Content-Type: application/json)',
-    );
-  if (typeof body !== 'object' || Array.isArray(body))
-    throw new GimError(
-      'invalid_argument',
-      'the body must be a JSON object {"force", "reason"} or empty',
-    );
-  const { force, reason, ...rest } = body as Record<string, unknown>;
+  const fields = optionalJsonObject(body, '{"force", "reason"} or empty');
+  if (fields === undefined) return { force: false };
+  const { force, reason, ...rest } = fields;
   const unknown = Object.keys(rest);
   if (unknown.length > 0)
     throw new GimError('invalid_argument', 'unknown field: use force, reason');

@@ -1,10 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { layerDigests } from '../../gim/store/embedding-space.js';
-import {
-  strandedHeads,
-  strandedHeadsError,
-  type StackSpace,
-} from '../../gim/store/head-binding.js';
+import { stackSpace, strandedHeads, strandedHeadsError } from '../../gim/store/head-binding.js';
 import { HeadStore } from '../../gim/store/head-store.js';
 import { StackStore } from '../../gim/store/stack-store.js';
 import type { JobPlan } from '../../jobs/job-spec.js';
@@ -34,8 +29,8 @@ export class PromotionCheck {
     const stranded = await strandedHeads(
       this.heads,
       name,
-      await this.space(`${name}@${current}`),
-      await this.space(`${name}@${version}`),
+      await stackSpace(this.stacks, `${name}@${current}`),
+      await stackSpace(this.stacks, `${name}@${version}`),
     );
     if (stranded.length > 0)
       throw strandedHeadsError(
@@ -47,10 +42,5 @@ export class PromotionCheck {
         'add "retrain_heads": true to the spec to retrain them first (encoder and heads then ' +
           'move together), or "dry_run": true to see what the promotion would do',
       );
-  }
-
-  private async space(ref: string): Promise<StackSpace> {
-    const { manifest, modules } = await this.stacks.load(ref);
-    return { manifest, spaceDigests: layerDigests(manifest, modules) };
   }
 }

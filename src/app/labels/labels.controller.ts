@@ -32,7 +32,7 @@ import { AdminActor } from '../admin/admin-actor.decorator.js';
 import type { Actor } from '../admin/audit-log.js';
 import { AdminTokenGuard } from '../admin/admin-token.guard.js';
 import { ApiErrors } from '../errors/api-errors.decorator.js';
-import { JsonBody } from '../http/json-body.decorator.js';
+import { JsonBody, optionalJsonObject } from '../http/json-body.decorator.js';
 import { type LabelOwner, LabelsService, type MoveRequest } from './labels.service.js';
 
 class LabelMoveDto {
@@ -330,7 +330,8 @@ function moveBody(
   body: unknown,
   needsVersion: boolean,
 ): { version?: unknown; reason?: string; strandHeads?: boolean } {
-  if (body === undefined || body === null || (Buffer.isBuffer(body) && body.length === 0)) {
+  const fields = optionalJsonObject(body, '{"version": n, "reason"?: "..."}');
+  if (fields === undefined) {
     if (needsVersion)
       throw new GimError(
         'invalid_argument',
@@ -338,17 +339,7 @@ function moveBody(
       );
     return {};
   }
-  if (Buffer.isBuffer(body))
-    throw new GimError(
-      'unsupported_media',
-      'the body, if any, must be JSON (Content-Type: application/json)',
-    );
-  if (typeof body !== 'object' || Array.isArray(body))
-    throw new GimError(
-      'invalid_argument',
-      'the body must be a JSON object {"version": n, "reason"?: "..."}',
-    );
-  const { version, reason, strand_heads: strandHeads, ...rest } = body as Record<string, unknown>;
+  const { version, reason, strand_heads: strandHeads, ...rest } = fields;
   const allowed = needsVersion ? 'version, reason, strand_heads' : 'reason, strand_heads';
   if (Object.keys(rest).length > 0 || (!needsVersion && version !== undefined))
     throw new GimError('invalid_argument', `unknown field: use ${allowed}`);

@@ -3,11 +3,10 @@ import { dataSpecOfSource } from '../../gim/classify/train-head.js';
 import type { ProbeRow } from '../../gim/classify/probe-layers.js';
 import { DATASET_SPEC_HELP } from '../../gim/data/open-dataset.js';
 import { GimError } from '../../gim/errors.js';
-import { layerDigests } from '../../gim/store/embedding-space.js';
 import {
+  stackSpace,
   strandedHeads,
   strandedHeadsError,
-  type StackSpace,
   type StrandedHead,
 } from '../../gim/store/head-binding.js';
 import { HeadStore } from '../../gim/store/head-store.js';
@@ -15,7 +14,12 @@ import type { LabelMoveMeta } from '../../gim/store/label-history.js';
 import type { ProbeScore, PromotionEvaluation } from '../../gim/store/manifest.js';
 import { StackStore } from '../../gim/store/stack-store.js';
 import { checkLabel } from '../../gim/store/versioned-dir.js';
-import { reportedRun, withProgressJsonOptions, type ProgressJsonOptions } from '../reported-run.js';
+import {
+  reportedRun,
+  withProgressJsonOptions,
+  type ProgressJsonOptions,
+  type RunContext,
+} from '../reported-run.js';
 import { backendOption, int, modelsDirOption, positiveNumber, startBackend } from '../shared.js';
 import { trainAndPublishHead } from './classifier.js';
 import { probeStack } from './probe.js';
@@ -262,7 +266,7 @@ export function promoteCommand(): Command {
 /** Trains a stranded head again on the candidate with its recorded data and settings. */
 async function retrainHead(
   o: PromoteOptions,
-  ctx: Parameters<typeof trainAndPublishHead>[1],
+  ctx: RunContext,
   heads: HeadStore,
   model: string,
   version: number,
@@ -301,11 +305,6 @@ async function retrainHead(
     .filter(([label, v]) => v === s.version && label !== 'latest')
     .map(([label]) => label);
   return { head: s.head, from: s.version, version: head.version, labels };
-}
-
-async function stackSpace(stacks: StackStore, ref: string): Promise<StackSpace> {
-  const { manifest, modules } = await stacks.load(ref);
-  return { manifest, spaceDigests: layerDigests(manifest, modules) };
 }
 
 function probeScore(version: number, rows: ProbeRow[]): ProbeScore {

@@ -10,10 +10,11 @@
  * together without a window in which they disagree.
  */
 import { GimError, isGimError } from '../errors.js';
-import { embeddingSpaceId } from './embedding-space.js';
+import { embeddingSpaceId, layerDigests } from './embedding-space.js';
 import { bindHead, type HeadManifest } from './head-manifest.js';
 import type { HeadStore } from './head-store.js';
 import type { StackManifest } from './manifest.js';
+import type { StackStore } from './stack-store.js';
 
 /** A stack version as the binding check needs it. */
 export interface StackSpace {
@@ -33,6 +34,12 @@ export interface StrandedHead {
   requiredEmbeddingSpaceId: string;
   /** The new target's space at that layer and pooling; null when it has no such layer. */
   givenEmbeddingSpaceId: string | null;
+}
+
+/** A stored stack version's manifest and layer digests (reads its weights to hash them). */
+export async function stackSpace(stacks: StackStore, ref: string): Promise<StackSpace> {
+  const { manifest, modules } = await stacks.load(ref);
+  return { manifest, spaceDigests: layerDigests(manifest, modules) };
 }
 
 function fits(head: HeadManifest, stack: StackSpace): boolean {
