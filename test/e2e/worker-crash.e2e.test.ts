@@ -72,26 +72,33 @@ describe('an inference worker that crashes (e2e)', () => {
     if (modelsDir) await rm(modelsDir, { recursive: true, force: true });
   });
 
-  /** Polls /health/ready every 10 ms until `stop()`; returns what it saw, in order. */
+  /**
+   * Polls /health/ready every 10 ms until `stop()`; returns what it saw, in order. `stop()` polls
+   * once more after the loop has ended: the loop's last answer may have been computed before the
+   * caller's own readiness check (a 503 still in flight when the caller saw 200), so the last
+   * entry is always an answer from after `stop()` was called.
+   */
   function watchReadiness(): { stop: () => Promise<{ status: number; error?: string }[]> } {
     const seen: { status: number; error?: string }[] = [];
     let running = true;
+    const poll = async (): Promise<boolean> => {
+      const res = await request(server)
+        .get('/health/ready')
+        .catch(() => null);
+      if (res === null) return false;
+      const last = seen.at(-1);
+      if (last?.status !== res.status || last?.error !== res.body.error)
+        seen.push({ status: res.status, error: res.body.error });
+      return true;
+    };
     const polling = (async () => {
-      while (running) {
-        const res = await request(server)
-          .get('/health/ready')
-          .catch(() => null);
-        if (res === null) break;
-        const last = seen.at(-1);
-        if (last?.status !== res.status || last?.error !== res.body.error)
-          seen.push({ status: res.status, error: res.body.error });
-        await sleep(10);
-      }
+      while (running && (await poll())) await sleep(10);
     })();
     return {
       stop: async () => {
         running = false;
         await polling;
+        await poll();
         return seen;
       },
     };
