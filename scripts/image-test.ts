@@ -528,7 +528,22 @@ async function main(): Promise<void> {
     // container exit 0. Answers arriving more than 0.5 s after the stop began (SIGTERM takes
     // milliseconds to arrive) show that work was still in flight when it came.
     const multipart = await multipartOf(samples, 64);
+    const EMBED_ROUTE = 'route="/v1/models/{name}/embeddings"';
+    // Requests of that route the service has received: in flight now, plus answered since `base`
+    // (a request answered at once, say refused, has reached the service too).
+    const embedReceived = async (base = 0): Promise<{ inFlight: number; total: number }> => {
+      const lines = (await http(port, 'GET', '/metrics')).body.toString().split('\n');
+      const value = (l: string) => Number(l.split(' ').at(-1));
+      const inFlight = lines.find((l) => l.startsWith(`gim_requests_in_flight{${EMBED_ROUTE}}`));
+      const answered = lines
+        .filter((l) => l.startsWith('gim_requests_total{') && l.includes(EMBED_ROUTE))
+        .reduce((sum, l) => sum + value(l), 0);
+      const open = inFlight ? value(inFlight) : 0;
+      return { inFlight: open, total: open + answered - base };
+    };
+    const answeredBefore = (await embedReceived()).total;
     const answeredAt: number[] = [];
+    const answeredStatus: number[] = [];
     let sent = 0;
     let allSent!: () => void;
     const bodiesOut = new Promise<void>((resolve) => (allSent = resolve));
@@ -544,6 +559,7 @@ async function main(): Promise<void> {
         },
       ).then((r) => {
         answeredAt.push(performance.now());
+        answeredStatus.push(r.status);
         return r;
       }),
     );
@@ -552,23 +568,22 @@ async function main(): Promise<void> {
     // docker-proxy, between the published port and the container, accepts at once and dials the
     // container later, and a dial after the listener closed is refused (the client sees "socket
     // hang up"). That is the window SHUTDOWN_DELAY_MS covers behind a load balancer; here the
-    // stop waits until the service's own gauge counts all 48.
-    const embedInFlight = async (): Promise<number> => {
-      const text = (await http(port, 'GET', '/metrics')).body.toString();
-      const line = text
-        .split('\n')
-        .find((l) => l.startsWith('gim_requests_in_flight{route="/v1/models/{name}/embeddings"}'));
-      return line ? Number(line.split(' ').at(-1)) : 0;
-    };
-    const receivedWhenSent = await embedInFlight();
-    let received = receivedWhenSent;
-    for (const deadline = Date.now() + 60_000; received < 48 && Date.now() < deadline;) {
+    // stop waits until the service's own metrics count all 48 (in flight or answered).
+    const receivedWhenSent = (await embedReceived(answeredBefore)).total;
+    let received = { inFlight: 0, total: receivedWhenSent };
+    for (const deadline = Date.now() + 60_000; received.total < 48 && Date.now() < deadline;) {
       await sleep(20);
-      received = await embedInFlight();
+      received = await embedReceived(answeredBefore);
     }
     check(
-      received === 48,
-      `only ${received} of 48 requests reached the service within 60 s of their bodies being sent`,
+      received.total === 48,
+      `only ${received.total} of 48 requests reached the service within 60 s of their bodies ` +
+        `being sent (${received.inFlight} in flight; answered so far: ` +
+        `${answeredStatus.join(', ') || 'none'})`,
+    );
+    check(
+      answeredStatus.length === 0 || received.inFlight > 0,
+      `no request was in flight when the stop began (answered: ${answeredStatus.join(', ')})`,
     );
     const stopStart = performance.now();
     const stopped = docker(['stop', '--time', '45', container]);
