@@ -3,7 +3,6 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { request as httpRequest } from 'node:http';
-import { createServer } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import request from 'supertest';
 import { Lifecycle } from '../../src/app/lifecycle/lifecycle.service.js';
-import { ROOT, bootApp, fixturePngs, waitReady } from './serve-fixtures.js';
+import { ROOT, bootApp, fixturePngs, freePort, waitReady } from './serve-fixtures.js';
 
 /**
  * The real process (src/main.ts) under SIGTERM with requests in flight: every request that was
@@ -23,17 +22,6 @@ interface Answer {
   status: number;
   body: string;
   at: number;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
 }
 
 /** One request on its own connection; `sent` resolves when the whole body is written. */
