@@ -125,6 +125,7 @@ const SHAPES: Record<string, CommandShape> = {
       limit: { flag: '--limit', kind: 'number' },
       test_fraction: { flag: '--test-fraction', kind: 'number' },
       seed: { flag: '--seed', kind: 'number' },
+      record: { flag: '--record', kind: 'flag' },
     },
   },
 };

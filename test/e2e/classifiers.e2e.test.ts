@@ -382,6 +382,23 @@ describe('classifier routes (e2e)', () => {
       .get(res.headers.location!)
       .set('Authorization', `Bearer ${TOKEN}`);
     assert.deepEqual(job.body.result, res.body.result);
+
+    // Not recorded unless asked; with `record` the sweep is in the manifest and the version's
+    // description, naming the dataset but no server path.
+    const version = () => request(t.server).get('/v1/models/tiny/versions/1');
+    assert.equal((await version()).body.probe, null);
+    const recorded = await admin(`${route}?wait_seconds=120`).send({ ...body, record: true });
+    assert.deepEqual([recorded.body.status, recorded.body.kind], ['succeeded', 'probe']);
+    const { probe } = (await version()).body;
+    const summary = recorded.body.result.summary;
+    assert.deepEqual(probe.best, {
+      layer: summary.best.layer,
+      pooling: summary.best.pooling,
+      test_accuracy: summary.best.testAccuracy,
+    });
+    assert.equal(probe.rows.length, 6);
+    assert.deepEqual([probe.data, probe.test_data], ['train', null]);
+    assert.doesNotMatch(JSON.stringify(probe), new RegExp(dir));
   });
 
   test('bad bodies and options of both routes: 400 invalid_argument, and no job', async () => {

@@ -8,7 +8,7 @@ import request from 'supertest';
 import { selectBackend } from '../../src/gim/backend/index.js';
 import { Rng } from '../../src/gim/random.js';
 import { readLabelMoves } from '../../src/gim/store/label-history.js';
-import type { StackManifest } from '../../src/gim/store/manifest.js';
+import type { PromotionEvaluation, StackManifest } from '../../src/gim/store/manifest.js';
 import { gim, stripesPng } from '../helpers/cli.js';
 import {
   bootApp,
@@ -70,6 +70,11 @@ describe('promotion: gate, head check, heads moving with the stack (e2e)', () =>
   ];
   const manifest = async (v: number): Promise<StackManifest> =>
     JSON.parse(await readFile(join(models, 'tiny', String(v), 'manifest.json'), 'utf8'));
+  /** The promotion gates recorded in version v's manifest, oldest first. */
+  const gates = async (v: number): Promise<PromotionEvaluation[]> =>
+    ((await manifest(v)).evaluations ?? []).filter(
+      (e): e is PromotionEvaluation => e.kind === 'promotion-gate',
+    );
   const labels = async (head?: string): Promise<Record<string, number>> =>
     JSON.parse(
       await readFile(
@@ -166,7 +171,7 @@ describe('promotion: gate, head check, heads moving with the stack (e2e)', () =>
       `the all-zero stack scores below tiny@1: ${candidate?.accuracy} vs ${baseline?.accuracy}`,
     );
     assert.equal((await labels()).stable, 1);
-    const evaluations = (await manifest(3)).evaluations ?? [];
+    const evaluations = await gates(3);
     assert.equal(evaluations.length, 1);
     assert.equal(evaluations[0]?.passed, false);
     assert.equal(evaluations[0]?.candidate.accuracy, candidate?.accuracy);
@@ -200,7 +205,7 @@ describe('promotion: gate, head check, heads moving with the stack (e2e)', () =>
     assert.notEqual(s?.requiredEmbeddingSpaceId, s?.givenEmbeddingSpaceId);
     assert.equal((await labels()).stable, 1);
     assert.equal(await readFile(join(models, 'tiny', 'labels.history.ndjson'), 'utf8'), before);
-    assert.equal((await manifest(2)).evaluations?.at(-1)?.dryRun, true);
+    assert.equal((await gates(2)).at(-1)?.dryRun, true);
   });
 
   test('the head check: a move that would strand a head is refused, naming it and both spaces', async () => {
@@ -347,7 +352,7 @@ describe('promotion: gate, head check, heads moving with the stack (e2e)', () =>
     assert.equal(job.attempts.length, 2, 'training, then the promotion');
     assert.equal(job.attempts[1].resume, true);
     assert.equal((await labels()).candidate, published);
-    assert.equal((await manifest(published)).evaluations?.[0]?.passed, true);
+    assert.equal((await gates(published))[0]?.passed, true);
     const events = (
       await request(t.server)
         .get(`/admin/v1/training-jobs/${id}/events`)

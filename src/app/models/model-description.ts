@@ -1,5 +1,10 @@
+import { basename } from 'node:path';
 import { POOLINGS, type Pooling, pooledDim } from '../../gim/encoders/pooling.js';
-import { isUntrained, type StackManifest } from '../../gim/store/manifest.js';
+import {
+  isUntrained,
+  latestProbe,
+  type StackManifest,
+} from '../../gim/store/manifest.js';
 import type { StackSummary } from '../../gim/store/stack-store.js';
 import { audioInputSpec, nominalFrameRates } from '../embeddings/audio-geometry.js';
 
@@ -67,7 +72,19 @@ export interface VersionDescription extends ModelSummary {
   parent: { version: number; from_module: number } | null;
   /** Published with its initial weights (`gim train --epochs 0`): a random-init baseline. */
   untrained: boolean;
+  /** The newest probe recorded in the manifest (`gim probe --record`), or null. */
+  probe: ProbeDescription | null;
   layers: LayerDescription[];
+}
+
+/** A recorded linear-probe sweep: how good each layer's embeddings are on a labelled set. */
+export interface ProbeDescription {
+  at: string;
+  /** The labelled sets probed: a dataset name, or the last part of a path (no server paths). */
+  data: string;
+  test_data: string | null;
+  best: { layer: number; pooling: string; test_accuracy: number };
+  rows: { layer: number; pooling: string; dim: number; test_accuracy: number }[];
 }
 
 export function describeSummary(
@@ -98,8 +115,27 @@ export function describeVersion(summary: ModelSummary, manifest: StackManifest):
       ? { version: manifest.parent.version, from_module: manifest.parent.fromModule }
       : null,
     untrained: isUntrained(manifest),
+    probe: describeProbe(manifest),
     layers: manifest.modality === 'audio' ? audioLayers(manifest) : imageLayers(manifest),
   };
+}
+
+function describeProbe(manifest: StackManifest): ProbeDescription | null {
+  const probe = latestProbe(manifest);
+  if (probe === null) return null;
+  const { score } = probe;
+  return {
+    at: probe.at,
+    data: datasetName(probe.data),
+    test_data: probe.testData === null ? null : datasetName(probe.testData),
+    best: { ...score.best, test_accuracy: score.accuracy },
+    rows: score.rows.map(({ testAccuracy, ...r }) => ({ ...r, test_accuracy: testAccuracy })),
+  };
+}
+
+/** A dataset spec without the server's directories: a named dataset, or a path's last part. */
+function datasetName(spec: string): string {
+  return spec.includes('/') ? basename(spec.replace(/\/+$/, '')) : spec;
 }
 
 function describeInput(manifest: StackManifest): VersionDescription['input'] {

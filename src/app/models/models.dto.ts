@@ -142,6 +142,52 @@ const PARENT_SCHEMA: ApiPropertyOptions = {
   },
 };
 
+const PROBE_ROW_PROPERTIES = {
+  layer: { type: 'integer', example: 3 },
+  pooling: { type: 'string', example: 'grid2' },
+  test_accuracy: { type: 'number', example: 0.881 },
+} as const;
+
+const PROBE_SCHEMA: ApiPropertyOptions = {
+  type: 'object',
+  nullable: true,
+  description:
+    'The newest linear-probe sweep recorded in the manifest (`gim probe --record`): test ' +
+    'accuracy per layer and pooling on a labelled set; null when none was recorded',
+  required: ['at', 'data', 'test_data', 'best', 'rows'],
+  selfRequired: true,
+  properties: {
+    at: { type: 'string', format: 'date-time' },
+    data: {
+      type: 'string',
+      description: 'the labelled training set: a dataset name or the last part of its path',
+      example: 'fashion-mnist',
+    },
+    test_data: {
+      type: 'string',
+      nullable: true,
+      description: 'the labelled test set (null: a split of data)',
+      example: 'fashion-mnist-test',
+    },
+    best: {
+      type: 'object',
+      required: ['layer', 'pooling', 'test_accuracy'],
+      properties: PROBE_ROW_PROPERTIES,
+    },
+    rows: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['layer', 'pooling', 'dim', 'test_accuracy'],
+        properties: {
+          ...PROBE_ROW_PROPERTIES,
+          dim: { type: 'integer', description: 'embedding dimension at this pooling' },
+        },
+      },
+    },
+  },
+};
+
 export class VersionDto extends ModelSummaryDto {
   @ApiProperty({ example: 1 })
   version!: number;
@@ -165,6 +211,15 @@ export class VersionDto extends ModelSummaryDto {
     example: false,
   })
   untrained!: boolean;
+
+  @ApiProperty(PROBE_SCHEMA)
+  probe!: {
+    at: string;
+    data: string;
+    test_data: string | null;
+    best: { layer: number; pooling: string; test_accuracy: number };
+    rows: { layer: number; pooling: string; dim: number; test_accuracy: number }[];
+  } | null;
 
   @ApiProperty({ type: [LayerDto] })
   layers!: LayerDto[];

@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { isGimError } from '../../gim/errors.js';
 import { StackStore } from '../../gim/store/stack-store.js';
-import { isUntrained } from '../../gim/store/manifest.js';
+import { isUntrained, latestProbe } from '../../gim/store/manifest.js';
 import { modelsDirOption } from '../shared.js';
 
 export function modelsCommand(): Command {
@@ -45,6 +45,7 @@ export function modelsCommand(): Command {
             schedule: m.training.schedule,
             // Published with its initial weights (train --epochs 0): a random-init baseline.
             untrained: isUntrained(m),
+            probe: latestProbe(m)?.score ?? null,
             seed: m.training.seed,
             createdAt: m.createdAt,
           });
@@ -68,7 +69,9 @@ export function modelsCommand(): Command {
         process.stdout.write(
           `${r.name}@${r.version}${r.labels.length ? ` [${r.labels.join(', ')}]` : ''}  ${r.modality}  ` +
             `grid ${grid}  layers(dim) ${layers}  ${r.schedule}` +
-            `${r.untrained ? `  UNTRAINED (initial weights, seed ${r.seed})` : ''}  ${r.createdAt}\n`,
+            `${r.untrained ? `  UNTRAINED (initial weights, seed ${r.seed})` : ''}` +
+            `${r.probe ? `  probe ${(100 * r.probe.accuracy).toFixed(1)}% (layer ${r.probe.best.layer} ${r.probe.best.pooling})` : ''}` +
+            `  ${r.createdAt}\n`,
         );
       }
     });

@@ -12,7 +12,7 @@ import { extractAudioFeatures } from '../../gim/classify/audio-features.js';
 import { openAudioFolder, splitByUtterance } from '../../gim/data/audio-folder.js';
 import { AudioEncoderStack } from '../../gim/encoders/audio-stack.js';
 import { StackStore } from '../../gim/store/stack-store.js';
-import type { StackManifest } from '../../gim/store/manifest.js';
+import type { ProbeScore, StackManifest } from '../../gim/store/manifest.js';
 import { GimError } from '../../gim/errors.js';
 import {
   backendOption,
@@ -43,6 +43,8 @@ export interface ProbeOptions extends ProgressJsonOptions {
   limit?: number;
   seed: number;
   json?: boolean;
+  /** Append the sweep to the version's manifest (`evaluations`, kind `probe`). */
+  record?: boolean;
   modelsDir: string;
   backend?: string;
 }
@@ -70,6 +72,10 @@ export function probeCommand(): Command {
     .option('--limit <n>', 'use at most n training items (stratified)', int(10))
     .option('--seed <n>', 'split and probe seed', int(0), 1)
     .option('--json', 'print the rows as JSON')
+    .option(
+      '--record',
+      "append the rows to the version's manifest (evaluations), for `gim models` and the API",
+    )
     .addOption(modelsDirOption())
     .addOption(backendOption())
     .action((o: ProbeOptions) =>
@@ -77,6 +83,7 @@ export function probeCommand(): Command {
         await startBackend(o.backend, false, ctx.log);
         const rows = await probeStack(o, ctx);
         report(o, rows, ctx);
+        if (o.record) await record(o, rows, ctx);
       }),
     );
 }
@@ -109,6 +116,47 @@ function report(
   if (o.json) ctx.out.write(`${JSON.stringify(result, null, 2)}\n`);
   else
     say(ctx, `best: layer ${best.layer} ${best.pooling} ${(100 * best.testAccuracy).toFixed(2)}%`);
+}
+
+/** The rows as a manifest records them: the best test accuracy and every row. */
+export function probeScore(version: number, rows: ProbeRow[]): ProbeScore {
+  const best = rows.reduce((a, b) => (b.testAccuracy > a.testAccuracy ? b : a));
+  return {
+    version,
+    accuracy: best.testAccuracy,
+    best: { layer: best.layer, pooling: best.pooling },
+    rows: rows.map((r) => ({
+      layer: r.layer,
+      pooling: r.pooling,
+      dim: r.dim,
+      testAccuracy: r.testAccuracy,
+    })),
+  };
+}
+
+/** `--record`: the sweep appended to the probed version's manifest, atomically. */
+async function record(
+  o: ProbeOptions,
+  r: { manifest: StackManifest; rows: ProbeRow[] },
+  ctx: RunContext,
+): Promise<void> {
+  const { name, version } = r.manifest;
+  await new StackStore(o.modelsDir).recordEvaluation(`${name}@${version}`, {
+    kind: 'probe',
+    at: new Date().toISOString(),
+    data: o.data,
+    testData: o.testData ?? null,
+    settings: {
+      layers: o.layers,
+      pooling: o.pooling ?? null,
+      epochs: o.epochs,
+      limit: o.limit ?? null,
+      seed: o.seed,
+      testFraction: o.testData === undefined ? o.testFraction : null,
+    },
+    score: probeScore(version, r.rows),
+  });
+  say(ctx, `recorded in the manifest of ${name}@${version}`);
 }
 
 function printRow(o: ProbeOptions, r: ProbeRow, ctx: RunContext): void {

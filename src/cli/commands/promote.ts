@@ -1,6 +1,5 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { dataSpecOfSource } from '../../gim/classify/train-head.js';
-import type { ProbeRow } from '../../gim/classify/probe-layers.js';
 import { DATASET_SPEC_HELP } from '../../gim/data/open-dataset.js';
 import { GimError } from '../../gim/errors.js';
 import {
@@ -22,7 +21,7 @@ import {
 } from '../reported-run.js';
 import { backendOption, int, modelsDirOption, positiveNumber, startBackend } from '../shared.js';
 import { trainAndPublishHead } from './classifier.js';
-import { probeStack } from './probe.js';
+import { probeScore, probeStack } from './probe.js';
 
 interface PromoteOptions extends ProgressJsonOptions {
   model: string;
@@ -305,21 +304,6 @@ async function retrainHead(
     .filter(([label, v]) => v === s.version && label !== 'latest')
     .map(([label]) => label);
   return { head: s.head, from: s.version, version: head.version, labels };
-}
-
-function probeScore(version: number, rows: ProbeRow[]): ProbeScore {
-  const best = rows.reduce((a, b) => (b.testAccuracy > a.testAccuracy ? b : a));
-  return {
-    version,
-    accuracy: best.testAccuracy,
-    best: { layer: best.layer, pooling: best.pooling },
-    rows: rows.map((r) => ({
-      layer: r.layer,
-      pooling: r.pooling,
-      dim: r.dim,
-      testAccuracy: r.testAccuracy,
-    })),
-  };
 }
 
 /** The verdict as the label history and the job's result carry it. */

@@ -74,10 +74,11 @@ export interface StackManifest {
    */
   golden?: GoldenRecord;
   /**
-   * Promotion gates run on this version, oldest first (`gim promote`; the one part of a manifest
-   * added after publishing, with golden). Absent when none ran.
+   * Evaluations run on this version, oldest first: promotion gates (`gim promote`) and recorded
+   * probes (`gim probe --record`); the one part of a manifest added after publishing, with
+   * golden. Absent when none ran.
    */
-  evaluations?: PromotionEvaluation[];
+  evaluations?: StackEvaluation[];
 }
 
 /** A linear probe's score of one stack version on a labelled set. */
@@ -114,6 +115,25 @@ export interface PromotionEvaluation {
   baseline: ProbeScore | null;
   passed: boolean;
   dryRun: boolean;
+}
+
+/** A linear probe's layer sweep of this version, recorded by `gim probe --record`. */
+export interface ProbeEvaluation {
+  kind: 'probe';
+  at: string;
+  /** The dataset specs probed (training and, if given, test). */
+  data: string;
+  testData: string | null;
+  settings: PromotionEvaluation['settings'] & { testFraction: number | null };
+  score: ProbeScore;
+}
+
+export type StackEvaluation = PromotionEvaluation | ProbeEvaluation;
+
+/** The newest probe recorded in a manifest (`gim probe --record`), or null. */
+export function latestProbe(m: Pick<StackManifest, 'evaluations'>): ProbeEvaluation | null {
+  const probes = (m.evaluations ?? []).filter((e): e is ProbeEvaluation => e.kind === 'probe');
+  return probes.at(-1) ?? null;
 }
 
 /** Whether a version holds its initial, untrained weights (see `TrainingRecord.untrained`). */

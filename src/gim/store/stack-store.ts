@@ -2,7 +2,7 @@ import { join, resolve as resolvePath, sep } from 'node:path';
 import type * as tf from '@tensorflow/tfjs';
 import { GimError, isGimError } from '../errors.js';
 import type { GoldenRecord } from '../golden/golden-record.js';
-import { STACK_FORMAT, type PromotionEvaluation, type StackManifest } from './manifest.js';
+import { STACK_FORMAT, type StackEvaluation, type StackManifest } from './manifest.js';
 import { checkStackManifest } from './manifest-schema.js';
 import { DISK_WRITER, type FileWriter, writeJsonAtomic } from './atomic.js';
 import { checkModelFiles, loadModelArtifacts, saveModelArtifacts } from './tfjs-files.js';
@@ -176,10 +176,11 @@ export class StackStore {
   }
 
   /**
-   * Appends a promotion gate's verdict to a version's manifest (rewritten atomically, like
-   * `recordGolden`; nothing else in it changes). Concurrent recorders in one process queue.
+   * Appends an evaluation (a promotion gate's verdict, a recorded probe) to a version's manifest
+   * (rewritten atomically, like `recordGolden`; nothing else in it changes). Concurrent
+   * recorders in one process queue.
    */
-  async recordEvaluation(ref: string, evaluation: PromotionEvaluation): Promise<StackManifest> {
+  async recordEvaluation(ref: string, evaluation: StackEvaluation): Promise<StackManifest> {
     const { name, version } = await this.resolve(ref);
     const key = `${name}@${version}`;
     const previous = manifestWrites.get(key) ?? Promise.resolve();
