@@ -109,10 +109,13 @@ if (!existsSync(join(heldOutDir, 'manifest.json')))
 run(['scripts/make-speech-corpus.ts', ...heldOutArgs, '--out', heldOutDir]); // idempotent
 
 // The untrained twin, by the CLI's --epochs 0 path with the stack's seed and settings.
-const trainData = values['train-data'] ?? manifest.data.source.replace(/^audio-folder:/, '');
+const recorded = manifest.data.source.replace(/^audio-folder:/, '');
+const trainData = resolve(
+  values['train-data'] ?? (existsSync(recorded) ? recorded : 'bench/data/speech-train'),
+);
 if (!existsSync(join(trainData, 'manifest.json')) && corpus) {
   log(`regenerating the training corpus in ${trainData}: ${corpus.command}`);
-  const flags = corpus.command.split(' ').slice(4); // after `npm run data:speech -- --out <out>`
+  const flags = corpus.command.split(' ').slice(6); // after `npm run data:speech -- --out <out>`
   run(['scripts/make-speech-corpus.ts', '--out', trainData, ...flags]);
 }
 const twinDir = mkdtempSync(join(tmpdir(), 'gim-speakers-twin-'));

@@ -7,7 +7,8 @@
  *   node --import @swc-node/register/esm-register scripts/speech/make-demo-speakers.ts
  *
  * Writes (the corpus itself is made by `npm run data:speech` with DEMO_CORPUS_FLAGS, idempotent):
- *   <out>/train/<name>/*.flac    the first utterances of each speaker: the head's training data
+ *   <out>/train/<name>/*.wav     --train-crops 1 s crops of each of the first utterances of each
+ *                                speaker: the head's training data
  *   <out>/test/<name>/*.wav      --crops 1 s crops of each of the last --test-utterances ones
  *   <fixtures>/<name>-<k>.wav    the first crop of the first --fixtures-per-speaker test
  *                                utterances of each speaker (committed)
@@ -56,6 +57,7 @@ const { values } = parseArgs({
     fixtures: { type: 'string', default: 'test/fixtures/audio/demo-speakers' },
     'test-utterances': { type: 'string', default: '4' },
     crops: { type: 'string', default: '2' },
+    'train-crops': { type: 'string', default: '3' },
     'fixtures-per-speaker': { type: 'string', default: '2' },
     'crop-seconds': { type: 'string', default: '1' },
   },
@@ -65,6 +67,7 @@ const out = resolve(values.out as string);
 const fixtures = resolve(values.fixtures as string);
 const testUtts = Number(values['test-utterances']);
 const crops = Number(values.crops);
+const trainCrops = Number(values['train-crops']);
 const perSpeaker = Number(values['fixtures-per-speaker']);
 const cropSeconds = Number(values['crop-seconds']);
 
@@ -94,23 +97,32 @@ for (const { id, recipe } of manifest.speakers) {
   const test = files.slice(files.length - testUtts);
   mkdirSync(join(out, 'train', name), { recursive: true });
   mkdirSync(join(out, 'test', name), { recursive: true });
-  for (const f of train) copyFileSync(f, join(out, 'train', name, f.split('/').at(-1) as string));
   let k = 0;
-  for (const [t, f] of test.entries()) {
-    const seconds = Number(execFileSync('soxi', ['-D', f], { encoding: 'utf8' }).trim());
-    for (let c = 0; c < crops; c++) {
-      // Evenly spaced crops between the clip's ends.
-      const start = ((seconds - cropSeconds) * (c + 1)) / (crops + 1);
-      const wav = join(out, 'test', name, `${name}-${++k}.wav`);
+  /** Writes `count` evenly spaced crops of `file` under `dir`; returns their paths. */
+  const cropsOf = (file: string, count: number, dir: string): string[] => {
+    const seconds = Number(execFileSync('soxi', ['-D', file], { encoding: 'utf8' }).trim());
+    return Array.from({ length: count }, (_, c) => {
+      const start = ((seconds - cropSeconds) * (c + 1)) / (count + 1);
+      const wav = join(dir, `${name}-${++k}.wav`);
       execFileSync('sox', [
-        f,
+        file,
         ...['-b', '16', '-r', '16000', '-c', '1', wav],
         ...['trim', Math.max(0, start).toFixed(3), String(cropSeconds)],
       ]);
-      // Fixtures: the first crop of each of the first test utterances.
-      if (c === 0 && t < perSpeaker) copyFileSync(wav, join(fixtures, `${name}-${k}.wav`));
-    }
+      return wav;
+    });
+  };
+  // The head trains on crops as short as the ones it is tested on.
+  for (const f of train) cropsOf(f, trainCrops, join(out, 'train', name));
+  const first = k;
+  for (const [t, f] of test.entries()) {
+    const [wav] = cropsOf(f, crops, join(out, 'test', name));
+    // Fixtures: the first crop of each of the first test utterances.
+    if (wav && t < perSpeaker) copyFileSync(wav, join(fixtures, wav.split('/').at(-1) as string));
   }
-  lines.push(`${name}: speaker ${id}, ${train.length} training utterances, ${k} test crops`);
+  lines.push(
+    `${name}: speaker ${id}, ${first} training crops of ${train.length} utterances, ` +
+      `${k - first} test crops`,
+  );
 }
 process.stdout.write(`${lines.join('\n')}\n${out}/train, ${out}/test; fixtures in ${fixtures}\n`);
