@@ -4,8 +4,10 @@
  * On a synthetic multi-speaker corpus (generated with `npm run data:speech` when --data is not
  * given; needs Debian's espeak-ng, flite and sox), trains the default audio stack (5 strided convs
  * + GRU, 32 channels) on 80% of each speaker's utterances, then fits a linear speaker-ID probe per
- * layer on time-pooled embeddings and scores it on the held-out 20%, beside the same probe on a
- * randomly initialised encoder, in the same run. Writes bench/results/audio.json.
+ * layer on time-pooled embeddings and scores it on the held-out 20%, beside the same probe on its
+ * untrained twin (`--epochs 0`, same seed), in the same run. Writes bench/results/audio.json.
+ * Utterances of the same speakers: an easy, closed-set test; `npm run bench:speakers` probes
+ * voices the encoder never heard.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -13,8 +15,7 @@ import { parseArgs } from 'node:util';
 import { selectBackend } from '../src/gim/backend/index.js';
 import { openAudioFolder, splitByUtterance } from '../src/gim/data/audio-folder.js';
 import { defaultAudioAdapter } from '../src/gim/modality/audio.js';
-import { AudioEncoderStack } from '../src/gim/encoders/audio-stack.js';
-import { audioModuleConfigs } from '../src/gim/encoders/audio-modules.js';
+import type { AudioEncoderStack } from '../src/gim/encoders/audio-stack.js';
 import { trainAudioStack } from '../src/gim/training/train-audio-stack.js';
 import { extractAudioFeatures, type TimePooling } from '../src/gim/classify/audio-features.js';
 import { probeFeatureSets, type ProbeRow } from '../src/gim/classify/probe-layers.js';
@@ -115,9 +116,18 @@ async function probe(name: string, s: AudioEncoderStack): Promise<ProbeRow[]> {
   });
 }
 const gim = await probe('GIM', stack);
-const random = AudioEncoderStack.create(adapter, audioModuleConfigs(), 4242);
-const rand = await probe('random', random);
-random.dispose();
+// The untrained twin: the same job with --epochs 0 (the CLI's code path): the initial weights
+// the trained stack started from.
+const twin = await trainAudioStack({
+  dataset,
+  subset: split.train,
+  train: { epochs: 0, seed },
+  backend: backend.name,
+});
+if (JSON.stringify(twin.stack.moduleConfigs) !== JSON.stringify(stack.moduleConfigs))
+  throw new Error('the untrained twin has other modules than the stack it stands beside');
+const rand = await probe('untrained twin', twin.stack);
+twin.stack.dispose();
 stack.dispose();
 
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
@@ -135,7 +145,7 @@ for (const layer of layers)
       pct(r.testAccuracy),
     ]);
   }
-printTable(['layer', 'module', 'pooling', 'dim', 'GIM held-out', 'random-init held-out'], table);
+printTable(['layer', 'module', 'pooling', 'dim', 'GIM held-out', 'untrained twin held-out'], table);
 const best = gim.reduce((a, b) => (b.testAccuracy > a.testAccuracy ? b : a));
 const totalSeconds = (performance.now() - started) / 1000;
 process.stdout.write(
@@ -157,7 +167,7 @@ await writeResult(values.out as string, {
   clipsPerSecond,
   probeEpochs,
   gim,
-  randomInit: rand,
+  untrainedTwin: rand,
   best,
   seconds: { training: trainSeconds, total: totalSeconds },
   target: { bestHeldOutAccuracy: 0.95 },

@@ -342,7 +342,110 @@ function commandFor(recipe: Recipe, text = '<text>', wav = '<out.wav>'): string[
  * combination gives one speaker. espeak-ng speakers take the accents in turn (a seeded order);
  * pitch and speed come from the base voice's shuffled, not yet used combinations.
  */
-function planSpeakers(tools: Tools, seed: number, count: number, firstId: number): Speaker[] {
+/** A stable key for a base voice, for --held-out-voices. */
+function baseKey(base: BaseVoice): string {
+  return `${base.engine}/${base.name ?? '(accent)'}`;
+}
+
+/**
+ * The base voices a corpus may use. `--held-out-voices n` reserves n base voices (a seeded
+ * choice that depends only on the seed and the installed voices): `--voices train` uses every
+ * other base voice, `--voices held-out` only the reserved ones, `all` every one. Two corpora made
+ * with the same seed and n, one `train` and one `held-out`, share no base voice.
+ */
+function baseVoices(tools: Tools, seed: number, s: VoiceSplit): BaseVoice[] {
+  const espeakBase: BaseVoice[] = [null, ...tools.variants].map((name) => ({
+    engine: 'espeak-ng',
+    name,
+    pitch: true,
+  }));
+  const fliteBase: BaseVoice[] = tools.fliteVoices.map((v) => ({
+    engine: 'flite',
+    name: v.voice,
+    pitch: v.pitch,
+  }));
+  const all = [...espeakBase, ...fliteBase];
+  if (s.heldOutVoices > all.length - 1) {
+    throw new UsageError(
+      `--held-out-voices ${s.heldOutVoices}: only ${all.length} base voices are installed`,
+    );
+  }
+  const reserved = new Set(
+    shuffled(all.map((b) => baseKey(b)).sort(), rng(seed, 'held-out-voices')).slice(
+      0,
+      s.heldOutVoices,
+    ),
+  );
+  if (s.voices === 'all') return all;
+  return all.filter((b) => reserved.has(baseKey(b)) === (s.voices === 'held-out'));
+}
+
+/**
+ * Speakers in families of `family` similar voices: each family is one base voice with one accent
+ * and word gap, its members at adjacent pitch levels (flite rms, whose pitch is fixed: adjacent
+ * speeds) and the same speed: similar voices that still count as different speakers. Base voices
+ * are taken in a seeded order; a family needs a base voice the split has not used yet, so there
+ * are at most (base voices) families.
+ */
+function planFamilies(
+  tools: Tools,
+  bases: BaseVoice[],
+  seed: number,
+  count: number,
+  firstId: number,
+  family: number,
+): Speaker[] {
+  const families = Math.ceil(count / family);
+  if (families > bases.length) {
+    throw new UsageError(
+      `--speakers ${count} in families of ${family} needs ${families} base voices; this split ` +
+        `has ${bases.length}`,
+    );
+  }
+  const maxFamily = Math.min(ESPEAK_PITCHES.length, FLITE_PITCHES.length, FLITE_SPEEDS.length);
+  if (family > maxFamily) throw new UsageError(`--family is at most ${maxFamily}`);
+  const order = shuffled(bases, rng(seed, 'family-order'));
+  const accents = shuffled(tools.accents, rng(seed, 'accents'));
+  const speakers: Speaker[] = [];
+  for (let f = 0; f < families; f++) {
+    const base = order[f] as BaseVoice;
+    const random = rng(seed, 'family', f);
+    const accent = accents[f % accents.length] as Accent;
+    const espeak = base.engine === 'espeak-ng';
+    const pitches: (number | null)[] = espeak ? ESPEAK_PITCHES : base.pitch ? FLITE_PITCHES : [];
+    const speeds = espeak ? ESPEAK_SPEEDS : FLITE_SPEEDS;
+    const byPitch = pitches.length > 0;
+    const levels = byPitch ? pitches.length : speeds.length;
+    const first = Math.floor(random() * (levels - family + 1));
+    const speed = pick(speeds, random);
+    const wordGap = espeak ? pick(ESPEAK_WORD_GAPS, random) : 0;
+    for (let j = 0; j < family && speakers.length < count; j++) {
+      const recipe: Recipe = {
+        engine: base.engine,
+        voice: espeak ? accent.file : (base.name ?? ''),
+        accent: espeak ? accent.language : null,
+        variant: espeak ? base.name : null,
+        pitch: byPitch ? (pitches[first + j] ?? null) : null,
+        speed: byPitch ? speed : (speeds[first + j] as number),
+        wordGap,
+      };
+      const id = firstId + speakers.length;
+      speakers.push({ id, recipe, command: commandFor(recipe) });
+    }
+  }
+  return speakers;
+}
+
+function planSpeakers(
+  tools: Tools,
+  seed: number,
+  count: number,
+  firstId: number,
+  split: VoiceSplit = { voices: 'all', heldOutVoices: 0, family: 1 },
+): Speaker[] {
+  const bases = baseVoices(tools, seed, split);
+  if (split.family > 1) return planFamilies(tools, bases, seed, count, firstId, split.family);
+  const keep = new Set(bases.map(baseKey));
   const { max } = recipeSpace(tools);
   if (count > max) {
     throw new UsageError(
@@ -357,12 +460,12 @@ function planSpeakers(tools: Tools, seed: number, count: number, firstId: number
     name,
     pitch: true,
   }));
-  const fliteBase: BaseVoice[] = tools.fliteVoices.map((v) => ({
-    engine: 'flite',
-    name: v.voice,
-    pitch: v.pitch,
-  }));
-  const order = shuffled(espeakBase, rng(seed, 'espeak-order'));
+  const fliteBase: BaseVoice[] = tools.fliteVoices
+    .map((v): BaseVoice => ({ engine: 'flite', name: v.voice, pitch: v.pitch }))
+    .filter((b) => keep.has(baseKey(b)));
+  // The seeded order of all espeak-ng voices, filtered afterwards: without a hold-out (the
+  // default) the speakers are those of earlier versions of this script.
+  const order = shuffled(espeakBase, rng(seed, 'espeak-order')).filter((b) => keep.has(baseKey(b)));
   const offset = Math.floor(rng(seed, 'flite-offset')() * FLITE_EVERY);
   shuffled(fliteBase, rng(seed, 'flite-order')).forEach((voice, k) => {
     order.splice(Math.min(order.length, offset + k * FLITE_EVERY), 0, voice);
@@ -545,7 +648,16 @@ interface Utterance {
   sentence: number | null;
 }
 
-interface Settings {
+interface VoiceSplit {
+  /** Which base voices to use: all, all but the reserved ones, or only those. */
+  voices: 'all' | 'train' | 'held-out';
+  /** How many base voices to reserve for held-out corpora. */
+  heldOutVoices: number;
+  /** Speakers per family of similar voices (1: no families). */
+  family: number;
+}
+
+interface Settings extends VoiceSplit {
   speakers: number;
   utterances: number;
   chapters: number;
@@ -836,6 +948,24 @@ function parseArgs(argv: string[]): Settings {
     .addOption(
       new Option('--jobs <n>', 'synthesis processes run at once').default(2).argParser(intArg(1)),
     )
+    .addOption(
+      new Option(
+        '--held-out-voices <n>',
+        'reserve this many base voices (seeded) for held-out sets',
+      )
+        .default(0)
+        .argParser(intArg(0)),
+    )
+    .addOption(
+      new Option('--voices <which>', 'base voices to use: all, all but the reserved, the reserved')
+        .choices(['all', 'train', 'held-out'])
+        .default('all'),
+    )
+    .addOption(
+      new Option('--family <k>', 'speakers per family of similar voices (adjacent pitches)')
+        .default(1)
+        .argParser(intArg(1, 5)),
+    )
     .option('--force', 're-synthesise utterances that are already present', false)
     .showHelpAfterError('(run with --help for the options)')
     .exitOverride();
@@ -850,6 +980,9 @@ function parseArgs(argv: string[]): Settings {
     throw new UsageError('--min-seconds must be below --max-seconds');
   }
   if (o.chapters > o.utterances) throw new UsageError('--chapters must not exceed --utterances');
+  if (o.voices !== 'all' && o.heldOutVoices === 0) {
+    throw new UsageError(`--voices ${o.voices} needs --held-out-voices n (n >= 1)`);
+  }
   return { ...o, out: resolve(o.out) };
 }
 
@@ -912,7 +1045,7 @@ async function main(): Promise<void> {
   const s = parseArgs(process.argv);
   const tools = await probeTools();
   const space = recipeSpace(tools);
-  const speakers = planSpeakers(tools, s.seed, s.speakers, s.firstId);
+  const speakers = planSpeakers(tools, s.seed, s.speakers, s.firstId, s);
   const manifestPath = join(s.out, 'manifest.json');
   await mkdir(s.out, { recursive: true });
   await checkPrevious(manifestPath, s, speakers);
@@ -944,6 +1077,9 @@ async function main(): Promise<void> {
         minSeconds: s.minSeconds,
         maxSeconds: s.maxSeconds,
         firstId: s.firstId,
+        voices: s.voices,
+        heldOutVoices: s.heldOutVoices,
+        family: s.family,
         sampleRate: SAMPLE_RATE,
         format: 'flac, mono, 16-bit',
       },

@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { AudioDataset } from '../data/audio-folder.js';
 import { cancellationPoint } from '../cancel.js';
+import { GimError } from '../errors.js';
 import type { AudioEncoderStack } from '../encoders/audio-stack.js';
 import { poolGrid, type Pooling } from '../encoders/pooling.js';
 import type { LayerFeatures } from './features.js';
@@ -57,4 +58,204 @@ export async function extractAudioFeatures(
     await cancellationPoint(signal);
   }
   return out;
+}
+
+/** Equal-length clips (e.g. 1 s crops) and their class labels. */
+export interface ClipSet {
+  /** [n, samples] row-major. */
+  samples: Float32Array;
+  labels: Int32Array;
+  n: number;
+  /** Samples per clip. */
+  length: number;
+}
+
+/**
+ * Embeds equal-length clips in batches of `batchSize` up to the deepest layer asked for, and
+ * pools each layer's frames over time into one vector per clip.
+ */
+export function extractClipFeatures(
+  stack: AudioEncoderStack,
+  clips: ClipSet,
+  layers: number[],
+  poolings: TimePooling[],
+  batchSize = 32,
+): LayerFeatures {
+  const { n, length } = clips;
+  if (length < stack.minimumSamples)
+    throw new GimError(
+      'invalid_argument',
+      `clips of ${length} samples are shorter than the stack's minimum of ${stack.minimumSamples}`,
+    );
+  const out: LayerFeatures = new Map();
+  for (const l of layers)
+    for (const p of poolings) {
+      const dim = stack.layer(l).channels;
+      out.set(featureKey(l, p), { x: new Float32Array(n * dim), y: clips.labels.slice(), n, dim });
+    }
+  for (let start = 0; start < n; start += batchSize) {
+    const b = Math.min(batchSize, n - start);
+    const frames = stack.embed(
+      clips.samples.subarray(start * length, (start + b) * length),
+      b,
+      layers,
+    ); // layer → [b, frames, C]
+    try {
+      for (const [layer, seq] of frames) {
+        const [, t, c] = seq.shape;
+        const values = seq.dataSync() as Float32Array;
+        for (let i = 0; i < b; i++) {
+          const one = values.subarray(i * t * c, (i + 1) * t * c);
+          for (const p of poolings) {
+            const set = out.get(featureKey(layer, p)) as FeatureSet;
+            set.x.set(
+              poolGrid(one, { n: 1, rows: 1, cols: t, channels: c }, p),
+              (start + i) * set.dim,
+            );
+          }
+        }
+      }
+    } finally {
+      tf.dispose([...frames.values()]);
+    }
+  }
+  return out;
+}
+
+export interface LogBandOptions {
+  sampleRate: number;
+  /** Mel bands between fMin and fMax. */
+  bands: number;
+  frameMs: number;
+  hopMs: number;
+  fMin: number;
+  fMax: number;
+}
+
+export const DEFAULT_LOG_BAND_OPTIONS: LogBandOptions = {
+  sampleRate: 16000,
+  bands: 40,
+  frameMs: 25,
+  hopMs: 10,
+  fMin: 50,
+  fMax: 8000,
+};
+
+/**
+ * The spectral baseline for speaker identification: per clip, the log energies of mel bands over
+ * Hann-windowed frames, summarised by their mean and standard deviation over time (2 x bands
+ * values: the first `bands` the means, then the spreads). No learning: what plain spectral
+ * statistics tell apart.
+ */
+export function logBandFeatures(clips: ClipSet, options: Partial<LogBandOptions> = {}): FeatureSet {
+  const o = { ...DEFAULT_LOG_BAND_OPTIONS, ...options };
+  const frame = Math.round((o.sampleRate * o.frameMs) / 1000);
+  const hop = Math.round((o.sampleRate * o.hopMs) / 1000);
+  let fft = 1;
+  while (fft < frame) fft *= 2;
+  const frames = clips.length < frame ? 0 : 1 + Math.floor((clips.length - frame) / hop);
+  if (frames < 2)
+    throw new GimError('invalid_argument', `clips of ${clips.length} samples give < 2 frames`);
+  const window = Float64Array.from(
+    { length: frame },
+    (_, i) => 0.5 - 0.5 * Math.cos((2 * Math.PI * i) / (frame - 1)),
+  );
+  const filters = melFilters(o.bands, fft, o.sampleRate, o.fMin, o.fMax);
+  const dim = 2 * o.bands;
+  const x = new Float32Array(clips.n * dim);
+  const re = new Float64Array(fft);
+  const im = new Float64Array(fft);
+  const power = new Float64Array(fft / 2 + 1);
+  const logE = new Float64Array(frames * o.bands);
+  for (let i = 0; i < clips.n; i++) {
+    const clip = clips.samples.subarray(i * clips.length, (i + 1) * clips.length);
+    for (let f = 0; f < frames; f++) {
+      re.fill(0);
+      im.fill(0);
+      for (let k = 0; k < frame; k++) re[k] = (clip[f * hop + k] as number) * (window[k] as number);
+      fftInPlace(re, im);
+      for (let k = 0; k <= fft / 2; k++) power[k] = (re[k] as number) ** 2 + (im[k] as number) ** 2;
+      for (let b = 0; b < o.bands; b++) {
+        let e = 0;
+        for (const [k, w] of filters[b] as [number, number][]) e += w * (power[k] as number);
+        logE[f * o.bands + b] = Math.log(e + 1e-10);
+      }
+    }
+    for (let b = 0; b < o.bands; b++) {
+      let sum = 0;
+      for (let f = 0; f < frames; f++) sum += logE[f * o.bands + b] as number;
+      const mean = sum / frames;
+      let sq = 0;
+      for (let f = 0; f < frames; f++) sq += ((logE[f * o.bands + b] as number) - mean) ** 2;
+      x[i * dim + b] = mean;
+      x[i * dim + o.bands + b] = Math.sqrt(sq / frames);
+    }
+  }
+  return { x, y: clips.labels.slice(), n: clips.n, dim };
+}
+
+const hzToMel = (hz: number) => 2595 * Math.log10(1 + hz / 700);
+const melToHz = (mel: number) => 700 * (10 ** (mel / 2595) - 1);
+
+/** Triangular mel filters over the bins 0..fft/2: per band, its (bin, weight) pairs. */
+function melFilters(
+  bands: number,
+  fft: number,
+  sampleRate: number,
+  fMin: number,
+  fMax: number,
+): [number, number][][] {
+  const lo = hzToMel(fMin);
+  const hi = hzToMel(Math.min(fMax, sampleRate / 2));
+  const edges = Array.from({ length: bands + 2 }, (_, i) =>
+    melToHz(lo + ((hi - lo) * i) / (bands + 1)),
+  );
+  const binHz = sampleRate / fft;
+  return Array.from({ length: bands }, (_, b) => {
+    const [left, centre, right] = [edges[b], edges[b + 1], edges[b + 2]] as [
+      number,
+      number,
+      number,
+    ];
+    const out: [number, number][] = [];
+    for (let k = Math.floor(left / binHz); k <= Math.ceil(right / binHz) && k <= fft / 2; k++) {
+      const hz = k * binHz;
+      const w = hz <= centre ? (hz - left) / (centre - left) : (right - hz) / (right - centre);
+      if (w > 0) out.push([k, w]);
+    }
+    // A band narrower than a bin still gets the bin nearest its centre.
+    if (out.length === 0) out.push([Math.min(fft / 2, Math.round(centre / binHz)), 1]);
+    return out;
+  });
+}
+
+/** Radix-2 complex FFT in place (length a power of two). */
+function fftInPlace(re: Float64Array, im: Float64Array): void {
+  const n = re.length;
+  for (let i = 1, j = 0; i < n; i++) {
+    let bit = n >> 1;
+    for (; j & bit; bit >>= 1) j ^= bit;
+    j ^= bit;
+    if (i < j) {
+      [re[i], re[j]] = [re[j] as number, re[i] as number];
+      [im[i], im[j]] = [im[j] as number, im[i] as number];
+    }
+  }
+  for (let size = 2; size <= n; size *= 2) {
+    const step = (-2 * Math.PI) / size;
+    for (let start = 0; start < n; start += size) {
+      for (let k = 0; k < size / 2; k++) {
+        const cos = Math.cos(step * k);
+        const sin = Math.sin(step * k);
+        const a = start + k;
+        const b = a + size / 2;
+        const tr = (re[b] as number) * cos - (im[b] as number) * sin;
+        const ti = (re[b] as number) * sin + (im[b] as number) * cos;
+        re[b] = (re[a] as number) - tr;
+        im[b] = (im[a] as number) - ti;
+        re[a] = (re[a] as number) + tr;
+        im[a] = (im[a] as number) + ti;
+      }
+    }
+  }
 }

@@ -8,6 +8,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Dirent } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { join, relative, resolve, sep } from 'node:path';
 import { GimError, isGimError } from '../errors.js';
 import { normalizeAudio, randomWindow, validateAudioAdapter } from '../modality/audio.js';
@@ -42,6 +43,57 @@ export interface AudioDatasetInfo {
   /** Speaker folder names, sorted; label `i` is `classNames[i]`. */
   classNames: string[];
   sampleRate: number;
+  /** How the folder was generated, when it holds a `manifest.json` of `npm run data:speech`. */
+  corpus?: CorpusRecipe;
+}
+
+/** A generated corpus's recipe: enough to make it again, byte for byte, with the same tools. */
+export interface CorpusRecipe {
+  generator: string;
+  /** The generator's settings (seed, speakers, utterances, voice split, ...). */
+  settings: Record<string, unknown>;
+  /** Versions of the synthesis tools. */
+  tools: Record<string, string>;
+  /** The command that regenerates it (`<out>` for the output folder). */
+  command: string;
+}
+
+const CORPUS_GENERATOR = 'scripts/make-speech-corpus.ts';
+/** Settings that the generator records but takes no flag for. */
+const RECORDED_ONLY = new Set(['sampleRate', 'format']);
+
+/** The recipe in `<root>/manifest.json` if `npm run data:speech` wrote it (complete), else none. */
+async function readCorpusRecipe(root: string): Promise<CorpusRecipe | undefined> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await readFile(join(root, 'manifest.json'), 'utf8'));
+  } catch {
+    return undefined;
+  }
+  if (typeof parsed !== 'object' || parsed === null) return undefined;
+  const m = parsed as {
+    generator?: unknown;
+    status?: unknown;
+    settings?: unknown;
+    tools?: unknown;
+  };
+  if (m.generator !== CORPUS_GENERATOR || m.status !== 'complete') return undefined;
+  if (typeof m.settings !== 'object' || m.settings === null) return undefined;
+  const settings = m.settings as Record<string, unknown>;
+  const flags = Object.entries(settings)
+    .filter(([key, value]) => !RECORDED_ONLY.has(key) && value !== undefined)
+    .map(
+      ([key, value]) => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} ${String(value)}`,
+    );
+  return {
+    generator: CORPUS_GENERATOR,
+    settings,
+    tools: (typeof m.tools === 'object' && m.tools !== null ? m.tools : {}) as Record<
+      string,
+      string
+    >,
+    command: ['npm run data:speech --', '--out <out>', ...flags].join(' '),
+  };
 }
 
 export interface Utterance {
@@ -141,6 +193,8 @@ export async function openAudioFolder(
     classNames,
     sampleRate: opts.adapter.sampleRate,
   };
+  const corpus = await readCorpusRecipe(absRoot);
+  if (corpus) info.corpus = corpus;
   return new AudioFolderDataset(info, items, opts.adapter, new ClipCache(cacheBytes), concurrency);
 }
 

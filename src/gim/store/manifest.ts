@@ -51,6 +51,13 @@ export interface DataRecord {
   /** sha256 over the bytes (or file list and sizes) the training data was read from. */
   fingerprint: string;
   items: number;
+  /** A generated corpus's recipe (audio: `npm run data:speech`), to make the data again. */
+  corpus?: {
+    generator: string;
+    settings: Record<string, unknown>;
+    tools: Record<string, string>;
+    command: string;
+  };
 }
 
 export interface StackManifest {

@@ -44,6 +44,7 @@ export function audioRecipe(job: AudioTrainJob): StackRecipe<AudioEncoderStack> 
       source: dataset.info.source,
       fingerprint: await dataset.fingerprint(),
       items: job.subset?.length ?? dataset.info.count,
+      ...(dataset.info.corpus ? { corpus: dataset.info.corpus } : {}),
     }),
   };
 }
