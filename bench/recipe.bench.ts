@@ -11,6 +11,8 @@
  *
  *   npm run bench:recipe -- --name baseline
  *   npm run bench:recipe -- --name lr2e-3 --lr 2e-3
+ *   npm run bench:recipe -- --name cpc2 --directions down,up,right,left --patch-jitter 1 \
+ *     --patch-flip --patch-brightness 0.3 --patch-contrast 0.3 --loss-norm layer
  */
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
@@ -33,6 +35,12 @@ const { values } = parseArgs({
     negatives: { type: 'string', default: '16' },
     'negatives-from': { type: 'string', default: 'batch' },
     offsets: { type: 'string', default: '2,3,4,5' },
+    directions: { type: 'string', default: 'down' },
+    'patch-jitter': { type: 'string', default: '0' },
+    'patch-flip': { type: 'boolean', default: false },
+    'patch-brightness': { type: 'string', default: '0' },
+    'patch-contrast': { type: 'string', default: '0' },
+    'loss-norm': { type: 'string', default: 'none' },
     channels: { type: 'string', default: '16,32,64' },
     'batch-size': { type: 'string', default: '32' },
     'patch-stride': { type: 'string', default: '4' },
@@ -61,6 +69,14 @@ const trainConfig: Partial<TrainConfig> = {
   negatives: Number(values.negatives),
   negativesFrom: values['negatives-from'] as TrainConfig['negativesFrom'],
   offsets: nums(values.offsets as string),
+  directions: (values.directions as string).split(',') as TrainConfig['directions'],
+  patchAugment: {
+    jitter: Number(values['patch-jitter']),
+    flip: values['patch-flip'] as boolean,
+    brightness: Number(values['patch-brightness']),
+    contrast: Number(values['patch-contrast']),
+  },
+  lossNorm: values['loss-norm'] as TrainConfig['lossNorm'],
   batchSize: Number(values['batch-size']),
   schedule: 'parallel',
   seed,

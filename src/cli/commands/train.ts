@@ -1,11 +1,15 @@
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { openImageDataset, DATASET_SPEC_HELP } from '../../gim/data/open-dataset.js';
 import { openAudioFolder, splitByUtterance } from '../../gim/data/audio-folder.js';
 import { defaultAudioAdapter } from '../../gim/modality/audio.js';
 import {
   CONV_ROUTES,
+  DIRECTIONS,
+  LOSS_NORMS,
   SCHEDULES,
   type ConvRoute,
+  type Direction,
+  type LossNorm,
   type Schedule,
   type TrainConfig,
 } from '../../gim/training/config.js';
@@ -50,6 +54,28 @@ interface TrainImageOptions extends CommonTrainOptions {
   height?: number;
   width?: number;
   imageChannels?: '1' | '3';
+  offsets?: number[];
+  directions?: Direction[];
+  patchJitter: number;
+  patchFlip: boolean;
+  patchBrightness: number;
+  patchContrast: number;
+  lossNorm: LossNorm;
+  patchStride?: number;
+}
+
+function nonNegativeNumber(value: string): number {
+  const n = Number(value);
+  if (!(Number.isFinite(n) && n >= 0)) throw new InvalidArgumentError('expected a number >= 0');
+  return n;
+}
+
+function directionList(value: string): Direction[] {
+  const parts = value.split(',').map((s) => s.trim());
+  const bad = parts.filter((p) => !(DIRECTIONS as readonly string[]).includes(p));
+  if (parts.length === 0 || bad.length > 0)
+    throw new InvalidArgumentError(`expected a comma-separated list of ${DIRECTIONS.join(', ')}`);
+  return parts as Direction[];
 }
 
 interface TrainAudioOptions extends CommonTrainOptions {
@@ -145,6 +171,41 @@ export function trainCommand(): Command {
         '3',
       ]),
     )
+    .option(
+      '--patch-stride <px>',
+      'pixels between patches (default 4: a 6x6 grid on 28x28)',
+      int(1),
+    )
+    .option('--offsets <list>', 'prediction offsets in grid cells (default 2,3,4,5)', intList)
+    .option(
+      '--directions <list>',
+      `directions patches predict in: ${DIRECTIONS.join(', ')} (default down; CPC v2: all four)`,
+      directionList,
+    )
+    .option(
+      '--patch-jitter <px>',
+      'per-patch augmentation: shift each patch by up to px',
+      int(0),
+      0,
+    )
+    .option('--patch-flip', 'per-patch augmentation: mirror each patch with p = 0.5', false)
+    .option(
+      '--patch-brightness <b>',
+      'per-patch augmentation: add a uniform offset in [-b, b] (normalised units)',
+      nonNegativeNumber,
+      0,
+    )
+    .option(
+      '--patch-contrast <c>',
+      'per-patch augmentation: scale around the patch mean by [1 - c, 1 + c]',
+      nonNegativeNumber,
+      0,
+    )
+    .addOption(
+      new Option('--loss-norm <n>', 'patch vectors in the loss: as they are, or layer-normalised')
+        .choices([...LOSS_NORMS])
+        .default('none'),
+    )
     .action((o: TrainImageOptions) =>
       runTrainJob(o, 'image', async ({ progress, callbacks, signal, checkpointDir, store }) => {
         const backend = await startBackend(o.backend, false, (line) => progress.log(line));
@@ -166,7 +227,20 @@ export function trainCommand(): Command {
           dataset,
           channels,
           strides: channels.map((_, i) => (i === 0 ? 1 : 2)),
-          train: { ...trainConfig(o), convRoute: o.convRoute },
+          ...(o.patchStride !== undefined ? { adapter: { patchStride: o.patchStride } } : {}),
+          train: {
+            ...trainConfig(o),
+            convRoute: o.convRoute,
+            ...(o.offsets ? { offsets: o.offsets } : {}),
+            ...(o.directions ? { directions: o.directions } : {}),
+            patchAugment: {
+              jitter: o.patchJitter,
+              flip: o.patchFlip,
+              brightness: o.patchBrightness,
+              contrast: o.patchContrast,
+            },
+            lossNorm: o.lossNorm,
+          },
           parent,
           checkpointDir,
           resume: o.resume,

@@ -15,38 +15,52 @@ export interface PositivePairs {
   itemSize?: number;
 }
 
+/** Directions a patch predicts in on a grid (see `TrainConfig.directions`). */
+export type GridDirection = 'down' | 'up' | 'right' | 'left';
+
 /**
  * Vision pairs (GIM.md): per image a rows x cols grid of patch encodings, rows-major; context
  * (r, c) predicts (r + offset, c) in the same column, one step per offset (offsets 2..5 by
- * default: the adjacent row overlaps the context patch by half).
+ * default: the adjacent row overlaps the context patch by half). With more `directions` (CPC v2),
+ * also (r - offset, c) for `up`, (r, c + offset) for `right`, (r, c - offset) for `left`: steps
+ * are direction-major, step d * offsets.length + o for direction d and offset o (one W_k each).
  */
 export function gridPairs(
   images: number,
   rows: number,
   cols: number,
   offsets: number[],
+  directions: readonly GridDirection[] = ['down'],
 ): PositivePairs {
-  const steps = offsets.map((offset) => {
-    if (!(Number.isInteger(offset) && offset > 0 && offset < rows))
-      throw new GimError(
-        'invalid_argument',
-        `prediction offset ${offset} is outside 1..${rows - 1}`,
-      );
-    const perImage = (rows - offset) * cols;
-    const context = new Int32Array(images * perImage);
-    const target = new Int32Array(images * perImage);
-    let i = 0;
-    for (let b = 0; b < images; b++) {
-      for (let r = 0; r + offset < rows; r++) {
-        for (let c = 0; c < cols; c++) {
-          context[i] = (b * rows + r) * cols + c;
-          target[i] = (b * rows + r + offset) * cols + c;
-          i++;
+  const steps = directions.flatMap((direction) =>
+    offsets.map((offset) => {
+      const vertical = direction === 'down' || direction === 'up';
+      const extent = vertical ? rows : cols;
+      if (!(Number.isInteger(offset) && offset > 0 && offset < extent))
+        throw new GimError(
+          'invalid_argument',
+          `prediction offset ${offset} is outside 1..${extent - 1} (${direction})`,
+        );
+      const dr = direction === 'down' ? offset : direction === 'up' ? -offset : 0;
+      const dc = direction === 'right' ? offset : direction === 'left' ? -offset : 0;
+      const perImage = (vertical ? rows - offset : rows) * (vertical ? cols : cols - offset);
+      const context = new Int32Array(images * perImage);
+      const target = new Int32Array(images * perImage);
+      let i = 0;
+      for (let b = 0; b < images; b++) {
+        for (let r = 0; r < rows; r++) {
+          if (r + dr < 0 || r + dr >= rows) continue;
+          for (let c = 0; c < cols; c++) {
+            if (c + dc < 0 || c + dc >= cols) continue;
+            context[i] = (b * rows + r) * cols + c;
+            target[i] = (b * rows + r + dr) * cols + c + dc;
+            i++;
+          }
         }
       }
-    }
-    return { context, target };
-  });
+      return { context, target };
+    }),
+  );
   return { steps, poolSize: images * rows * cols, itemSize: rows * cols };
 }
 

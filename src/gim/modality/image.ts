@@ -85,9 +85,22 @@ export function channelStats(
 }
 
 /**
+ * Augmentation of each patch on its own (CPC v2; see `PatchAugment` in training/config.ts):
+ * window shift up to `jitter` pixels, horizontal flip, brightness offset and contrast factor
+ * (normalised units, around the patch's mean).
+ */
+export interface PatchAugmentation {
+  jitter: number;
+  flip: boolean;
+  brightness: number;
+  contrast: number;
+}
+
+/**
  * Normalises images [n, h, w, c] (pixels in [0, 1]) and cuts each into its patch grid.
  * With `augment`, each image is first randomly cropped from a copy padded by `cropPad` (zero
- * pixels) and flipped horizontally with p = 0.5, as in GIM's training.
+ * pixels) and flipped horizontally with p = 0.5, as in GIM's training; with `patchAugment` too,
+ * every patch is then augmented on its own (its draws follow the image's, patch by patch).
  * Returns patches [n * rows * cols, p, p, c], grid row-major, images in order.
  */
 export function imagesToPatches(
@@ -95,6 +108,7 @@ export function imagesToPatches(
   n: number,
   cfg: ImageAdapterConfig,
   augment?: Rng,
+  patchAugment?: PatchAugmentation,
 ): Float32Array {
   const { height: H, width: W, channels: C, patchSize: P, patchStride: S } = cfg;
   if (pixels.length !== n * H * W * C)
@@ -134,8 +148,14 @@ export function imagesToPatches(
         }
       }
     }
+    const perPatch = augment && patchAugment && isActive(patchAugment) ? patchAugment : null;
     for (let r = 0; r < rows; r++) {
       for (let q = 0; q < cols; q++) {
+        if (perPatch) {
+          augmentedPatch(img, H, W, C, r * S, q * S, P, perPatch, augment as Rng, padValue, out, o);
+          o += P * P * C;
+          continue;
+        }
         for (let y = 0; y < P; y++) {
           const rowStart = ((r * S + y) * W + q * S) * C;
           out.set(img.subarray(rowStart, rowStart + P * C), o);
@@ -145,4 +165,60 @@ export function imagesToPatches(
     }
   }
   return out;
+}
+
+function isActive(a: PatchAugmentation): boolean {
+  return a.jitter > 0 || a.flip || a.brightness > 0 || a.contrast > 0;
+}
+
+/**
+ * One P x P patch at (top, left) of the normalised image `img` [H, W, C] into `out` at `o`,
+ * augmented: its window shifted by up to `a.jitter` pixels each way (pad value outside the
+ * image), mirrored with p = 0.5 if `a.flip`, then (v - mean) * contrast + mean + brightness per
+ * channel. Draws, in order: dy, dx, flip, contrast, brightness (only those enabled).
+ */
+function augmentedPatch(
+  img: Float32Array,
+  H: number,
+  W: number,
+  C: number,
+  top: number,
+  left: number,
+  P: number,
+  a: PatchAugmentation,
+  rng: Rng,
+  padValue: number[],
+  out: Float32Array,
+  o: number,
+): void {
+  let dy = 0;
+  let dx = 0;
+  if (a.jitter > 0) {
+    dy = rng.int(2 * a.jitter + 1) - a.jitter;
+    dx = rng.int(2 * a.jitter + 1) - a.jitter;
+  }
+  const flip = a.flip && rng.next() < 0.5;
+  const factor = a.contrast > 0 ? 1 + a.contrast * (2 * rng.next() - 1) : 1;
+  const offset = a.brightness > 0 ? a.brightness * (2 * rng.next() - 1) : 0;
+  for (let y = 0; y < P; y++) {
+    const sy = top + y + dy;
+    for (let x = 0; x < P; x++) {
+      const sx = left + (flip ? P - 1 - x : x) + dx;
+      const inside = sy >= 0 && sy < H && sx >= 0 && sx < W;
+      for (let c = 0; c < C; c++)
+        out[o + (y * P + x) * C + c] = inside
+          ? (img[(sy * W + sx) * C + c] as number)
+          : (padValue[c] as number);
+    }
+  }
+  if (factor === 1 && offset === 0) return;
+  for (let c = 0; c < C; c++) {
+    let mean = 0;
+    for (let i = 0; i < P * P; i++) mean += out[o + i * C + c] as number;
+    mean /= P * P;
+    for (let i = 0; i < P * P; i++) {
+      const j = o + i * C + c;
+      out[j] = ((out[j] as number) - mean) * factor + mean + offset;
+    }
+  }
 }

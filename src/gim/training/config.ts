@@ -35,6 +35,43 @@ export const NEGATIVE_SOURCES = ['batch', 'item'] as const;
  */
 export type NegativeSource = (typeof NEGATIVE_SOURCES)[number];
 
+export const DIRECTIONS = ['down', 'up', 'right', 'left'] as const;
+/**
+ * Vision: directions a patch predicts in (CPC v2 predicts in all four). `down`: the same column,
+ * offset rows below (GIM); `up`: rows above; `right` / `left`: the same row, offset columns across.
+ */
+export type Direction = (typeof DIRECTIONS)[number];
+
+export const LOSS_NORMS = ['none', 'layer'] as const;
+/**
+ * Vision: what the loss sees of each patch vector: `none`, the module output averaged over the
+ * patch (GIM); `layer`, that vector layer-normalised (zero mean, unit variance over its channels,
+ * no learned scale), as CPC v2's layer norm. The embeddings served are unchanged.
+ */
+export type LossNorm = (typeof LOSS_NORMS)[number];
+
+/**
+ * Vision: augmentation of every patch on its own while training (CPC v2), after the whole-image
+ * crop and flip, so that low-level cues shared by neighbouring patches stop predicting them:
+ * `jitter` shifts the patch's window by up to that many pixels each way (the grid's own content,
+ * the image's padding outside it), `flip` mirrors it horizontally with p = 0.5, `brightness` adds
+ * a uniform offset in [-b, b] and `contrast` scales by a uniform factor in [1 - c, 1 + c] (both
+ * in normalised units, around the patch's mean). All zero / false: no patch augmentation.
+ */
+export interface PatchAugment {
+  jitter: number;
+  flip: boolean;
+  brightness: number;
+  contrast: number;
+}
+
+export const NO_PATCH_AUGMENT: PatchAugment = {
+  jitter: 0,
+  flip: false,
+  brightness: 0,
+  contrast: 0,
+};
+
 export interface TrainConfig {
   schedule: Schedule;
   /** Epochs (per module under `sequential`); 0 publishes the initial weights (random init). */
@@ -50,6 +87,12 @@ export interface TrainConfig {
   lrSchedule: LrSchedule;
   /** Prediction offsets in grid rows (GIM.md: k + 1 for k = 1..4 → 2..5). */
   offsets: number[];
+  /** Vision: directions of prediction (default `down` only: GIM); one W_k per direction and offset. */
+  directions: Direction[];
+  /** Vision: per-patch augmentation while training (default none). */
+  patchAugment: PatchAugment;
+  /** Vision: normalisation of patch vectors in the loss (default `none`). */
+  lossNorm: LossNorm;
   /** `auto` is resolved when the trainer is built (the manifest records the route used). */
   convRoute: ConvRoute | 'auto';
   /** Audio: predict k = 1..predictionSteps frames ahead (GIM.md: 12). */
@@ -72,6 +115,9 @@ export const DEFAULT_TRAIN_CONFIG: TrainConfig = {
   negativesFrom: 'batch',
   lrSchedule: 'constant',
   offsets: [2, 3, 4, 5],
+  directions: ['down'],
+  patchAugment: NO_PATCH_AUGMENT,
+  lossNorm: 'none',
   convRoute: 'auto',
   predictionSteps: 12,
   positiveWindow: 64,
@@ -104,6 +150,24 @@ export function resolveTrainConfig(partial: Partial<TrainConfig>): TrainConfig {
     bad.push(`negativesFrom must be one of ${NEGATIVE_SOURCES.join(', ')}`);
   if (!LR_SCHEDULES.includes(cfg.lrSchedule))
     bad.push(`lrSchedule must be one of ${LR_SCHEDULES.join(', ')}`);
+  if (
+    cfg.directions.length === 0 ||
+    cfg.directions.some((d) => !DIRECTIONS.includes(d)) ||
+    new Set(cfg.directions).size !== cfg.directions.length
+  )
+    bad.push(`directions must be distinct values of ${DIRECTIONS.join(', ')}`);
+  const pa = cfg.patchAugment;
+  if (
+    !(Number.isInteger(pa.jitter) && pa.jitter >= 0) ||
+    typeof pa.flip !== 'boolean' ||
+    !(pa.brightness >= 0 && Number.isFinite(pa.brightness)) ||
+    !(pa.contrast >= 0 && pa.contrast < 1)
+  )
+    bad.push(
+      'patchAugment needs jitter a non-negative integer, flip a boolean, brightness >= 0, contrast in [0, 1)',
+    );
+  if (!LOSS_NORMS.includes(cfg.lossNorm))
+    bad.push(`lossNorm must be one of ${LOSS_NORMS.join(', ')}`);
   if (!CONV_ROUTES.includes(cfg.convRoute))
     bad.push(`convRoute must be one of ${CONV_ROUTES.join(', ')}`);
   if (bad.length > 0)

@@ -1,0 +1,91 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gim } from '../helpers/cli.js';
+import { StackStore } from '../../src/gim/store/stack-store.js';
+
+const ROOT = new URL('../..', import.meta.url).pathname;
+const FIXTURE = join(ROOT, 'test/fixtures/fashion-mnist-mini');
+
+describe('gim train image: recipe flags', () => {
+  let dir = '';
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'gim-recipe-flags-'));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  test('directions, patch augmentation, loss norm, offsets and patch stride reach the manifest', async () => {
+    const models = join(dir, 'models');
+    const common = [
+      'train',
+      'image',
+      '--data',
+      FIXTURE,
+      '--models-dir',
+      models,
+      '--channels',
+      '4,8',
+      '--batch-size',
+      '8',
+      '--max-steps-per-epoch',
+      '2',
+      '--checkpoint-dir',
+      join(dir, 'ck'),
+    ];
+    await gim([
+      ...common,
+      '--name',
+      'cpc2',
+      '--directions',
+      'down,up,right,left',
+      '--offsets',
+      '2,3',
+      '--patch-jitter',
+      '1',
+      '--patch-flip',
+      '--patch-brightness',
+      '0.3',
+      '--patch-contrast',
+      '0.2',
+      '--loss-norm',
+      'layer',
+      '--patch-stride',
+      '5',
+    ]);
+    const { manifest } = await new StackStore(models).load('cpc2@1');
+    const config = manifest.training.config as Record<string, unknown>;
+    assert.deepEqual(config.directions, ['down', 'up', 'right', 'left']);
+    assert.deepEqual(config.offsets, [2, 3]);
+    assert.deepEqual(config.patchAugment, {
+      jitter: 1,
+      flip: true,
+      brightness: 0.3,
+      contrast: 0.2,
+    });
+    assert.equal(config.lossNorm, 'layer');
+    assert.equal((manifest.adapter as { patchStride: number }).patchStride, 5);
+    assert.deepEqual(manifest.modules[0]?.gridShape, [5, 5]);
+
+    // Without the flags: GIM's recipe, recorded as such.
+    await gim([...common, '--name', 'plain']);
+    const plain = (await new StackStore(models).load('plain@1')).manifest.training.config as Record<
+      string,
+      unknown
+    >;
+    assert.deepEqual(plain.directions, ['down']);
+    assert.deepEqual(plain.offsets, [2, 3, 4, 5]);
+    assert.deepEqual(plain.patchAugment, { jitter: 0, flip: false, brightness: 0, contrast: 0 });
+    assert.equal(plain.lossNorm, 'none');
+
+    await assert.rejects(
+      gim([...common, '--name', 'bad', '--directions', 'down,diagonal']),
+      (e: { code: number; stderr: string }) => {
+        assert.equal(e.code, 2);
+        assert.match(e.stderr, /down, up, right, left/);
+        return true;
+      },
+    );
+  });
+});
