@@ -176,6 +176,10 @@ describe('promotion: gate, head check, heads moving with the stack (e2e)', () =>
     assert.equal(evaluations[0]?.passed, false);
     assert.equal(evaluations[0]?.candidate.accuracy, candidate?.accuracy);
     assert.equal(evaluations[0]?.baseline?.accuracy, baseline?.accuracy);
+    // The gate's probe of the candidate is the version's recorded probe in the API.
+    const described = await request(t.server).get('/v1/models/tiny/versions/3');
+    assert.equal(described.body.probe?.best.test_accuracy, candidate?.accuracy);
+    assert.equal(described.body.probe?.rows.length, evaluations[0]?.candidate.rows.length);
     const last = (await readLabelMoves(join(models, 'tiny', 'labels.history.ndjson'))).at(-1);
     assert.deepEqual(
       [last?.label, last?.from, last?.to, last?.by, last?.gate?.passed],

@@ -137,9 +137,23 @@ export interface ProbeEvaluation {
 
 export type StackEvaluation = PromotionEvaluation | ProbeEvaluation;
 
-/** The newest probe recorded in a manifest (`gim probe --record`), or null. */
+/**
+ * The newest probe of this version recorded in its manifest, or null: a `gim probe --record`
+ * sweep, or the probe a promotion gate ran on it as the candidate (the same sweep, same record).
+ */
 export function latestProbe(m: Pick<StackManifest, 'evaluations'>): ProbeEvaluation | null {
-  const probes = (m.evaluations ?? []).filter((e): e is ProbeEvaluation => e.kind === 'probe');
+  const probes = (m.evaluations ?? []).map((e): ProbeEvaluation =>
+    e.kind === 'probe'
+      ? e
+      : {
+          kind: 'probe',
+          at: e.at,
+          data: e.data,
+          testData: e.testData,
+          settings: { ...e.settings, testFraction: null },
+          score: e.candidate,
+        },
+  );
   return probes.at(-1) ?? null;
 }
 
