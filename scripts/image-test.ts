@@ -362,7 +362,7 @@ async function main(): Promise<void> {
       'classifier',
       'train',
       '--model',
-      'fashion-gim@1',
+      'fashion-gim@stable',
       '--layer',
       '2',
       '--pooling',
@@ -441,7 +441,7 @@ async function main(): Promise<void> {
     rows.push(['docker HEALTHCHECK', health]);
 
     // Embedding: HTTP vs the CLI in the same image (same backend: equal), and vs this machine.
-    const query = '/v1/models/fashion-gim/embeddings?layer=2&pooling=grid2';
+    const query = '/v1/models/fashion-gim/embeddings?label=stable&layer=2&pooling=grid2';
     const embedded = await http(port, 'POST', query, await readFile(sample), 'image/png');
     check(
       embedded.status === 200,
@@ -457,7 +457,7 @@ async function main(): Promise<void> {
         'embed',
         '/samples/sample-0.png',
         '--model',
-        'fashion-gim@1',
+        'fashion-gim@stable',
         '--layer',
         '2',
         '--pooling',
@@ -476,7 +476,7 @@ async function main(): Promise<void> {
         'embed',
         sample,
         '--model',
-        'fashion-gim@1',
+        'fashion-gim@stable',
         '--layer',
         '2',
         '--pooling',
@@ -551,7 +551,8 @@ async function main(): Promise<void> {
       http(
         port,
         'POST',
-        '/v1/models/fashion-gim/embeddings?layer=last&pooling=mean',
+        // Version 1 (16/32/64): the item count was sized for its cost per item.
+        '/v1/models/fashion-gim/embeddings?version=1&layer=last&pooling=mean',
         multipart.body,
         multipart.type,
         () => {
