@@ -131,6 +131,8 @@ describe('gim smoke-gpu (wasm, no GPU)', () => {
         '--allow-cpu',
         '--models-dir',
         models,
+        '--model',
+        'fashion-gim@1', // the version altered above (the default is the stack's stable)
         '--batch-sizes',
         '1',
         '--reps',
