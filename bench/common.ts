@@ -3,6 +3,7 @@ import { dirname } from 'node:path';
 import os from 'node:os';
 import { loadFashionMnist, FASHION_MNIST_DEFAULT_DIR } from '../src/gim/data/idx.js';
 import type { ImageDataset } from '../src/gim/data/dataset.js';
+import type { TrainConfig } from '../src/gim/training/config.js';
 
 export const FIXTURE_DIR = new URL('../test/fixtures/fashion-mnist-mini', import.meta.url).pathname;
 
@@ -74,4 +75,50 @@ export async function processTicks(pid: number): Promise<{ ticks: number; nice: 
   // Fields after the command name, which may hold spaces: state is field 3, utime 14, stime 15, nice 19.
   const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
   return { ticks: Number(rest[11]) + Number(rest[12]), nice: Number(rest[16]) };
+}
+
+/**
+ * The vision training-recipe flags bench:probe and bench:recipe share (`parseArgs` options), with
+ * `recipeFromArgs` turning them into the stack's channels, adapter geometry and TrainConfig.
+ */
+export const RECIPE_OPTIONS = {
+  channels: { type: 'string', default: '16,32,64' },
+  lr: { type: 'string', default: '1e-3' },
+  seed: { type: 'string', default: '1' },
+  'batch-size': { type: 'string', default: '32' },
+  offsets: { type: 'string', default: '2,3,4,5' },
+  directions: { type: 'string', default: 'down' },
+  'patch-jitter': { type: 'string', default: '0' },
+  'patch-flip': { type: 'boolean', default: false },
+  'patch-brightness': { type: 'string', default: '0' },
+  'patch-contrast': { type: 'string', default: '0' },
+  'loss-norm': { type: 'string', default: 'none' },
+  'patch-stride': { type: 'string', default: '4' },
+} as const;
+
+export function recipeFromArgs(values: Record<string, string | boolean | undefined>): {
+  channels: number[];
+  patchStride: number;
+  train: Partial<TrainConfig>;
+} {
+  const nums = (v: unknown) => String(v).split(',').map(Number);
+  return {
+    channels: nums(values.channels),
+    patchStride: Number(values['patch-stride']),
+    train: {
+      schedule: 'parallel',
+      seed: Number(values.seed),
+      learningRate: Number(values.lr),
+      batchSize: Number(values['batch-size']),
+      offsets: nums(values.offsets),
+      directions: String(values.directions).split(',') as TrainConfig['directions'],
+      patchAugment: {
+        jitter: Number(values['patch-jitter']),
+        flip: values['patch-flip'] === true,
+        brightness: Number(values['patch-brightness']),
+        contrast: Number(values['patch-contrast']),
+      },
+      lossNorm: values['loss-norm'] as TrainConfig['lossNorm'],
+    },
+  };
 }

@@ -17,7 +17,6 @@
  *   npm run bench:probe -- --directions down,up,right,left --loss-norm layer
  */
 import { parseArgs } from 'node:util';
-import type { TrainConfig } from '../src/gim/training/config.js';
 import { selectBackend } from '../src/gim/backend/index.js';
 import { EncoderStack } from '../src/gim/encoders/encoder-stack.js';
 import { parsePooling } from '../src/gim/encoders/pooling.js';
@@ -27,23 +26,19 @@ import { probeFeatures, probeLayers, type ProbeRow } from '../src/gim/classify/p
 import { StackStore } from '../src/gim/store/stack-store.js';
 import { imageManifest } from '../src/gim/store/manifest.js';
 import { Progress, duration, progressCallbacks } from '../src/cli/progress.js';
-import { fashionMnist, machine, printTable, writeResult } from './common.js';
+import {
+  fashionMnist,
+  machine,
+  printTable,
+  RECIPE_OPTIONS,
+  recipeFromArgs,
+  writeResult,
+} from './common.js';
 
 const { values } = parseArgs({
   options: {
+    ...RECIPE_OPTIONS,
     epochs: { type: 'string', default: '3' },
-    channels: { type: 'string', default: '16,32,64' },
-    lr: { type: 'string', default: '1e-3' },
-    seed: { type: 'string', default: '1' },
-    'batch-size': { type: 'string', default: '32' },
-    offsets: { type: 'string', default: '2,3,4,5' },
-    directions: { type: 'string', default: 'down' },
-    'patch-jitter': { type: 'string', default: '0' },
-    'patch-flip': { type: 'boolean', default: false },
-    'patch-brightness': { type: 'string', default: '0' },
-    'patch-contrast': { type: 'string', default: '0' },
-    'loss-norm': { type: 'string', default: 'none' },
-    'patch-stride': { type: 'string', default: '4' },
     'probe-epochs': { type: 'string', default: '20' },
     pooling: { type: 'string', default: 'mean,grid2,grid3,none' },
     model: { type: 'string' },
@@ -83,28 +78,12 @@ if (values.model) {
     train: { seed: manifest.training.seed },
   };
 } else {
-  const nums = (v: string) => v.split(',').map(Number);
-  const trainOptions: Partial<TrainConfig> = {
-    epochs: Number(values.epochs),
-    schedule: 'parallel',
-    seed: Number(values.seed),
-    learningRate: Number(values.lr),
-    batchSize: Number(values['batch-size']),
-    offsets: nums(values.offsets as string),
-    directions: (values.directions as string).split(',') as TrainConfig['directions'],
-    patchAugment: {
-      jitter: Number(values['patch-jitter']),
-      flip: values['patch-flip'] as boolean,
-      brightness: Number(values['patch-brightness']),
-      contrast: Number(values['patch-contrast']),
-    },
-    lossNorm: values['loss-norm'] as TrainConfig['lossNorm'],
-  };
+  const args = recipeFromArgs(values);
   recipe = {
     dataset: train,
-    channels: nums(values.channels as string),
-    adapter: { patchStride: Number(values['patch-stride']) },
-    train: trainOptions,
+    channels: args.channels,
+    adapter: { patchStride: args.patchStride },
+    train: { ...args.train, epochs: Number(values.epochs) },
   };
   const outcome = await trainImageStack({
     ...recipe,

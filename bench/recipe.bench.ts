@@ -23,29 +23,25 @@ import { trainImageStack } from '../src/gim/training/train-image-stack.js';
 import type { TrainConfig } from '../src/gim/training/config.js';
 import { probeLayers, type ProbeRow } from '../src/gim/classify/probe-layers.js';
 import { Progress, duration, progressCallbacks } from '../src/cli/progress.js';
-import { fashionMnist, machine, printTable, writeResult } from './common.js';
+import {
+  fashionMnist,
+  machine,
+  printTable,
+  RECIPE_OPTIONS,
+  recipeFromArgs,
+  writeResult,
+} from './common.js';
 
 const { values } = parseArgs({
   options: {
+    ...RECIPE_OPTIONS,
     name: { type: 'string', default: 'run' },
     epochs: { type: 'string', default: '1' },
     steps: { type: 'string', default: '1000' },
-    lr: { type: 'string', default: '1e-3' },
     'lr-schedule': { type: 'string', default: 'constant' },
     negatives: { type: 'string', default: '16' },
     'negatives-from': { type: 'string', default: 'batch' },
-    offsets: { type: 'string', default: '2,3,4,5' },
-    directions: { type: 'string', default: 'down' },
-    'patch-jitter': { type: 'string', default: '0' },
-    'patch-flip': { type: 'boolean', default: false },
-    'patch-brightness': { type: 'string', default: '0' },
-    'patch-contrast': { type: 'string', default: '0' },
-    'loss-norm': { type: 'string', default: 'none' },
-    channels: { type: 'string', default: '16,32,64' },
-    'batch-size': { type: 'string', default: '32' },
-    'patch-stride': { type: 'string', default: '4' },
     'crop-pad': { type: 'string', default: '2' },
-    seed: { type: 'string', default: '1' },
     'probe-train': { type: 'string', default: '10000' },
     'probe-test': { type: 'string', default: '5000' },
     'probe-epochs': { type: 'string', default: '10' },
@@ -53,36 +49,24 @@ const { values } = parseArgs({
     out: { type: 'string', default: 'bench/results/recipe.json' },
   },
 });
-const nums = (s: string) => s.split(',').map(Number);
 const started = performance.now();
 const backend = await selectBackend({ log: (l) => process.stderr.write(`${l}\n`) });
 const { dataset: train } = await fashionMnist('train', { requireFull: true });
 const { dataset: test } = await fashionMnist('test', { requireFull: true });
 const poolings = (values.pooling as string).split(',').map(parsePooling);
-const channels = nums(values.channels as string);
+const recipe = recipeFromArgs(values);
+const channels = recipe.channels;
 const seed = Number(values.seed);
 const trainConfig: Partial<TrainConfig> = {
+  ...recipe.train,
   epochs: Number(values.epochs),
   maxStepsPerEpoch: Number(values.steps),
-  learningRate: Number(values.lr),
   lrSchedule: values['lr-schedule'] as TrainConfig['lrSchedule'],
   negatives: Number(values.negatives),
   negativesFrom: values['negatives-from'] as TrainConfig['negativesFrom'],
-  offsets: nums(values.offsets as string),
-  directions: (values.directions as string).split(',') as TrainConfig['directions'],
-  patchAugment: {
-    jitter: Number(values['patch-jitter']),
-    flip: values['patch-flip'] as boolean,
-    brightness: Number(values['patch-brightness']),
-    contrast: Number(values['patch-contrast']),
-  },
-  lossNorm: values['loss-norm'] as TrainConfig['lossNorm'],
-  batchSize: Number(values['batch-size']),
-  schedule: 'parallel',
-  seed,
 };
 const adapter = {
-  patchStride: Number(values['patch-stride']),
+  patchStride: recipe.patchStride,
   cropPad: Number(values['crop-pad']),
 };
 const progress = new Progress('recipe-bench', 15_000);
