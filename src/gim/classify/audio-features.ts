@@ -1,3 +1,4 @@
+import FFT from 'fft.js';
 import * as tf from '@tensorflow/tfjs';
 import type { AudioDataset } from '../data/audio-folder.js';
 import { cancellationPoint } from '../cancel.js';
@@ -163,18 +164,19 @@ export function logBandFeatures(clips: ClipSet, options: Partial<LogBandOptions>
   const filters = melFilters(o.bands, fft, o.sampleRate, o.fMin, o.fMax);
   const dim = 2 * o.bands;
   const x = new Float32Array(clips.n * dim);
-  const re = new Float64Array(fft);
-  const im = new Float64Array(fft);
+  const transform = new FFT(fft);
+  const input = new Float64Array(fft); // zero-padded past `frame`
+  const spectrum: number[] = transform.createComplexArray(); // [re0, im0, re1, im1, ...]
   const power = new Float64Array(fft / 2 + 1);
   const logE = new Float64Array(frames * o.bands);
   for (let i = 0; i < clips.n; i++) {
     const clip = clips.samples.subarray(i * clips.length, (i + 1) * clips.length);
     for (let f = 0; f < frames; f++) {
-      re.fill(0);
-      im.fill(0);
-      for (let k = 0; k < frame; k++) re[k] = (clip[f * hop + k] as number) * (window[k] as number);
-      fftInPlace(re, im);
-      for (let k = 0; k <= fft / 2; k++) power[k] = (re[k] as number) ** 2 + (im[k] as number) ** 2;
+      for (let k = 0; k < frame; k++)
+        input[k] = (clip[f * hop + k] as number) * (window[k] as number);
+      transform.realTransform(spectrum, input); // bins 0..fft/2 filled: all a power needs
+      for (let k = 0; k <= fft / 2; k++)
+        power[k] = (spectrum[2 * k] as number) ** 2 + (spectrum[2 * k + 1] as number) ** 2;
       for (let b = 0; b < o.bands; b++) {
         let e = 0;
         for (const [k, w] of filters[b] as [number, number][]) e += w * (power[k] as number);
@@ -227,35 +229,4 @@ function melFilters(
     if (out.length === 0) out.push([Math.min(fft / 2, Math.round(centre / binHz)), 1]);
     return out;
   });
-}
-
-/** Radix-2 complex FFT in place (length a power of two). */
-function fftInPlace(re: Float64Array, im: Float64Array): void {
-  const n = re.length;
-  for (let i = 1, j = 0; i < n; i++) {
-    let bit = n >> 1;
-    for (; j & bit; bit >>= 1) j ^= bit;
-    j ^= bit;
-    if (i < j) {
-      [re[i], re[j]] = [re[j] as number, re[i] as number];
-      [im[i], im[j]] = [im[j] as number, im[i] as number];
-    }
-  }
-  for (let size = 2; size <= n; size *= 2) {
-    const step = (-2 * Math.PI) / size;
-    for (let start = 0; start < n; start += size) {
-      for (let k = 0; k < size / 2; k++) {
-        const cos = Math.cos(step * k);
-        const sin = Math.sin(step * k);
-        const a = start + k;
-        const b = a + size / 2;
-        const tr = (re[b] as number) * cos - (im[b] as number) * sin;
-        const ti = (re[b] as number) * sin + (im[b] as number) * cos;
-        re[b] = (re[a] as number) - tr;
-        im[b] = (im[a] as number) - ti;
-        re[a] = (re[a] as number) + tr;
-        im[a] = (im[a] as number) + ti;
-      }
-    }
-  }
 }
