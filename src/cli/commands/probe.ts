@@ -12,7 +12,7 @@ import { extractAudioFeatures } from '../../gim/classify/audio-features.js';
 import { openAudioFolder, splitByUtterance } from '../../gim/data/audio-folder.js';
 import { AudioEncoderStack } from '../../gim/encoders/audio-stack.js';
 import { StackStore } from '../../gim/store/stack-store.js';
-import type { ProbeScore, StackManifest } from '../../gim/store/manifest.js';
+import type { ProbeScore, ProbeSettings, StackManifest } from '../../gim/store/manifest.js';
 import { GimError } from '../../gim/errors.js';
 import {
   backendOption,
@@ -134,6 +134,18 @@ export function probeScore(version: number, rows: ProbeRow[]): ProbeScore {
   };
 }
 
+/** The options a sweep ran with, as manifests record them (probe records and promotion gates). */
+export function probeSettings(o: ProbeOptions): ProbeSettings {
+  return {
+    layers: o.layers,
+    pooling: o.pooling ?? null,
+    epochs: o.epochs,
+    limit: o.limit ?? null,
+    seed: o.seed,
+    testFraction: o.testData === undefined ? o.testFraction : null,
+  };
+}
+
 /** `--record`: the sweep appended to the probed version's manifest, atomically. */
 async function record(
   o: ProbeOptions,
@@ -146,14 +158,7 @@ async function record(
     at: new Date().toISOString(),
     data: o.data,
     testData: o.testData ?? null,
-    settings: {
-      layers: o.layers,
-      pooling: o.pooling ?? null,
-      epochs: o.epochs,
-      limit: o.limit ?? null,
-      seed: o.seed,
-      testFraction: o.testData === undefined ? o.testFraction : null,
-    },
+    settings: probeSettings(o),
     score: probeScore(version, r.rows),
   });
   say(ctx, `recorded in the manifest of ${name}@${version}`);

@@ -21,7 +21,7 @@ import {
 } from '../reported-run.js';
 import { backendOption, int, modelsDirOption, positiveNumber, startBackend } from '../shared.js';
 import { trainAndPublishHead } from './classifier.js';
-import { probeScore, probeStack } from './probe.js';
+import { probeScore, probeSettings, probeStack, type ProbeOptions } from './probe.js';
 
 interface PromoteOptions extends ProgressJsonOptions {
   model: string;
@@ -109,24 +109,23 @@ export function promoteCommand(): Command {
         // 1. The gate: both versions probed on the same data with the same settings, this run.
         let gate: PromotionEvaluation | undefined;
         if (o.gateData !== undefined) {
+          // One set of probe options for both versions (only the model differs).
+          const probe: ProbeOptions = {
+            model: `${name}@${version}`,
+            data: o.gateData,
+            testData: o.gateTestData,
+            layers: o.gateLayers,
+            pooling: o.gatePooling,
+            testFraction: o.gateTestFraction,
+            epochs: o.gateEpochs,
+            limit: o.gateLimit,
+            seed: o.gateSeed,
+            modelsDir: o.modelsDir,
+            progressIntervalMs: o.progressIntervalMs,
+          };
           const score = async (v: number): Promise<ProbeScore> => {
             say(`gate: probing ${name}@${v}`);
-            const { rows } = await probeStack(
-              {
-                model: `${name}@${v}`,
-                data: o.gateData as string,
-                testData: o.gateTestData,
-                layers: o.gateLayers,
-                pooling: o.gatePooling,
-                testFraction: o.gateTestFraction,
-                epochs: o.gateEpochs,
-                limit: o.gateLimit,
-                seed: o.gateSeed,
-                modelsDir: o.modelsDir,
-                progressIntervalMs: o.progressIntervalMs,
-              },
-              ctx,
-            );
+            const { rows } = await probeStack({ ...probe, model: `${name}@${v}` }, ctx);
             return probeScore(v, rows);
           };
           const candidate = await score(version);
@@ -140,13 +139,7 @@ export function promoteCommand(): Command {
             label: o.label,
             data: o.gateData,
             testData: o.gateTestData ?? null,
-            settings: {
-              layers: o.gateLayers,
-              pooling: o.gatePooling ?? null,
-              epochs: o.gateEpochs,
-              limit: o.gateLimit ?? null,
-              seed: o.gateSeed,
-            },
+            settings: probeSettings(probe),
             margin: o.margin,
             candidate,
             baseline,

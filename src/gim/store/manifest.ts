@@ -97,6 +97,17 @@ export interface ProbeScore {
   rows: { layer: number; pooling: string; dim: number; testAccuracy: number }[];
 }
 
+/** How a probe sweep was run (`gim probe`'s options, as recorded). */
+export interface ProbeSettings {
+  layers: string;
+  pooling: string | null;
+  epochs: number;
+  limit: number | null;
+  seed: number;
+  /** Share held out of `data` when no test set is given (absent in older gate records). */
+  testFraction?: number | null;
+}
+
 /**
  * A promotion gate's verdict: the candidate's probe accuracy against the label's current
  * target's on the same labelled set and settings, in the same run.
@@ -109,13 +120,7 @@ export interface PromotionEvaluation {
   /** The dataset specs probed (training and, if given, test). */
   data: string;
   testData: string | null;
-  settings: {
-    layers: string;
-    pooling: string | null;
-    epochs: number;
-    limit: number | null;
-    seed: number;
-  };
+  settings: ProbeSettings;
   margin: number;
   candidate: ProbeScore;
   /** The label's target when the gate ran; null when it had none (the gate passes). */
@@ -131,7 +136,7 @@ export interface ProbeEvaluation {
   /** The dataset specs probed (training and, if given, test). */
   data: string;
   testData: string | null;
-  settings: PromotionEvaluation['settings'] & { testFraction: number | null };
+  settings: ProbeSettings;
   score: ProbeScore;
 }
 
@@ -150,7 +155,7 @@ export function latestProbe(m: Pick<StackManifest, 'evaluations'>): ProbeEvaluat
           at: e.at,
           data: e.data,
           testData: e.testData,
-          settings: { ...e.settings, testFraction: null },
+          settings: e.settings,
           score: e.candidate,
         },
   );
