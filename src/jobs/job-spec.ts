@@ -8,6 +8,7 @@
 import { realpath, stat } from 'node:fs/promises';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
 import { EARLY_STOPPING_RULES } from '../gim/classify/early-stopping.js';
+import { LOSS_NORMS } from '../gim/training/config.js';
 import { GimError } from '../gim/errors.js';
 import { quoteInput } from '../gim/quote-input.js';
 import { NAME_RE } from '../gim/store/versioned-dir.js';
@@ -65,6 +66,15 @@ const SHAPES: Record<string, CommandShape> = {
       height: { flag: '--height', kind: 'number' },
       width: { flag: '--width', kind: 'number' },
       image_channels: { flag: '--image-channels', kind: 'string', choices: ['1', '3'] },
+      // The recipe options of `gim train image` (fashion-gim@2: channels, loss_norm).
+      patch_stride: { flag: '--patch-stride', kind: 'number' },
+      offsets: { flag: '--offsets', kind: 'list' },
+      directions: { flag: '--directions', kind: 'list' },
+      patch_jitter: { flag: '--patch-jitter', kind: 'number' },
+      patch_flip: { flag: '--patch-flip', kind: 'flag' },
+      patch_brightness: { flag: '--patch-brightness', kind: 'number' },
+      patch_contrast: { flag: '--patch-contrast', kind: 'number' },
+      loss_norm: { flag: '--loss-norm', kind: 'string', choices: LOSS_NORMS },
     },
   },
   'encoder:audio': {

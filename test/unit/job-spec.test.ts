@@ -63,6 +63,44 @@ test('an encoder spec becomes the gim train command, paths resolved under the da
   assert.equal(plan.spec.modality, 'image');
 });
 
+test('an encoder spec takes the vision recipe options of gim train image', async () => {
+  const plan = await planJob(
+    {
+      kind: 'encoder',
+      model: 'fashion-gim',
+      spec: {
+        data: 'fashion-mnist',
+        channels: [32, 64, 128],
+        epochs: 2,
+        loss_norm: 'layer',
+        directions: ['down', 'up'],
+        offsets: [2, 3],
+        patch_flip: true,
+        patch_jitter: 1,
+        patch_stride: 4,
+      },
+    },
+    opts(),
+  );
+  for (const arg of [
+    '--channels=32,64,128',
+    '--loss-norm=layer',
+    '--directions=down,up',
+    '--offsets=2,3',
+    '--patch-flip',
+    '--patch-jitter=1',
+    '--patch-stride=4',
+  ])
+    assert.ok(plan.args.includes(arg), `${arg} in ${plan.args.join(' ')}`);
+  await assert.rejects(
+    planJob(
+      { kind: 'encoder', model: 'm', spec: { data: 'fashion-mnist', loss_norm: 'batch' } },
+      opts(),
+    ),
+    /loss_norm/,
+  );
+});
+
 test('head and probe specs become gim classifier train / gim probe on a stack ref', async () => {
   const head = await planJob(
     {

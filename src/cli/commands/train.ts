@@ -21,6 +21,7 @@ import {
   int,
   intList,
   modelsDirOption,
+  nonNegativeNumber,
   positiveNumber,
   startBackend,
 } from '../shared.js';
@@ -62,12 +63,6 @@ interface TrainImageOptions extends CommonTrainOptions {
   patchContrast: number;
   lossNorm: LossNorm;
   patchStride?: number;
-}
-
-function nonNegativeNumber(value: string): number {
-  const n = Number(value);
-  if (!(Number.isFinite(n) && n >= 0)) throw new InvalidArgumentError('expected a number >= 0');
-  return n;
 }
 
 function directionList(value: string): Direction[] {
