@@ -1,3 +1,4 @@
+import type { PatchAugment } from '../training/config.js';
 import { GimError } from '../errors.js';
 import type { Rng } from '../random.js';
 
@@ -85,18 +86,6 @@ export function channelStats(
 }
 
 /**
- * Augmentation of each patch on its own (CPC v2; see `PatchAugment` in training/config.ts):
- * window shift up to `jitter` pixels, horizontal flip, brightness offset and contrast factor
- * (normalised units, around the patch's mean).
- */
-export interface PatchAugmentation {
-  jitter: number;
-  flip: boolean;
-  brightness: number;
-  contrast: number;
-}
-
-/**
  * Normalises images [n, h, w, c] (pixels in [0, 1]) and cuts each into its patch grid.
  * With `augment`, each image is first randomly cropped from a copy padded by `cropPad` (zero
  * pixels) and flipped horizontally with p = 0.5, as in GIM's training; with `patchAugment` too,
@@ -108,7 +97,7 @@ export function imagesToPatches(
   n: number,
   cfg: ImageAdapterConfig,
   augment?: Rng,
-  patchAugment?: PatchAugmentation,
+  patchAugment?: PatchAugment,
 ): Float32Array {
   const { height: H, width: W, channels: C, patchSize: P, patchStride: S } = cfg;
   if (pixels.length !== n * H * W * C)
@@ -167,7 +156,7 @@ export function imagesToPatches(
   return out;
 }
 
-function isActive(a: PatchAugmentation): boolean {
+function isActive(a: PatchAugment): boolean {
   return a.jitter > 0 || a.flip || a.brightness > 0 || a.contrast > 0;
 }
 
@@ -185,7 +174,7 @@ function augmentedPatch(
   top: number,
   left: number,
   P: number,
-  a: PatchAugmentation,
+  a: PatchAugment,
   rng: Rng,
   padValue: number[],
   out: Float32Array,
