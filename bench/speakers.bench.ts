@@ -34,12 +34,12 @@ import { AudioEncoderStack } from '../src/gim/encoders/audio-stack.js';
 import {
   extractClipFeatures,
   logBandFeatures,
+  pitchFeatures,
   type ClipSet,
   type TimePooling,
 } from '../src/gim/classify/audio-features.js';
 import { featureKey, type LayerFeatures } from '../src/gim/classify/features.js';
-import type { FeatureSet } from '../src/gim/classify/linear-probe.js';
-import { probeFeatures } from '../src/gim/classify/probe-layers.js';
+import { LinearProbe, type FeatureSet } from '../src/gim/classify/linear-probe.js';
 import { StackStore } from '../src/gim/store/stack-store.js';
 import { isUntrained, type StackManifest } from '../src/gim/store/manifest.js';
 import { Rng } from '../src/gim/random.js';
@@ -204,6 +204,23 @@ function rows(set: FeatureSet, idx: number[]): FeatureSet {
   return { x, y, n: idx.length, dim: set.dim };
 }
 
+// Families of similar voices: one base voice, accent and word gap; the members differ only in
+// pitch (flite rms: speed). A prediction of another member of the right family is a family hit.
+const heldOutManifest = JSON.parse(readFileSync(join(heldOutDir, 'manifest.json'), 'utf8')) as {
+  speakers: { id: number; recipe: Record<string, unknown> }[];
+};
+const familyKey = (recipe: Record<string, unknown>) =>
+  ['engine', 'voice', 'accent', 'variant', 'wordGap'].map((k) => String(recipe[k])).join('|');
+const keyOf = new Map(heldOutManifest.speakers.map((s) => [String(s.id), familyKey(s.recipe)]));
+const familyIds = new Map<string, number>();
+const familyOf = dataset.info.classNames.map((name) => {
+  const key = keyOf.get(name);
+  if (key === undefined) throw new Error(`speaker ${name} is not in ${heldOutDir}/manifest.json`);
+  if (!familyIds.has(key)) familyIds.set(key, familyIds.size);
+  return familyIds.get(key) as number;
+});
+const families = familyIds.size;
+
 interface Row {
   method: string;
   layer: number | null;
@@ -212,6 +229,10 @@ interface Row {
   accuracies: number[];
   mean: number;
   sd: number;
+  /** Share of test crops given a speaker of their own family (chance: 1 / families). */
+  familyAccuracy: number;
+  /** Of the crops whose family was right, the share given the right speaker. */
+  withinFamilyAccuracy: number;
 }
 const probeOptions = {
   epochs: Number(values['probe-epochs']),
@@ -220,15 +241,41 @@ const probeOptions = {
 };
 const progress = new Progress('speakers-bench', 10_000);
 function probe(method: string, layer: number | null, pooling: string, set: FeatureSet): Row {
-  const accuracies = splits.map(
-    ({ train, test }) =>
-      probeFeatures(rows(set, train), rows(set, test), speakers, probeOptions).testAccuracy,
-  );
+  let [tested, familyHits, speakerHits] = [0, 0, 0];
+  const accuracies = splits.map(({ train, test }) => {
+    const testSet = rows(set, test);
+    const fitted = LinearProbe.fit(rows(set, train), speakers, probeOptions);
+    const proba = fitted.predictProba(testSet.x, testSet.n);
+    fitted.dispose();
+    let right = 0;
+    for (let i = 0; i < testSet.n; i++) {
+      const scores = proba.subarray(i * speakers, (i + 1) * speakers);
+      const guess = scores.indexOf(Math.max(...scores));
+      const truth = testSet.y[i] as number;
+      if (guess === truth) right++;
+      if (familyOf[guess] === familyOf[truth]) familyHits++;
+    }
+    tested += testSet.n;
+    speakerHits += right;
+    return right / testSet.n;
+  });
   const mean = accuracies.reduce((a, b) => a + b, 0) / accuracies.length;
   const sd = Math.sqrt(accuracies.reduce((a, b) => a + (b - mean) ** 2, 0) / accuracies.length);
-  const row = { method, layer, pooling, dim: set.dim, accuracies, mean, sd };
+  const row = {
+    method,
+    layer,
+    pooling,
+    dim: set.dim,
+    accuracies,
+    mean,
+    sd,
+    familyAccuracy: familyHits / tested,
+    withinFamilyAccuracy: familyHits > 0 ? speakerHits / familyHits : 0,
+  };
   progress.log(
-    `${method} ${layer === null ? '' : `layer ${layer} `}${pooling}: ${(100 * mean).toFixed(1)}% (sd ${(100 * sd).toFixed(1)})`,
+    `${method} ${layer === null ? '' : `layer ${layer} `}${pooling}: ${(100 * mean).toFixed(1)}% ` +
+      `(sd ${(100 * sd).toFixed(1)}); family ${(100 * row.familyAccuracy).toFixed(1)}%, ` +
+      `within family ${(100 * row.withinFamilyAccuracy).toFixed(1)}%`,
   );
   return row;
 }
@@ -257,10 +304,31 @@ const bandMeans = rows(
 const meanOnly = new Float32Array(n * 40);
 for (let i = 0; i < n; i++) meanOnly.set(bandMeans.x.subarray(i * 80, i * 80 + 40), i * 40);
 results.push(probe('log-mel bands', null, 'mean', { x: meanOnly, y: bandSet.y, n, dim: 40 }));
+// Pitch alone, and with the spectral statistics: what a family's members differ in.
+const pitchSet = pitchFeatures(clips, { sampleRate: adapter.sampleRate });
+results.push(probe('pitch (autocorrelation f0)', null, 'statistics', pitchSet));
+const both = new Float32Array(n * (bandSet.dim + pitchSet.dim));
+for (let i = 0; i < n; i++) {
+  both.set(bandSet.x.subarray(i * bandSet.dim, (i + 1) * bandSet.dim), (i * both.length) / n);
+  both.set(
+    pitchSet.x.subarray(i * pitchSet.dim, (i + 1) * pitchSet.dim),
+    i * (both.length / n) + bandSet.dim,
+  );
+}
+results.push(
+  probe('log-mel bands + pitch', null, 'mean+sd, statistics', {
+    x: both,
+    y: bandSet.y,
+    n,
+    dim: bandSet.dim + pitchSet.dim,
+  }),
+);
 progress.stop();
 if (tf.memory().numTensors > 0) log(`note: ${tf.memory().numTensors} tensors alive at the end`);
 
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+const cell = (r: Row) => `${pct(r.mean)} ± ${(100 * r.sd).toFixed(1)}`;
+const hits = (r: Row) => `${pct(r.familyAccuracy)} / ${pct(r.withinFamilyAccuracy)}`;
 const table: (string | number)[][] = [];
 const gimRows = results.filter((r) => r.method === 'GIM');
 for (const g of gimRows) {
@@ -272,34 +340,46 @@ for (const g of gimRows) {
     g.layer === 6 ? 'GRU' : `conv${g.layer}`,
     g.pooling,
     g.dim,
-    `${pct(g.mean)} ± ${(100 * g.sd).toFixed(1)}`,
-    `${pct(t.mean)} ± ${(100 * t.sd).toFixed(1)}`,
+    cell(g),
+    hits(g),
+    cell(t),
+    hits(t),
   ]);
 }
-for (const b of results.filter((r) => r.method === 'log-mel bands'))
-  table.push([
-    '-',
-    'log-mel bands',
-    b.pooling,
-    b.dim,
-    '',
-    `${pct(b.mean)} ± ${(100 * b.sd).toFixed(1)}`,
-  ]);
-printTable(['layer', 'module', 'pooling', 'dim', 'GIM', 'untrained twin / baseline'], table);
+for (const b of results.filter((r) => r.layer === null))
+  table.push(['-', b.method, b.pooling, b.dim, '', '', cell(b), hits(b)]);
+printTable(
+  [
+    'layer',
+    'module',
+    'pooling',
+    'dim',
+    'GIM',
+    'GIM family / within',
+    'untrained twin / baseline',
+    'family / within',
+  ],
+  table,
+);
 const best = (method: string) =>
   results.filter((r) => r.method === method).reduce((a, b) => (b.mean > a.mean ? b : a));
-const [bg, bt, bb] = [best('GIM'), best('untrained twin'), best('log-mel bands')];
+const [bg, bt, bb, bp] = [
+  best('GIM'),
+  best('untrained twin'),
+  best('log-mel bands'),
+  best('log-mel bands + pitch'),
+];
 const totalSeconds = (performance.now() - started) / 1000;
 process.stdout.write(
   `\nheld-out voices: ${speakers} speakers in families of ${values.family}, ${trainClips} utterances ` +
     `(${trainClips * cropsPerClip} crops of ${values['crop-seconds']} s) per speaker to train the probe; chance ${pct(1 / speakers)}\n` +
     `best GIM layer ${bg.layer} ${bg.pooling}: ${pct(bg.mean)}; untrained twin layer ${bt.layer} ${bt.pooling}: ` +
-    `${pct(bt.mean)}; log-mel bands ${bb.pooling}: ${pct(bb.mean)}; target GIM >= 95%\n` +
+    `${pct(bt.mean)}; log-mel bands ${bb.pooling}: ${pct(bb.mean)}; log-mel + pitch: ` +
+    `${pct(bp.mean)}; target GIM >= 95%\n` +
+    `${families} families (chance ${pct(1 / families)}); within a family chance ` +
+    `${pct(families / speakers)}: "family / within" = right family / right speaker given the family\n` +
     `backend ${backend.name}; total ${duration(totalSeconds)}\n`,
 );
-const heldOutManifest = JSON.parse(readFileSync(join(heldOutDir, 'manifest.json'), 'utf8')) as {
-  speakers: { id: number; recipe: unknown }[];
-};
 await writeResult(values.out as string, {
   machine: machine(),
   backend: backend.name,
@@ -320,7 +400,8 @@ await writeResult(values.out as string, {
     probe: probeOptions,
   },
   rows: results,
-  best: { gim: bg, untrainedTwin: bt, spectral: bb },
+  best: { gim: bg, untrainedTwin: bt, spectral: bb, spectralAndPitch: bp },
+  families,
   embedSeconds,
   seconds: totalSeconds,
   target: { gimHeldOutAccuracy: 0.95 },

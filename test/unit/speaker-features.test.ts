@@ -11,6 +11,8 @@ import { defaultAudioAdapter } from '../../src/gim/modality/audio.js';
 import {
   extractClipFeatures,
   logBandFeatures,
+  pitchFeatures,
+  DEFAULT_PITCH_OPTIONS,
   type ClipSet,
 } from '../../src/gim/classify/audio-features.js';
 import { featureKey } from '../../src/gim/classify/features.js';
@@ -104,4 +106,57 @@ test('an audio folder made by data:speech carries its recipe and the command to 
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+/** Voiced-like clips: 8 harmonics of f0 with falling amplitudes, at `f0s` Hz. */
+function voiced(f0s: number[], seconds: number): ClipSet {
+  const length = Math.round(seconds * RATE);
+  const samples = new Float32Array(f0s.length * length);
+  f0s.forEach((f0, i) => {
+    for (let t = 0; t < length; t++) {
+      let v = 0;
+      for (let h = 1; h <= 8; h++) v += Math.sin((2 * Math.PI * h * f0 * t) / RATE) / h;
+      samples[i * length + t] = 0.2 * v;
+    }
+  });
+  return { samples, labels: Int32Array.from(f0s, (_, i) => i), n: f0s.length, length };
+}
+
+test('pitch statistics: f0 of harmonic clips within 1%, no octave error, silence unvoiced', () => {
+  const f0s = [75, 110, 150, 220, 330];
+  const set = pitchFeatures(voiced(f0s, 0.5));
+  assert.equal(set.dim, 6 + DEFAULT_PITCH_OPTIONS.bins);
+  f0s.forEach((f0, i) => {
+    const [mean, median, , , voicedShare, range] = Array.from(set.x.subarray(i * set.dim));
+    assert.ok(
+      Math.abs(Math.exp(median as number) / f0 - 1) < 0.01,
+      `${f0} Hz: median ${Math.exp(median as number)}`,
+    );
+    assert.ok(Math.abs(Math.exp(mean as number) / f0 - 1) < 0.01, `${f0} Hz: mean`);
+    assert.equal(voicedShare, 1, `${f0} Hz: every frame voiced`);
+    assert.ok((range as number) < 0.01, `${f0} Hz: a steady pitch has no range`);
+    const hist = Array.from(set.x.subarray(i * set.dim + 6, (i + 1) * set.dim));
+    assert.ok(Math.abs(hist.reduce((a, b) => a + b, 0) - 1) < 1e-5, 'the histogram sums to 1');
+  });
+  // Higher pitch, later histogram bin.
+  const peakBin = (i: number) => {
+    const hist = Array.from(set.x.subarray(i * set.dim + 6, (i + 1) * set.dim));
+    return hist.indexOf(Math.max(...hist));
+  };
+  for (let i = 1; i < f0s.length; i++) assert.ok(peakBin(i) > peakBin(i - 1));
+
+  const silence: ClipSet = {
+    samples: new Float32Array(8000),
+    labels: Int32Array.of(0),
+    n: 1,
+    length: 8000,
+  };
+  assert.deepEqual(Array.from(pitchFeatures(silence).x), new Array(set.dim).fill(0));
+  let seed = 7;
+  const noise = Float32Array.from({ length: 8000 }, () => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed / 2 ** 31 - 0.5;
+  });
+  const noisy = pitchFeatures({ samples: noise, labels: Int32Array.of(0), n: 1, length: 8000 });
+  assert.ok((noisy.x[4] as number) < 0.1, `white noise voiced in ${noisy.x[4]} of frames`);
 });

@@ -196,6 +196,108 @@ export function logBandFeatures(clips: ClipSet, options: Partial<LogBandOptions>
   return { x, y: clips.labels.slice(), n: clips.n, dim };
 }
 
+export interface PitchOptions {
+  sampleRate: number;
+  /** Analysis frame (long enough for two periods of the lowest pitch) and hop. */
+  frameMs: number;
+  hopMs: number;
+  /** The pitch range searched, in Hz. */
+  fMin: number;
+  fMax: number;
+  /** A frame is voiced when its normalised autocorrelation peak reaches this. */
+  voicing: number;
+  /** Histogram bins of log f0 over [fMin, fMax]. */
+  bins: number;
+}
+
+export const DEFAULT_PITCH_OPTIONS: PitchOptions = {
+  sampleRate: 16000,
+  frameMs: 40,
+  hopMs: 10,
+  fMin: 60,
+  fMax: 400,
+  voicing: 0.5,
+  bins: 24,
+};
+
+/**
+ * A pitch baseline for speaker identification: per clip, the fundamental frequency of each voiced
+ * frame (the first peak of the normalised autocorrelation in [fMin, fMax] within 10% of the
+ * highest, so a multiple of the period does not halve f0; refined by a parabola through its
+ * neighbours), summarised as the mean, median, quartiles and 10-90% range of log f0,
+ * the voiced fraction, and a normalised histogram of log f0 (`bins` values): 6 + bins values. It
+ * sees only pitch: a reference for how well speakers who differ in pitch and nothing else (in
+ * `bench:speakers`, the members of a family of similar voices) can be told apart from one clip.
+ * A clip without a voiced frame gets zeros.
+ */
+export function pitchFeatures(clips: ClipSet, options: Partial<PitchOptions> = {}): FeatureSet {
+  const o = { ...DEFAULT_PITCH_OPTIONS, ...options };
+  const frame = Math.round((o.sampleRate * o.frameMs) / 1000);
+  const hop = Math.round((o.sampleRate * o.hopMs) / 1000);
+  const minLag = Math.max(2, Math.floor(o.sampleRate / o.fMax));
+  const maxLag = Math.ceil(o.sampleRate / o.fMin);
+  if (maxLag + 1 >= frame)
+    throw new GimError('invalid_argument', `a ${o.frameMs} ms frame is too short for ${o.fMin} Hz`);
+  const frames = clips.length < frame ? 0 : 1 + Math.floor((clips.length - frame) / hop);
+  if (frames < 1)
+    throw new GimError('invalid_argument', `clips of ${clips.length} samples give no frame`);
+  const dim = 6 + o.bins;
+  const x = new Float32Array(clips.n * dim);
+  const buf = new Float64Array(frame);
+  const ac = new Float64Array(maxLag + 2);
+  const [lo, hi] = [Math.log(o.fMin), Math.log(o.fMax)];
+  for (let i = 0; i < clips.n; i++) {
+    const clip = clips.samples.subarray(i * clips.length, (i + 1) * clips.length);
+    const logF0: number[] = [];
+    for (let f = 0; f < frames; f++) {
+      let mean = 0;
+      for (let k = 0; k < frame; k++) mean += clip[f * hop + k] as number;
+      mean /= frame;
+      for (let k = 0; k < frame; k++) buf[k] = (clip[f * hop + k] as number) - mean;
+      let energy = 0;
+      for (let k = 0; k < frame; k++) energy += (buf[k] as number) ** 2;
+      if (energy <= 1e-8 * frame) continue;
+      for (let lag = minLag - 1; lag <= maxLag + 1; lag++) {
+        let sum = 0;
+        for (let k = 0; k + lag < frame; k++) sum += (buf[k] as number) * (buf[k + lag] as number);
+        // Normalised by the overlap's length, so long lags are not penalised.
+        ac[lag] = ((sum / (frame - lag)) * frame) / energy;
+      }
+      let top = -Infinity;
+      for (let lag = minLag; lag <= maxLag; lag++) top = Math.max(top, ac[lag] as number);
+      if (top < o.voicing) continue;
+      let best = minLag;
+      for (let lag = minLag; lag <= maxLag; lag++) {
+        const v = ac[lag] as number;
+        if (v >= 0.9 * top && v >= (ac[lag - 1] as number) && v >= (ac[lag + 1] as number)) {
+          best = lag;
+          break;
+        }
+      }
+      const [a, b, c] = [ac[best - 1] as number, ac[best] as number, ac[best + 1] as number];
+      const curve = a - 2 * b + c;
+      const shift = curve < 0 ? Math.max(-0.5, Math.min(0.5, (0.5 * (a - c)) / curve)) : 0;
+      logF0.push(Math.log(o.sampleRate / (best + shift)));
+    }
+    if (logF0.length === 0) continue;
+    const sorted = logF0.slice().sort((p, q) => p - q);
+    const quantile = (q: number) =>
+      sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number;
+    const row = i * dim;
+    x[row] = logF0.reduce((p, q) => p + q, 0) / logF0.length;
+    x[row + 1] = quantile(0.5);
+    x[row + 2] = quantile(0.25);
+    x[row + 3] = quantile(0.75);
+    x[row + 4] = logF0.length / frames;
+    x[row + 5] = quantile(0.9) - quantile(0.1);
+    for (const v of logF0) {
+      const bin = Math.min(o.bins - 1, Math.max(0, Math.floor(((v - lo) / (hi - lo)) * o.bins)));
+      x[row + 6 + bin] = (x[row + 6 + bin] as number) + 1 / logF0.length;
+    }
+  }
+  return { x, y: clips.labels.slice(), n: clips.n, dim };
+}
+
 const hzToMel = (hz: number) => 2595 * Math.log10(1 + hz / 700);
 const melToHz = (mel: number) => 700 * (10 ** (mel / 2595) - 1);
 
