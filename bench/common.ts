@@ -84,6 +84,7 @@ export async function processTicks(pid: number): Promise<{ ticks: number; nice: 
 export const RECIPE_OPTIONS = {
   channels: { type: 'string', default: '16,32,64' },
   lr: { type: 'string', default: '1e-3' },
+  'lr-schedule': { type: 'string', default: 'constant' },
   seed: { type: 'string', default: '1' },
   'batch-size': { type: 'string', default: '32' },
   offsets: { type: 'string', default: '2,3,4,5' },
@@ -109,6 +110,7 @@ export function recipeFromArgs(values: Record<string, string | boolean | undefin
       schedule: 'parallel',
       seed: Number(values.seed),
       learningRate: Number(values.lr),
+      lrSchedule: values['lr-schedule'] as TrainConfig['lrSchedule'],
       batchSize: Number(values['batch-size']),
       offsets: nums(values.offsets),
       directions: String(values.directions).split(',') as TrainConfig['directions'],

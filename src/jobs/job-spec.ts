@@ -8,7 +8,7 @@
 import { realpath, stat } from 'node:fs/promises';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
 import { EARLY_STOPPING_RULES } from '../gim/classify/early-stopping.js';
-import { LOSS_NORMS } from '../gim/training/config.js';
+import { LOSS_NORMS, LR_SCHEDULES } from '../gim/training/config.js';
 import { GimError } from '../gim/errors.js';
 import { quoteInput } from '../gim/quote-input.js';
 import { NAME_RE } from '../gim/store/versioned-dir.js';
@@ -44,6 +44,7 @@ const TRAIN_COMMON: Record<string, Field> = {
   epochs: { flag: '--epochs', kind: 'number' },
   batch_size: { flag: '--batch-size', kind: 'number' },
   lr: { flag: '--lr', kind: 'number' },
+  lr_schedule: { flag: '--lr-schedule', kind: 'string', choices: LR_SCHEDULES },
   seed: { flag: '--seed', kind: 'number' },
   negatives: { flag: '--negatives', kind: 'number' },
   max_steps_per_epoch: { flag: '--max-steps-per-epoch', kind: 'number' },
@@ -108,6 +109,7 @@ const SHAPES: Record<string, CommandShape> = {
       epochs: { flag: '--epochs', kind: 'number' },
       batch_size: { flag: '--batch-size', kind: 'number' },
       lr: { flag: '--lr', kind: 'number' },
+      lr_schedule: { flag: '--lr-schedule', kind: 'string', choices: LR_SCHEDULES },
       l2: { flag: '--l2', kind: 'number' },
       class_weights: { flag: '--class-weights', kind: 'list' },
       val_fraction: { flag: '--val-fraction', kind: 'number' },

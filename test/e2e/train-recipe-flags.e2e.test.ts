@@ -16,7 +16,7 @@ describe('gim train image: recipe flags', () => {
   });
   after(() => rm(dir, { recursive: true, force: true }));
 
-  test('directions, patch augmentation, loss norm, offsets and patch stride reach the manifest', async () => {
+  test('directions, patch augmentation, loss norm, offsets, patch stride and lr schedule reach the manifest', async () => {
     const models = join(dir, 'models');
     const common = [
       'train',
@@ -53,6 +53,8 @@ describe('gim train image: recipe flags', () => {
       'layer',
       '--patch-stride',
       '5',
+      '--lr-schedule',
+      'cosine',
     ]);
     const { manifest } = await new StackStore(models).load('cpc2@1');
     const config = manifest.training.config as Record<string, unknown>;
@@ -65,6 +67,7 @@ describe('gim train image: recipe flags', () => {
       contrast: 0.2,
     });
     assert.equal(config.lossNorm, 'layer');
+    assert.equal(config.lrSchedule, 'cosine');
     assert.equal((manifest.adapter as { patchStride: number }).patchStride, 5);
     assert.deepEqual(manifest.modules[0]?.gridShape, [5, 5]);
 
@@ -78,6 +81,7 @@ describe('gim train image: recipe flags', () => {
     assert.deepEqual(plain.offsets, [2, 3, 4, 5]);
     assert.deepEqual(plain.patchAugment, { jitter: 0, flip: false, brightness: 0, contrast: 0 });
     assert.equal(plain.lossNorm, 'none');
+    assert.equal(plain.lrSchedule, 'constant');
 
     await assert.rejects(
       gim([...common, '--name', 'bad', '--directions', 'down,diagonal']),

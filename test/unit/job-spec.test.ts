@@ -73,6 +73,7 @@ test('an encoder spec takes the vision recipe options of gim train image', async
         channels: [32, 64, 128],
         epochs: 2,
         loss_norm: 'layer',
+        lr_schedule: 'cosine',
         directions: ['down', 'up'],
         offsets: [2, 3],
         patch_flip: true,
@@ -85,6 +86,7 @@ test('an encoder spec takes the vision recipe options of gim train image', async
   for (const arg of [
     '--channels=32,64,128',
     '--loss-norm=layer',
+    '--lr-schedule=cosine',
     '--directions=down,up',
     '--offsets=2,3',
     '--patch-flip',

@@ -6,10 +6,12 @@ import {
   CONV_ROUTES,
   DIRECTIONS,
   LOSS_NORMS,
+  LR_SCHEDULES,
   SCHEDULES,
   type ConvRoute,
   type Direction,
   type LossNorm,
+  type LrSchedule,
   type Schedule,
   type TrainConfig,
 } from '../../gim/training/config.js';
@@ -37,6 +39,7 @@ interface CommonTrainOptions extends ProgressJsonOptions {
   epochs: number;
   batchSize: number;
   lr: number;
+  lrSchedule: LrSchedule;
   seed: number;
   negatives?: number;
   maxStepsPerEpoch?: number;
@@ -102,6 +105,14 @@ function withCommonOptions(
     )
     .option('--batch-size <n>', 'items per batch', int(2), defaults.batchSize)
     .option('--lr <rate>', 'Adam learning rate', positiveNumber, 1e-3)
+    .addOption(
+      new Option(
+        '--lr-schedule <s>',
+        'learning rate over the run: constant (the paper), or cosine decay from --lr to 0',
+      )
+        .choices([...LR_SCHEDULES])
+        .default('constant'),
+    )
     .option('--seed <n>', 'random seed', int(0), 1)
     .option('--negatives <n>', 'negatives per positive pair', int(1), defaults.negatives)
     .option('--max-steps-per-epoch <n>', 'cap batches per epoch (short runs)', int(1))
@@ -129,6 +140,7 @@ function trainConfig(o: CommonTrainOptions): Partial<TrainConfig> {
     epochs: o.epochs,
     batchSize: o.batchSize,
     learningRate: o.lr,
+    lrSchedule: o.lrSchedule,
     seed: o.seed,
     negatives: o.negatives,
     maxStepsPerEpoch: o.maxStepsPerEpoch,
