@@ -2,7 +2,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { isAbsolute, join, relative } from 'node:path';
+import { dataSpecOfSource } from '../../src/gim/classify/train-head.js';
 import { fileURLToPath } from 'node:url';
 import { GimError } from '../../src/gim/errors.js';
 import { Rng } from '../../src/gim/random.js';
@@ -447,6 +448,19 @@ describe('audio folder', () => {
     assert.equal(u.chapter, '2002');
     assert.match(u.path, /202-2002-0002\.flac$/);
     assert.throws(() => ds.utterance(6), gimError('invalid_argument'));
+  });
+
+  test('the source records the folder as it was named: relative stays relative', async () => {
+    const rel = relative(process.cwd(), SPEAKERS);
+    assert.ok(!isAbsolute(rel), 'the fixture is under the working directory');
+    const ds = await openAudioFolder(rel, { adapter });
+    // A manifest that records it opens the same data from another checkout.
+    assert.equal(ds.info.source, `audio-folder:${rel}`);
+    assert.equal(dataSpecOfSource(ds.info.source), rel);
+    assert.equal(
+      (await openAudioFolder(SPEAKERS, { adapter })).info.source,
+      `audio-folder:${SPEAKERS}`,
+    );
   });
 
   test('readWindows: [n, window] cuts of the clips, speaker labels, new per epoch', async () => {

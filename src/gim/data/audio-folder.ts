@@ -36,7 +36,7 @@ export const AUDIO_EXTENSIONS: readonly string[] = ['.wav', '.flac', '.mp3', '.o
 export const DEFAULT_AUDIO_CACHE_BYTES = 256 * 1024 * 1024;
 
 export interface AudioDatasetInfo {
-  /** Where the data came from, for logs and manifests (`audio-folder:/abs/root`). */
+  /** Where the data came from, for logs and manifests (`audio-folder:<root as given>`). */
   source: string;
   /** Utterances. */
   count: number;
@@ -188,7 +188,9 @@ export async function openAudioFolder(
   }
 
   const info: AudioDatasetInfo = {
-    source: `audio-folder:${absRoot}`,
+    // As the caller named it: a relative path recorded in a manifest opens the same data again
+    // from another checkout (an absolute one only on the machine that wrote it).
+    source: `audio-folder:${root}`,
     count: items.length,
     classNames,
     sampleRate: opts.adapter.sampleRate,

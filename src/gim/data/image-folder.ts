@@ -79,7 +79,9 @@ export async function openImageFolder(
   }
 
   const info: ImageDatasetInfo = {
-    source: `folder:${absRoot}`,
+    // As the caller named it: a relative path recorded in a manifest opens the same data again
+    // from another checkout (an absolute one only on the machine that wrote it).
+    source: `folder:${root}`,
     count: items.length,
     height: opts.height,
     width: opts.width,
