@@ -361,6 +361,41 @@ printTable(
   ],
   table,
 );
+
+// How far apart a family's members are in pitch: per speaker, the median over its crops of each
+// crop's median f0, and the spread (sd) of that crop median in log f0; a family's separation is
+// its mean gap between neighbours over its mean spread (about 1: neighbours overlap heavily).
+const voicedPitch = (i: number) => pitchSet.x[i * pitchSet.dim + 1] as number; // log f0 median
+const pitchBySpeaker = Array.from({ length: speakers }, (_, s) => {
+  const logs: number[] = [];
+  for (let i = 0; i < n; i++)
+    if (clips.labels[i] === s && voicedPitch(i) !== 0) logs.push(voicedPitch(i));
+  logs.sort((a, b) => a - b);
+  const mean = logs.reduce((a, b) => a + b, 0) / Math.max(1, logs.length);
+  const sd = Math.sqrt(logs.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, logs.length));
+  return { hz: Math.exp(logs[Math.floor(logs.length / 2)] ?? 0), sd };
+});
+const familyPitch = [...familyIds.keys()].map((key, f) => {
+  const members = familyOf.flatMap((g, s) => (g === f ? [s] : []));
+  const hz = members.map((s) => (pitchBySpeaker[s] as { hz: number }).hz).sort((a, b) => a - b);
+  const gaps = hz.slice(1).map((h, j) => Math.log(h / (hz[j] as number)));
+  const spread =
+    members.reduce((a, s) => a + (pitchBySpeaker[s] as { sd: number }).sd, 0) / members.length;
+  const separation =
+    gaps.length > 0 ? gaps.reduce((a, b) => a + b, 0) / gaps.length / spread : null;
+  return { family: key, members: members.map((s) => dataset.info.classNames[s]), hz, separation };
+});
+if (families < speakers) {
+  printTable(
+    ['family (engine|voice|accent|variant|word gap)', 'members', 'median f0 (Hz)', 'separation'],
+    familyPitch.map((p) => [
+      p.family,
+      p.members.join(' '),
+      p.hz.map((h) => h.toFixed(0)).join(' / '),
+      p.separation === null ? '-' : `${p.separation.toFixed(1)} sd`,
+    ]),
+  );
+}
 const best = (method: string) =>
   results.filter((r) => r.method === method).reduce((a, b) => (b.mean > a.mean ? b : a));
 const [bg, bt, bb, bp] = [
@@ -402,6 +437,7 @@ await writeResult(values.out as string, {
   rows: results,
   best: { gim: bg, untrainedTwin: bt, spectral: bb, spectralAndPitch: bp },
   families,
+  familyPitch,
   embedSeconds,
   seconds: totalSeconds,
   target: { gimHeldOutAccuracy: 0.95 },

@@ -8,7 +8,7 @@
 import { realpath, stat } from 'node:fs/promises';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
 import { EARLY_STOPPING_RULES } from '../gim/classify/early-stopping.js';
-import { LOSS_NORMS, LR_SCHEDULES } from '../gim/training/config.js';
+import { LOSS_NORMS, LR_SCHEDULES, NEGATIVE_SOURCES } from '../gim/training/config.js';
 import { GimError } from '../gim/errors.js';
 import { quoteInput } from '../gim/quote-input.js';
 import { NAME_RE } from '../gim/store/versioned-dir.js';
@@ -47,6 +47,7 @@ const TRAIN_COMMON: Record<string, Field> = {
   lr_schedule: { flag: '--lr-schedule', kind: 'string', choices: LR_SCHEDULES },
   seed: { flag: '--seed', kind: 'number' },
   negatives: { flag: '--negatives', kind: 'number' },
+  negatives_from: { flag: '--negatives-from', kind: 'string', choices: NEGATIVE_SOURCES },
   max_steps_per_epoch: { flag: '--max-steps-per-epoch', kind: 'number' },
   parent: { flag: '--parent', kind: 'string' },
   from_module: { flag: '--from-module', kind: 'number' },

@@ -16,7 +16,7 @@ describe('gim train image: recipe flags', () => {
   });
   after(() => rm(dir, { recursive: true, force: true }));
 
-  test('directions, patch augmentation, loss norm, offsets, patch stride and lr schedule reach the manifest', async () => {
+  test('directions, patch augmentation, loss norm, offsets, patch stride, lr schedule and negative source reach the manifest', async () => {
     const models = join(dir, 'models');
     const common = [
       'train',
@@ -55,6 +55,8 @@ describe('gim train image: recipe flags', () => {
       '5',
       '--lr-schedule',
       'cosine',
+      '--negatives-from',
+      'item',
     ]);
     const { manifest } = await new StackStore(models).load('cpc2@1');
     const config = manifest.training.config as Record<string, unknown>;
@@ -68,6 +70,7 @@ describe('gim train image: recipe flags', () => {
     });
     assert.equal(config.lossNorm, 'layer');
     assert.equal(config.lrSchedule, 'cosine');
+    assert.equal(config.negativesFrom, 'item');
     assert.equal((manifest.adapter as { patchStride: number }).patchStride, 5);
     assert.deepEqual(manifest.modules[0]?.gridShape, [5, 5]);
 
@@ -82,6 +85,7 @@ describe('gim train image: recipe flags', () => {
     assert.deepEqual(plain.patchAugment, { jitter: 0, flip: false, brightness: 0, contrast: 0 });
     assert.equal(plain.lossNorm, 'none');
     assert.equal(plain.lrSchedule, 'constant');
+    assert.equal(plain.negativesFrom, 'batch');
 
     await assert.rejects(
       gim([...common, '--name', 'bad', '--directions', 'down,diagonal']),

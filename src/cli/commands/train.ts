@@ -7,11 +7,13 @@ import {
   DIRECTIONS,
   LOSS_NORMS,
   LR_SCHEDULES,
+  NEGATIVE_SOURCES,
   SCHEDULES,
   type ConvRoute,
   type Direction,
   type LossNorm,
   type LrSchedule,
+  type NegativeSource,
   type Schedule,
   type TrainConfig,
 } from '../../gim/training/config.js';
@@ -42,6 +44,7 @@ interface CommonTrainOptions extends ProgressJsonOptions {
   lrSchedule: LrSchedule;
   seed: number;
   negatives?: number;
+  negativesFrom: NegativeSource;
   maxStepsPerEpoch?: number;
   parent?: string;
   fromModule?: number;
@@ -115,6 +118,14 @@ function withCommonOptions(
     )
     .option('--seed <n>', 'random seed', int(0), 1)
     .option('--negatives <n>', 'negatives per positive pair', int(1), defaults.negatives)
+    .addOption(
+      new Option(
+        '--negatives-from <s>',
+        'draw negatives from any item of the batch (the reference code) or the same item only',
+      )
+        .choices([...NEGATIVE_SOURCES])
+        .default('batch'),
+    )
     .option('--max-steps-per-epoch <n>', 'cap batches per epoch (short runs)', int(1))
     .option('--parent <ref>', 'retrain from a published stack (name@version); keeps its adapter')
     .option(
@@ -143,6 +154,7 @@ function trainConfig(o: CommonTrainOptions): Partial<TrainConfig> {
     lrSchedule: o.lrSchedule,
     seed: o.seed,
     negatives: o.negatives,
+    negativesFrom: o.negativesFrom,
     maxStepsPerEpoch: o.maxStepsPerEpoch,
     fromModule: o.fromModule ?? 1,
   };
