@@ -38,9 +38,7 @@ const { values } = parseArgs({
     name: { type: 'string', default: 'run' },
     epochs: { type: 'string', default: '1' },
     steps: { type: 'string', default: '1000' },
-    'lr-schedule': { type: 'string', default: 'constant' },
     negatives: { type: 'string', default: '16' },
-    'negatives-from': { type: 'string', default: 'batch' },
     'crop-pad': { type: 'string', default: '2' },
     'probe-train': { type: 'string', default: '10000' },
     'probe-test': { type: 'string', default: '5000' },
@@ -61,9 +59,7 @@ const trainConfig: Partial<TrainConfig> = {
   ...recipe.train,
   epochs: Number(values.epochs),
   maxStepsPerEpoch: Number(values.steps),
-  lrSchedule: values['lr-schedule'] as TrainConfig['lrSchedule'],
   negatives: Number(values.negatives),
-  negativesFrom: values['negatives-from'] as TrainConfig['negativesFrom'],
 };
 const adapter = {
   patchStride: recipe.patchStride,
