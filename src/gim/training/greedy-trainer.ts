@@ -39,7 +39,7 @@ export function trainingModality(
  */
 export class GreedyTrainer {
   readonly predictors: Predictor[];
-  readonly optimizers: tf.Optimizer[];
+  readonly optimizers: HostAdam[];
   readonly config: TrainConfig & { convRoute: ConvRoute };
   readonly modality: TrainingModality;
 
@@ -77,7 +77,7 @@ export class GreedyTrainer {
       step,
       totalSteps,
     );
-    for (const o of this.optimizers) (o as HostAdam).learningRate = lr;
+    for (const o of this.optimizers) o.learningRate = lr;
   }
 
   /** The variables module m (1-based) is trained on: its own weights and its predictor. */
@@ -160,7 +160,7 @@ export class GreedyTrainer {
         output = tf.keep(y);
         return this.moduleLoss(m, x, y, n, rng);
       }, this.moduleVariables(m));
-      (this.optimizers[m - 1] as tf.Optimizer).applyGradients(grads);
+      (this.optimizers[m - 1] as HostAdam).applyGradients(grads);
       losses[m - 1] = value.dataSync()[0] as number;
       value.dispose();
       tf.dispose(grads);
@@ -193,7 +193,7 @@ export class GreedyTrainer {
         }
         return this.moduleLoss(K, below, x, n, rng);
       }, vars);
-      (this.optimizers[0] as tf.Optimizer).applyGradients(grads);
+      (this.optimizers[0] as HostAdam).applyGradients(grads);
       const loss = value.dataSync()[0] as number;
       value.dispose();
       tf.dispose(grads);
