@@ -34,7 +34,8 @@ export async function buildIfStale(root = ROOT): Promise<void> {
   if (build.status !== 0) throw new Error(`npm run build failed (exit ${build.status})`);
 }
 
-async function freePort(): Promise<number> {
+/** A TCP port free on 127.0.0.1 right now (for a service started as a child process). */
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);

@@ -110,7 +110,6 @@ const SHAPES: Record<string, CommandShape> = {
       epochs: { flag: '--epochs', kind: 'number' },
       batch_size: { flag: '--batch-size', kind: 'number' },
       lr: { flag: '--lr', kind: 'number' },
-      lr_schedule: { flag: '--lr-schedule', kind: 'string', choices: LR_SCHEDULES },
       l2: { flag: '--l2', kind: 'number' },
       class_weights: { flag: '--class-weights', kind: 'list' },
       val_fraction: { flag: '--val-fraction', kind: 'number' },

@@ -6,7 +6,6 @@
 import 'reflect-metadata';
 import assert from 'node:assert/strict';
 import type { Server } from 'node:http';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
@@ -82,17 +81,7 @@ export async function fixturePngs(count: number): Promise<Buffer[]> {
   );
 }
 
-/** A TCP port free on 127.0.0.1 right now (for a service started as a child process). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
+export { freePort } from '../../bench/server.js';
 
 export interface TestApp {
   app: NestFastifyApplication;

@@ -123,6 +123,19 @@ test('head and probe specs become gim classifier train / gim probe on a stack re
     '--layer=3',
     '--pooling=grid2',
   ]);
+  // Training-recipe fields of encoders are not head fields (gim classifier train has no such flag).
+  for (const field of ['lr_schedule', 'negatives_from'])
+    await assert.rejects(
+      planJob(
+        {
+          kind: 'head',
+          model: 'shoes',
+          spec: { name: 'kinds', data: 'fashion-mnist', layer: 3, [field]: 'cosine' },
+        },
+        opts(),
+      ),
+      new RegExp(field),
+    );
   const probe = await planJob(
     { kind: 'probe', model: 'shoes', spec: { data: 'shoes/train', layers: [1, 2], version: 3 } },
     opts(),
