@@ -12,7 +12,7 @@
  * - Each utterance gives `--crops` crops of `--crop-seconds` (seeded starts), each normalised as
  *   the service normalises a posted clip. Per split, `--train-clips` utterances of each speaker
  *   train the probe (their crops), the other utterances' crops test it. `--repeats` splits.
- * - Rows: every layer x time pooling (mean, max) of the trained stack and of its untrained twin,
+ * - Rows: every layer x time pooling (mean, max, meanstd) of the trained stack and of its untrained twin,
  *   made by `gim train audio --epochs 0` with the trained stack's seed and settings (the CLI's own
  *   code path, in a temporary models directory); and mean + spread of 40 log mel band energies
  *   (25 ms frames, 10 ms hop) over the same crops. All probed alike: a linear softmax probe
@@ -281,7 +281,7 @@ function probe(method: string, layer: number | null, pooling: string, set: Featu
 }
 
 const results: Row[] = [];
-const poolings: TimePooling[] = ['mean', 'max'];
+const poolings: TimePooling[] = ['mean', 'max', 'meanstd'];
 const embedSeconds: Record<string, number> = {};
 for (const [method, , stack] of stacks) {
   const layers = stack.modules.map((_, i) => i + 1);

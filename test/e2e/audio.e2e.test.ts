@@ -127,7 +127,7 @@ describe('audio stacks over HTTP (e2e)', () => {
     );
     for (const l of layers) {
       assert.equal(l.channels, 8);
-      assert.deepEqual(l.dims, { mean: 8, max: 8 });
+      assert.deepEqual(l.dims, { mean: 8, max: 8, meanstd: 16 });
     }
 
     const meta = await request(t.server).get('/v2/models/voice');
@@ -199,6 +199,28 @@ describe('audio stacks over HTTP (e2e)', () => {
     assert.ok(
       maxAbsDiff(avg, (mean.body.results as AudioResult[])[1]!.embeddings[0] as number[]) <= 1e-5,
     );
+    // meanstd: the frames' mean then their standard deviation (2C); normalize scales all 2C.
+    const sd = avg.map((m, c) =>
+      Math.sqrt(seq6.reduce((s, fr) => s + (fr[c]! - m) ** 2, 0) / seq6.length),
+    );
+    for (const normalize of [false, true]) {
+      const stats = await embedRaw(
+        flac,
+        'audio/flac',
+        `?layer=last&pooling=meanstd&normalize=${normalize}`,
+      );
+      assert.equal(stats.status, 200, JSON.stringify(stats.body));
+      const [r] = stats.body.results as AudioResult[];
+      assert.deepEqual([r!.dim, r!.shape], [16, [16]]);
+      const v = r!.embeddings[0] as number[];
+      const want = [...avg, ...sd];
+      const norm = normalize ? Math.hypot(...want) : 1;
+      const diff = maxAbsDiff(
+        v,
+        want.map((x) => x / norm),
+      );
+      assert.ok(diff <= 1e-5, `meanstd normalize=${normalize}: max abs diff ${diff}`);
+    }
   });
 
   test('the WAV and the FLAC of one tone embed alike; wav aliases and JSON b64 work', async () => {
@@ -359,7 +381,7 @@ describe('audio stacks over HTTP (e2e)', () => {
         async () => embedRaw(flac, 'audio/flac', '?pooling=grid2'),
         400,
         'invalid_argument',
-        /mean, max, none/,
+        /mean, max, meanstd, none/,
       ],
     ];
     for (const [name, send, status, type, message] of cases) {

@@ -58,6 +58,10 @@ describeEachBackend(plan, 'stack round trip', (backend) => {
           const ref = tf.tidy(() => {
             if (p === 'mean') return tf.mean(g, [1, 2]);
             if (p === 'max') return tf.max(g, [1, 2]);
+            if (p === 'meanstd') {
+              const { mean, variance } = tf.moments(g, [1, 2]);
+              return tf.concat([mean, tf.sqrt(variance)], 1);
+            }
             if (p === 'none') return tf.reshape(g, [5, -1]);
             const b = p === 'grid2' ? 2 : 3;
             return tf.reshape(tf.avgPool(g, b, b, 'valid'), [5, -1]);

@@ -294,10 +294,11 @@ export class EmbeddingsService implements OnApplicationShutdown {
       if (adapter.kind === 'audio') {
         const channels = own[0]?.shape.channels ?? 0;
         const frames = own.map((grid) => grid.shape.cols);
+        const dim = pooling === 'none' ? channels : pooledDim(pooling, 1, 1, channels);
         return {
           layer,
-          dim: channels,
-          shape: pooling === 'none' ? [-1, channels] : [channels],
+          dim,
+          shape: pooling === 'none' ? [-1, channels] : [dim],
           embeddingSpaceId,
           vectors: own.map((grid) => poolFrames(grid, pooling, normalize)),
           frames,
@@ -332,7 +333,7 @@ function explainAdmission(error: unknown): unknown {
 }
 
 /** The poolings of an audio layer's frames: over time, or none (the frame sequence). */
-export const AUDIO_POOLINGS: readonly Pooling[] = ['mean', 'max', 'none'];
+export const AUDIO_POOLINGS: readonly Pooling[] = ['mean', 'max', 'meanstd', 'none'];
 
 /**
  * An audio item's frames [frames, C] -> [C] pooled over time, or the frames themselves for
@@ -344,8 +345,8 @@ function poolFrames(grid: ItemGrid, pooling: Pooling, normalize: boolean): Float
     const values = grid.data.slice(); // [frames, C]
     return normalize ? l2Normalize(values, frames, channels) : values;
   }
-  const pooled = poolGrid(grid.data, { n: 1, rows: 1, cols: frames, channels }, pooling); // [1, C]
-  return normalize ? l2Normalize(pooled, 1, channels) : pooled;
+  const pooled = poolGrid(grid.data, { n: 1, rows: 1, cols: frames, channels }, pooling); // [1, D]
+  return normalize ? l2Normalize(pooled, 1, pooled.length) : pooled;
 }
 
 /** The JSON of one layer's results; audio `none` nests each item's frames as [frames][C]. */

@@ -25,11 +25,11 @@ export interface LayerDescription {
   output_shape: number[];
   /** The layout of the units: image patch grid [rows, cols]; audio: []. */
   grid_shape: number[];
-  /** Channels C of the layer: the dimension of a mean- or max-pooled embedding. */
+  /** Channels C of the layer: the dimension of a mean- or max-pooled embedding (meanstd: 2C). */
   embedding_dim: number;
   /**
    * Embedding dimension per pooling; a pooling the grid is too small for is left out. Audio: mean
-   * and max (C); `none` gives [frames, C] per clip, frames growing with its duration.
+   * and max (C), meanstd (2C); `none` gives [frames, C] per clip, frames growing with its duration.
    */
   dims: Partial<Record<Pooling, number>>;
   /** Audio: C, the values of one frame. */
@@ -184,7 +184,7 @@ function audioLayers(manifest: StackManifest): LayerDescription[] {
     output_shape: m.outputShape,
     grid_shape: m.gridShape,
     embedding_dim: m.embeddingDim,
-    dims: { mean: m.embeddingDim, max: m.embeddingDim },
+    dims: { mean: m.embeddingDim, max: m.embeddingDim, meanstd: 2 * m.embeddingDim },
     channels: m.embeddingDim,
     frame_rate_hz: rates[i] as number,
   }));

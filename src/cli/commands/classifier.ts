@@ -73,7 +73,7 @@ function trainCommand(): Command {
     )
     .option(
       '--pooling <p>',
-      `${POOLINGS.join(', ')} (audio: mean, max); or a list such as mean,grid2: the best on validation`,
+      `${POOLINGS.join(', ')} (audio: mean, max, meanstd); or a list such as mean,grid2: the best on validation`,
       'mean',
     )
     .option('--normalize', 'L2-normalise each pooled vector before the head')

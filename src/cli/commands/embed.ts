@@ -10,10 +10,10 @@ import {
   type Pooling,
 } from '../../gim/encoders/pooling.js';
 import { decodeAudio } from '../../gim/data/decode-audio.js';
+import { timePooling } from '../../gim/classify/audio-features.js';
 import { normalizeAudio } from '../../gim/modality/audio.js';
 import { AudioEncoderStack } from '../../gim/encoders/audio-stack.js';
 import { StackStore } from '../../gim/store/stack-store.js';
-import { GimError } from '../../gim/errors.js';
 import { gridShape } from '../../gim/encoders/encoder-stack.js';
 import { backendOption, loadStack, modelsDirOption, parseLayers, startBackend } from '../shared.js';
 
@@ -98,14 +98,10 @@ export function embedCommand(): Command {
 
 /**
  * Audio: each file decoded to 16 kHz mono, normalised as the stack's adapter says, and encoded at
- * its own length; `mean`/`max` pool over time, `none` returns the frame sequence of the layer.
+ * its own length; `mean`/`max`/`meanstd` pool over time, `none` returns the frame sequence of the layer.
  */
 async function embedAudio(files: string[], o: EmbedOptions, pooling: Pooling): Promise<void> {
-  if (pooling !== 'mean' && pooling !== 'max' && pooling !== 'none')
-    throw new GimError(
-      'invalid_argument',
-      `audio embeddings pool over time with mean, max or none, not ${pooling}`,
-    );
+  if (pooling !== 'none') timePooling(pooling, 'audio embeddings (or none: the frame sequence)');
   const { manifest, modules } = await new StackStore(o.modelsDir).load(o.model);
   const stack = await AudioEncoderStack.fromManifest(manifest, modules);
   try {
@@ -137,7 +133,7 @@ async function embedAudio(files: string[], o: EmbedOptions, pooling: Pooling): P
           };
         } else {
           const v = poolGrid(values, { n: 1, rows: 1, cols: t, channels: c }, pooling);
-          if (o.normalize) l2Normalize(v, 1, c);
+          if (o.normalize) l2Normalize(v, 1, v.length);
           out[String(layer)] = { frames: t, frameRateHz, embedding: Array.from(v) };
         }
       }

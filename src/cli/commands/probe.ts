@@ -8,12 +8,11 @@ import {
   type ProbeEpochCallback,
   type ProbeRow,
 } from '../../gim/classify/probe-layers.js';
-import { extractAudioFeatures } from '../../gim/classify/audio-features.js';
+import { extractAudioFeatures, timePooling } from '../../gim/classify/audio-features.js';
 import { openAudioFolder, splitByUtterance } from '../../gim/data/audio-folder.js';
 import { AudioEncoderStack } from '../../gim/encoders/audio-stack.js';
 import { StackStore } from '../../gim/store/stack-store.js';
 import type { ProbeScore, ProbeSettings, StackManifest } from '../../gim/store/manifest.js';
-import { GimError } from '../../gim/errors.js';
 import {
   backendOption,
   int,
@@ -60,7 +59,7 @@ export function probeCommand(): Command {
     .option('--layers <list>', 'all, last, or a comma-separated list of layers', 'all')
     .option(
       '--pooling <list>',
-      'comma-separated poolings: images mean, max, none, grid2, grid3 (default mean,grid2,none); audio mean, max over time (default mean,max)',
+      'comma-separated poolings: images mean, max, none, grid2, grid3 (default mean,grid2,none); audio mean, max, meanstd over time (default mean,max)',
     )
     .option(
       '--test-fraction <f>',
@@ -194,15 +193,9 @@ async function probeAudio(
   const stack = await AudioEncoderStack.fromManifest(manifest, modules);
   try {
     const layers = parseLayers(o.layers, stack.depth);
-    const poolings = (o.pooling ?? 'mean,max').split(',').map((p) => {
-      const pooling = parsePooling(p.trim());
-      if (pooling !== 'mean' && pooling !== 'max')
-        throw new GimError(
-          'invalid_argument',
-          `audio probes pool over time with mean or max, not ${pooling}`,
-        );
-      return pooling;
-    });
+    const poolings = (o.pooling ?? 'mean,max')
+      .split(',')
+      .map((p) => timePooling(parsePooling(p.trim()), 'audio probes'));
     const dataset = await openAudioFolder(o.data, { adapter: stack.adapter });
     const split = splitByUtterance(dataset, o.testFraction, o.seed);
     const progress = new Progress('probe', 5000, process.stderr, (line) =>

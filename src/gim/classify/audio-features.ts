@@ -4,13 +4,26 @@ import type { AudioDataset } from '../data/audio-folder.js';
 import { cancellationPoint } from '../cancel.js';
 import { GimError } from '../errors.js';
 import type { AudioEncoderStack } from '../encoders/audio-stack.js';
-import { poolGrid, type Pooling } from '../encoders/pooling.js';
+import { poolGrid, pooledDim, type Pooling } from '../encoders/pooling.js';
 import type { LayerFeatures } from './features.js';
 import { featureKey } from './features.js';
 import type { FeatureSet } from './linear-probe.js';
 
-/** Poolings that make one vector of a whole utterance (its frames averaged or maxed over time). */
-export type TimePooling = Extract<Pooling, 'mean' | 'max'>;
+/**
+ * Poolings that make one vector of a whole utterance: its frames averaged or maxed over time, or
+ * their mean and standard deviation (`meanstd`, 2C).
+ */
+export type TimePooling = Extract<Pooling, 'mean' | 'max' | 'meanstd'>;
+export const TIME_POOLINGS: readonly TimePooling[] = ['mean', 'max', 'meanstd'];
+
+/** `pooling` if it pools an audio layer's frames over time; else a GimError naming `what`. */
+export function timePooling(pooling: Pooling, what: string): TimePooling {
+  if ((TIME_POOLINGS as readonly Pooling[]).includes(pooling)) return pooling as TimePooling;
+  throw new GimError(
+    'invalid_argument',
+    `${what} pool over time with ${TIME_POOLINGS.join(', ')}, not ${pooling}`,
+  );
+}
 
 /**
  * Embeds whole utterances (each at its own length, so one at a time) up to the deepest layer
@@ -29,7 +42,7 @@ export async function extractAudioFeatures(
   const out: LayerFeatures = new Map();
   for (const l of layers)
     for (const p of poolings) {
-      const dim = stack.layer(l).channels;
+      const dim = pooledDim(p, 1, 1, stack.layer(l).channels);
       out.set(featureKey(l, p), { x: new Float32Array(n * dim), y: new Int32Array(n), n, dim });
     }
   const min = stack.minimumSamples;
@@ -91,7 +104,7 @@ export function extractClipFeatures(
   const out: LayerFeatures = new Map();
   for (const l of layers)
     for (const p of poolings) {
-      const dim = stack.layer(l).channels;
+      const dim = pooledDim(p, 1, 1, stack.layer(l).channels);
       out.set(featureKey(l, p), { x: new Float32Array(n * dim), y: clips.labels.slice(), n, dim });
     }
   for (let start = 0; start < n; start += batchSize) {

@@ -18,7 +18,7 @@ import { embeddingSpaceId } from '../store/embedding-space.js';
 import type { HeadDataSource } from '../store/head-manifest.js';
 import type { HeadDraft } from '../store/head-store.js';
 import type { StackManifest } from '../store/manifest.js';
-import { extractAudioFeatures } from './audio-features.js';
+import { extractAudioFeatures, timePooling } from './audio-features.js';
 import { extractFeatures, featureKey, type LayerFeatures } from './features.js';
 import {
   fitHead,
@@ -227,14 +227,7 @@ async function layerFeatures(
   let sets: LayerFeatures;
   let classNames: string[];
   if (stack instanceof AudioEncoderStack) {
-    const time = poolings.map((p) => {
-      if (p !== 'mean' && p !== 'max')
-        throw new GimError(
-          'invalid_argument',
-          `audio heads pool over time with mean or max, not ${p}`,
-        );
-      return p;
-    });
+    const time = poolings.map((p) => timePooling(p, 'audio heads'));
     if (!('paths' in data) && !('readWindows' in data))
       throw new GimError(
         'invalid_argument',

@@ -3,14 +3,16 @@ import { quoteInput } from '../quote-input.js';
 
 /**
  * How a layer's patch grid [n, rows, cols, C] becomes one vector per item.
- * `mean`/`max` pool the whole grid (GIM's STL-10 protocol); `none` keeps every cell; `grid2` and
- * `grid3` average 2x2 or 3x3 blocks of cells, keeping a coarse spatial layout (GIM.md: on 28x28
- * images the layout is what the classes differ by).
+ * `mean`/`max` pool the whole grid (GIM's STL-10 protocol); `meanstd` concatenates the mean and the
+ * standard deviation of the cells (2C: statistics pooling, as x-vector speaker embeddings pool
+ * frames over time); `none` keeps every cell; `grid2` and `grid3` average 2x2 or 3x3 blocks of
+ * cells, keeping a coarse spatial layout (GIM.md: on 28x28 images the layout is what the classes
+ * differ by).
  *
  * Plain typed arrays: the grids are small (36 cells), pooling runs wherever the vectors are needed
  * (the API's main thread, the CLI, the probe) and gives the same numbers everywhere.
  */
-export const POOLINGS = ['mean', 'max', 'none', 'grid2', 'grid3'] as const;
+export const POOLINGS = ['mean', 'max', 'meanstd', 'none', 'grid2', 'grid3'] as const;
 export type Pooling = (typeof POOLINGS)[number];
 
 export function parsePooling(value: string): Pooling {
@@ -37,6 +39,8 @@ export function pooledDim(pooling: Pooling, rows: number, cols: number, channels
     case 'mean':
     case 'max':
       return channels;
+    case 'meanstd':
+      return 2 * channels;
     case 'none':
       return rows * cols * channels;
     case 'grid2':
@@ -76,6 +80,20 @@ export function poolGrid(grid: Float32Array, shape: GridShape, pooling: Pooling)
         }
       for (let c = 0; c < C; c++)
         out[dst + c] = pooling === 'max' ? (acc[c] as number) : (acc[c] as number) / cells;
+      continue;
+    }
+    if (pooling === 'meanstd') {
+      // Two passes (mean, then squared deviations): stable where E[x²] - E[x]² would cancel.
+      for (let c = 0; c < C; c++) {
+        let sum = 0;
+        for (let cell = 0; cell < cells; cell++) sum += grid[src + cell * C + c] as number;
+        const mean = sum / cells;
+        let sq = 0;
+        for (let cell = 0; cell < cells; cell++)
+          sq += ((grid[src + cell * C + c] as number) - mean) ** 2;
+        out[dst + c] = mean;
+        out[dst + C + c] = Math.sqrt(sq / cells);
+      }
       continue;
     }
     // grid2 / grid3: average non-overlapping b x b blocks of cells (a ragged edge is dropped).
