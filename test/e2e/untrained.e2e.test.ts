@@ -215,4 +215,16 @@ describe('gim train --epochs 0: the untrained (random-init) twin', () => {
       },
     );
   });
+
+  test("a retrain from a parent says it trains the parent's modules, not the --channels default", async () => {
+    const out = await gim([
+      'train',
+      'image',
+      ...['--data', FIXTURE, '--seed', '7', '--batch-size', '8', '--max-steps-per-epoch', '1'],
+      ...['--name', 'trained', '--parent', 'trained@1', '--from-module', '2'],
+      ...['--models-dir', models],
+    ]);
+    assert.match(out.stderr, /trained@1's channels 4\/8, 1 epoch/);
+    assert.doesNotMatch(out.stderr, /channels 16\/32\/64/);
+  });
 });

@@ -19,7 +19,7 @@ import {
 } from '../../gim/training/config.js';
 import { trainImageStack } from '../../gim/training/train-image-stack.js';
 import { trainAudioStack } from '../../gim/training/train-audio-stack.js';
-import { audioManifest, imageManifest } from '../../gim/store/manifest.js';
+import { audioManifest, imageManifest, type StackManifest } from '../../gim/store/manifest.js';
 import {
   backendOption,
   int,
@@ -237,10 +237,12 @@ export function trainCommand(): Command {
         });
         const channels = o.channels ?? DEFAULT_CHANNELS.slice(0, o.modules ?? 3);
         const info = dataset.info;
+        // A retrain keeps the parent's modules: say which, not the --channels default.
+        const shape = `channels ${(parent ? parent.manifest.modules.map((m) => m.embeddingDim) : channels).join('/')}`;
         progress.log(
           `${o.epochs === 0 ? 'initialising (untrained)' : 'training'} ${o.name} on ${info.source} ` +
             `(${info.count} images ${info.height}x${info.width}x${info.channels}), ` +
-            `${o.schedule}, channels ${channels.join('/')}, ${o.epochs} epoch(s), batch ${o.batchSize}, backend ${backend.name}`,
+            `${o.schedule}, ${parent ? `${parentRef(parent.manifest)}'s ${shape}` : shape}, ${o.epochs} epoch(s), batch ${o.batchSize}, backend ${backend.name}`,
         );
         return trainImageStack({
           dataset,
@@ -305,7 +307,7 @@ export function trainCommand(): Command {
         progress.log(
           `${o.epochs === 0 ? 'initialising (untrained)' : 'training'} ${o.name} on ${dataset.info.source} ` +
             `(${subset?.length ?? dataset.info.count} utterances, ` +
-            `${dataset.info.classNames.length} speakers), ${o.schedule}, ${o.channels} channels + GRU ${o.gruUnits}, ` +
+            `${dataset.info.classNames.length} speakers), ${o.schedule}, ${audioShape(o, parent?.manifest)}, ` +
             `${o.epochs} epoch(s), batch ${o.batchSize}, backend ${backend.name}`,
         );
         return trainAudioStack({
@@ -325,4 +327,13 @@ export function trainCommand(): Command {
       }),
     );
   return train;
+}
+
+const parentRef = (m: StackManifest) => `${m.name}@${m.version}`;
+
+/** The audio architecture a run trains: the parent's when it retrains one (its modules are kept). */
+function audioShape(o: { channels: number; gruUnits: number }, parent?: StackManifest): string {
+  if (!parent) return `${o.channels} channels + GRU ${o.gruUnits}`;
+  const dims = parent.modules.map((m) => m.embeddingDim);
+  return `${parentRef(parent)}'s ${dims[0]} channels + GRU ${dims.at(-1)}`;
 }
