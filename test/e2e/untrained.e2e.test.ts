@@ -224,7 +224,7 @@ describe('gim train --epochs 0: the untrained (random-init) twin', () => {
       ...['--name', 'trained', '--parent', 'trained@1', '--from-module', '2'],
       ...['--models-dir', models],
     ]);
-    assert.match(out.stderr, /trained@1's channels 4\/8, 1 epoch/);
+    assert.match(out.stderr, /channels 4\/8 \(from trained@1\), 1 epoch/);
     assert.doesNotMatch(out.stderr, /channels 16\/32\/64/);
   });
 });

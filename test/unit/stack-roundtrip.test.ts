@@ -97,9 +97,87 @@ describeEachBackend(plan, 'stack round trip', (backend) => {
       }
       assert.equal((await store.resolve('tiny')).version, 1, 'plain name follows the stable label');
       assert.equal((await store.resolve('tiny@latest')).version, 2);
-      child.stack.dispose();
-      stack.dispose();
-      again.dispose();
+
+      // Growing: more channels than the parent has add modules on top; the parent's stay frozen
+      // and only the new one trains, from the initial weights a fresh 4-module stack would have.
+      const grown = await trainImageStack({
+        dataset,
+        parent: loaded,
+        channels: [4, 8, 8, 16],
+        train: { epochs: 1, batchSize: 8, maxStepsPerEpoch: 2, seed: 5 },
+        backend,
+      });
+      const v3 = await store.publish('tiny', grown.draft);
+      assert.deepEqual(v3.parent, { version: 1, fromModule: 4 });
+      assert.deepEqual(
+        v3.modules.map((m) => m.outputShape),
+        [
+          [8, 8, 4],
+          [4, 4, 8],
+          [2, 2, 8],
+          [1, 1, 16],
+        ],
+      );
+      assert.deepEqual(
+        v3.modules.slice(0, 3).map((m) => m.finalLoss),
+        manifest.modules.map((m) => m.finalLoss),
+      );
+      assert.ok(v3.modules[3]!.finalLoss! > 0);
+      for (const m of [1, 2, 3])
+        assert.ok(
+          grown.stack
+            .layer(m)
+            .variables.every((v, i) =>
+              tf.util.arraysEqual(v.dataSync(), again.layer(m).variables[i]!.dataSync()),
+            ),
+          `module ${m} stays frozen`,
+        );
+      const fresh = EncoderStack.create(grown.stack.adapter, grown.stack.moduleConfigs, 5);
+      assert.ok(
+        !grown.stack
+          .layer(4)
+          .variables.every((v, i) =>
+            tf.util.arraysEqual(v.dataSync(), fresh.layer(4).variables[i]!.dataSync()),
+          ),
+        'module 4 trained',
+      );
+      const reloaded = await store.load('tiny@3');
+      const deep = await EncoderStack.fromManifest(reloaded.manifest, reloaded.modules);
+      const g4 = deep.embed(batch.images, batch.n, [4]).get(4)!;
+      assert.deepEqual(g4.shape, [5, 6, 6, 16]);
+      tf.dispose(g4);
+      // A list that does not start with the parent's modules is refused before training.
+      await assert.rejects(
+        trainImageStack({
+          dataset,
+          parent: loaded,
+          channels: [4, 16, 8, 16],
+          train: { epochs: 1, batchSize: 8, maxStepsPerEpoch: 1, seed: 5 },
+          backend,
+        }),
+        /list its modules unchanged and then the new ones/,
+      );
+      await assert.rejects(
+        trainImageStack({
+          dataset,
+          parent: loaded,
+          channels: [4, 8],
+          train: { epochs: 1, batchSize: 8, maxStepsPerEpoch: 1, seed: 5 },
+          backend,
+        }),
+        /channels 4\/8 differ from the parent's 4\/8\/8/,
+      );
+      const base = EncoderStack.create(fresh.adapter, fresh.moduleConfigs.slice(0, 3), 5);
+      const sprouted = base.grow(fresh.moduleConfigs, 5); // owns base's modules now
+      assert.ok(
+        sprouted
+          .layer(4)
+          .variables.every((v, i) =>
+            tf.util.arraysEqual(v.dataSync(), fresh.layer(4).variables[i]!.dataSync()),
+          ),
+        "a new module starts at a fresh stack's initial weights for that seed",
+      );
+      for (const s of [sprouted, fresh, deep, grown.stack, child.stack, stack, again]) s.dispose();
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -130,7 +130,7 @@ function withCommonOptions(
     .option('--parent <ref>', 'retrain from a published stack (name@version); keeps its adapter')
     .option(
       '--from-module <k>',
-      'with --parent: first module to retrain (earlier ones stay frozen)',
+      'with --parent: first module to retrain (earlier ones stay frozen; default 1, or the first new module when --channels grows the stack)',
       int(1),
     )
     .option(
@@ -171,7 +171,11 @@ export function trainCommand(): Command {
       .requiredOption('--data <spec>', `training data: ${DATASET_SPEC_HELP}`),
     { batchSize: 32, negatives: 16 },
   )
-    .option('--channels <list>', 'channels per module (default 16,32,64)', intList)
+    .option(
+      '--channels <list>',
+      "channels per module (default 16,32,64; with --parent its own, and more entries grow it: the parent's modules are kept and the new ones trained on top)",
+      intList,
+    )
     .option(
       '--modules <k>',
       'number of modules (default: one per --channels entry, else 3)',
@@ -235,14 +239,15 @@ export function trainCommand(): Command {
           width: o.width ?? parentAdapter?.width,
           channels: o.imageChannels ? (Number(o.imageChannels) as 1 | 3) : parentAdapter?.channels,
         });
-        const channels = o.channels ?? DEFAULT_CHANNELS.slice(0, o.modules ?? 3);
+        // A retrain keeps the parent's modules (more --channels than it has grow it).
+        const parentChannels = parent?.manifest.modules.map((m) => m.embeddingDim);
+        const channels = o.channels ?? parentChannels ?? DEFAULT_CHANNELS.slice(0, o.modules ?? 3);
         const info = dataset.info;
-        // A retrain keeps the parent's modules: say which, not the --channels default.
-        const shape = `channels ${(parent ? parent.manifest.modules.map((m) => m.embeddingDim) : channels).join('/')}`;
+        const from = parent ? ` (from ${parentRef(parent.manifest)})` : '';
         progress.log(
           `${o.epochs === 0 ? 'initialising (untrained)' : 'training'} ${o.name} on ${info.source} ` +
             `(${info.count} images ${info.height}x${info.width}x${info.channels}), ` +
-            `${o.schedule}, ${parent ? `${parentRef(parent.manifest)}'s ${shape}` : shape}, ${o.epochs} epoch(s), batch ${o.batchSize}, backend ${backend.name}`,
+            `${o.schedule}, channels ${channels.join('/')}${from}, ${o.epochs} epoch(s), batch ${o.batchSize}, backend ${backend.name}`,
         );
         return trainImageStack({
           dataset,

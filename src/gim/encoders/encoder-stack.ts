@@ -39,6 +39,10 @@ export function visionModuleConfigs(
   return configs;
 }
 
+/** Module i (0-based) of a stack made with `seed`: its initial weights depend on seed and i only. */
+const createModule = (c: VisionModuleConfig, i: number, seed: number) =>
+  VisionModule.create(c, seed + 7919 * (i + 1), `module${i + 1}`);
+
 /** The GridShape of a [n, rows, cols, C] embedding grid tensor. */
 export function gridShape(grid: tf.Tensor4D): GridShape {
   const [n, rows, cols, channels] = grid.shape;
@@ -77,8 +81,27 @@ export class EncoderStack extends ModuleStack<VisionModule, VisionModuleConfig> 
   ): EncoderStack {
     return new EncoderStack(
       adapter,
-      configs.map((c, i) => VisionModule.create(c, seed + 7919 * (i + 1), `module${i + 1}`)),
+      configs.map((c, i) => createModule(c, i, seed)),
     );
+  }
+
+  /**
+   * This stack with new modules on top: `configs` lists every module, the first `depth` of them
+   * this stack's own (kept, weights and all); each new one starts from the initial weights a fresh
+   * stack of `configs` with this seed would give it. The result owns this stack's modules.
+   */
+  grow(configs: VisionModuleConfig[], seed: number): EncoderStack {
+    const own = this.moduleConfigs;
+    const same = (a: VisionModuleConfig, b: VisionModuleConfig | undefined) =>
+      b !== undefined && JSON.stringify(a) === JSON.stringify(b);
+    if (configs.length <= own.length || !own.every((c, i) => same(c, configs[i])))
+      throw new GimError(
+        'invalid_argument',
+        `to grow a stack of ${own.length} modules (channels ${own.map((c) => c.channels).join('/')}), ` +
+          'list its modules unchanged and then the new ones',
+      );
+    const added = configs.slice(own.length).map((c, j) => createModule(c, own.length + j, seed));
+    return new EncoderStack(this.adapter, [...this.modules, ...added]);
   }
 
   /** Rebuilds a published image stack (invalid_argument if the manifest is another modality's). */

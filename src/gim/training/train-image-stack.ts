@@ -53,6 +53,29 @@ export function imageRecipe(job: ImageTrainJob): StackRecipe<EncoderStack> {
         throw new GimError('conflict', 'the saved weights are not an image stack');
       return EncoderStack.fromArtifacts(adapter, configs as VisionModuleConfig[], artifacts);
     },
+    grow(parent, seed) {
+      if (!job.channels || job.channels.length <= parent.depth) {
+        if (
+          job.channels &&
+          job.channels.join() !== parent.moduleConfigs.map((c) => c.channels).join()
+        )
+          throw new GimError(
+            'invalid_argument',
+            `channels ${job.channels.join('/')} differ from the parent's ` +
+              `${parent.moduleConfigs.map((c) => c.channels).join('/')}: a retrain keeps the parent's ` +
+              'modules; to grow it, list them and then the new ones',
+          );
+        return parent;
+      }
+      return parent.grow(
+        visionModuleConfigs(
+          parent.adapter,
+          job.channels,
+          job.strides ?? job.channels.map((_, i) => (i === 0 ? 1 : 2)),
+        ),
+        seed,
+      );
+    },
     data: (stack) => imageTrainingData(dataset, stack.adapter),
     describeData: async () => ({
       source: info.source,

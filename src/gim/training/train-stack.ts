@@ -26,6 +26,11 @@ export interface StackRecipe<S extends TrainableStack> {
     configs: ModuleConfig[],
     artifacts: tf.io.ModelArtifacts[],
   ): Promise<S>;
+  /**
+   * A parent's stack with the job's new modules on top (GIM grows a stack greedily: the parent's
+   * modules are kept), or the stack itself when the job asks for no more modules than it has.
+   */
+  grow?(parent: S, seed: number): S;
   data(stack: S): TrainingData;
   describeData(): Promise<DataRecord>;
 }
@@ -95,14 +100,30 @@ export async function trainStack<S extends TrainableStack>(
         `${at.stepInEpoch > 0 ? `, ${at.stepInEpoch} batches into the next` : ''})`,
     );
   } else if (job.parent) {
-    config = resolveTrainConfig({ ...job.train, fromModule: job.train?.fromModule ?? 1 });
     const p = job.parent.manifest;
-    stack = await recipe.restore(
+    const restored = await recipe.restore(
       p.adapter,
       p.modules.map((m) => m.config),
       job.parent.modules,
     );
-    log(`retraining ${p.name}@${p.version} from module ${config.fromModule}`);
+    const seed = resolveTrainConfig(job.train ?? {}).seed;
+    try {
+      stack = recipe.grow ? recipe.grow(restored, seed) : restored;
+    } catch (e) {
+      restored.dispose();
+      throw e;
+    }
+    const grown = stack.depth - p.modules.length;
+    // Growing trains the new modules (on the frozen parent) unless told to start lower.
+    config = resolveTrainConfig({
+      ...job.train,
+      fromModule: job.train?.fromModule ?? (grown > 0 ? p.modules.length + 1 : 1),
+    });
+    log(
+      grown > 0
+        ? `growing ${p.name}@${p.version} by ${grown} module(s); training from module ${config.fromModule}`
+        : `retraining ${p.name}@${p.version} from module ${config.fromModule}`,
+    );
   } else {
     config = resolveTrainConfig(job.train ?? {});
     stack = await recipe.create(config.seed);
