@@ -63,6 +63,7 @@ const SHAPES: Record<string, CommandShape> = {
     fields: {
       ...TRAIN_COMMON,
       channels: { flag: '--channels', kind: 'list' },
+      strides: { flag: '--strides', kind: 'list' },
       modules: { flag: '--modules', kind: 'number' },
       conv_route: { flag: '--conv-route', kind: 'string', choices: ['conv', 'im2col', 'auto'] },
       height: { flag: '--height', kind: 'number' },

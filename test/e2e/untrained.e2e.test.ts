@@ -216,7 +216,7 @@ describe('gim train --epochs 0: the untrained (random-init) twin', () => {
     );
   });
 
-  test("a retrain from a parent says it trains the parent's modules, not the --channels default", async () => {
+  test('a retrain from a parent keeps its modules (not the --channels default); more --channels grow it', async () => {
     const out = await gim([
       'train',
       'image',
@@ -226,5 +226,48 @@ describe('gim train --epochs 0: the untrained (random-init) twin', () => {
     ]);
     assert.match(out.stderr, /channels 4\/8 \(from trained@1\), 1 epoch/);
     assert.doesNotMatch(out.stderr, /channels 16\/32\/64/);
+
+    // More --channels than the parent has grow it: only the new module trains, at its --strides.
+    const grown = await gim([
+      'train',
+      'image',
+      ...['--data', FIXTURE, '--seed', '7', '--batch-size', '8', '--max-steps-per-epoch', '1'],
+      ...[
+        '--name',
+        'trained',
+        '--parent',
+        'trained@1',
+        '--channels',
+        '4,8,8',
+        '--strides',
+        '1,2,1',
+      ],
+      ...['--models-dir', models],
+    ]);
+    assert.match(grown.stderr, /growing trained@1 by 1 module\(s\); training from module 3/);
+    const { manifest } = await new StackStore(models).load('trained@latest');
+    assert.deepEqual(manifest.parent, { version: 1, fromModule: 3 });
+    assert.deepEqual(
+      manifest.modules.map((m) => m.outputShape),
+      [
+        [8, 8, 4],
+        [4, 4, 8],
+        [4, 4, 8],
+      ],
+    );
+    await assert.rejects(
+      gim([
+        'train',
+        'image',
+        ...['--data', FIXTURE, '--max-steps-per-epoch', '1', '--name', 'trained'],
+        ...['--parent', 'trained@1', '--channels', '4,8,8', '--strides', '1,2'],
+        ...['--models-dir', models],
+      ]),
+      (e: { code: number; stderr: string }) => {
+        assert.equal(e.code, 2, e.stderr);
+        assert.match(e.stderr, /--strides lists 2 strides for 3 modules/);
+        return true;
+      },
+    );
   });
 });

@@ -71,6 +71,7 @@ test('an encoder spec takes the vision recipe options of gim train image', async
       spec: {
         data: 'fashion-mnist',
         channels: [32, 64, 128],
+        strides: [1, 2, 1],
         epochs: 2,
         loss_norm: 'layer',
         lr_schedule: 'cosine',
@@ -86,6 +87,7 @@ test('an encoder spec takes the vision recipe options of gim train image', async
   );
   for (const arg of [
     '--channels=32,64,128',
+    '--strides=1,2,1',
     '--loss-norm=layer',
     '--lr-schedule=cosine',
     '--negatives-from=item',

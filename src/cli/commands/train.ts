@@ -1,4 +1,5 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { GimError } from '../../gim/errors.js';
 import { openImageDataset, DATASET_SPEC_HELP } from '../../gim/data/open-dataset.js';
 import { openAudioFolder, splitByUtterance } from '../../gim/data/audio-folder.js';
 import { defaultAudioAdapter } from '../../gim/modality/audio.js';
@@ -56,6 +57,7 @@ interface CommonTrainOptions extends ProgressJsonOptions {
 
 interface TrainImageOptions extends CommonTrainOptions {
   channels?: number[];
+  strides?: number[];
   modules?: number;
   convRoute: ConvRoute | 'auto';
   height?: number;
@@ -156,7 +158,7 @@ function trainConfig(o: CommonTrainOptions): Partial<TrainConfig> {
     negatives: o.negatives,
     negativesFrom: o.negativesFrom,
     maxStepsPerEpoch: o.maxStepsPerEpoch,
-    fromModule: o.fromModule ?? 1,
+    ...(o.fromModule !== undefined ? { fromModule: o.fromModule } : {}),
   };
 }
 
@@ -174,6 +176,11 @@ export function trainCommand(): Command {
     .option(
       '--channels <list>',
       "channels per module (default 16,32,64; with --parent its own, and more entries grow it: the parent's modules are kept and the new ones trained on top)",
+      intList,
+    )
+    .option(
+      '--strides <list>',
+      'conv stride per module (default 1 for the first, 2 for the others; 1 keeps a module at the resolution of the one below)',
       intList,
     )
     .option(
@@ -252,7 +259,7 @@ export function trainCommand(): Command {
         return trainImageStack({
           dataset,
           channels,
-          strides: channels.map((_, i) => (i === 0 ? 1 : 2)),
+          strides: strides(channels, o.strides, parent?.manifest),
           ...(o.patchStride !== undefined ? { adapter: { patchStride: o.patchStride } } : {}),
           train: {
             ...trainConfig(o),
@@ -341,4 +348,18 @@ function audioShape(o: { channels: number; gruUnits: number }, parent?: StackMan
   if (!parent) return `${o.channels} channels + GRU ${o.gruUnits}`;
   const dims = parent.modules.map((m) => m.embeddingDim);
   return `${parentRef(parent)}'s ${dims[0]} channels + GRU ${dims.at(-1)}`;
+}
+
+/**
+ * Strides for `channels`: as given, else the parent's for its modules (a grown stack keeps them)
+ * and 1 for the first module, 2 for every other.
+ */
+function strides(channels: number[], given?: number[], parent?: StackManifest): number[] {
+  if (given && given.length !== channels.length)
+    throw new GimError(
+      'invalid_argument',
+      `--strides lists ${given.length} strides for ${channels.length} modules (--channels)`,
+    );
+  const own = parent?.modules.map((m) => ('stride' in m.config ? m.config.stride : 2));
+  return given ?? channels.map((_, i) => own?.[i] ?? (i === 0 ? 1 : 2));
 }
