@@ -113,7 +113,7 @@ describe('npm start on the embedded defaults (e2e)', () => {
     assert.equal(res.status, 200, await res.clone().text());
     const body = (await res.json()) as { results: { embeddings: number[][] }[] };
     const vector = body.results[0]?.embeddings[0] ?? [];
-    assert.equal(vector.length, 64, 'speech-gim (stable: version 2) has 64 channels');
+    assert.equal(vector.length, 64, 'speech-gim (stable: version 4) has 64 channels');
     assert.ok(vector.every(Number.isFinite) && vector.some((v) => v !== 0));
   });
 
