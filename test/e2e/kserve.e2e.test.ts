@@ -76,7 +76,7 @@ describe('model listing (v1) and the KServe v2 protocol (e2e)', () => {
       output_shape: [8, 8, 4],
       grid_shape: [6, 6],
       embedding_dim: 4,
-      dims: { mean: 4, max: 4, none: 144, grid2: 36, grid3: 16 },
+      dims: { mean: 4, max: 4, meanstd: 8, none: 144, grid2: 36, grid3: 16 },
     });
     assert.deepEqual(
       model.body.layers.map((l: { embedding_dim: number }) => l.embedding_dim),

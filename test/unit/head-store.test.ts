@@ -411,7 +411,7 @@ describe('audio', () => {
       await rejectsWith(
         headFeatures(stack, folder, { ...opts, pooling: 'grid2' }),
         'invalid_argument',
-        /mean or max/,
+        /pool over time with mean, max, meanstd, not grid2/,
       );
       await rejectsWith(
         headFeatures(stackA, folder, { ...opts, pooling: 'mean' }),
