@@ -101,12 +101,12 @@ export async function trainStack<S extends TrainableStack>(
     );
   } else if (job.parent) {
     const p = job.parent.manifest;
+    const seed = resolveTrainConfig(job.train ?? {}).seed; // checked before weights are loaded
     const restored = await recipe.restore(
       p.adapter,
       p.modules.map((m) => m.config),
       job.parent.modules,
     );
-    const seed = resolveTrainConfig(job.train ?? {}).seed;
     try {
       stack = recipe.grow ? recipe.grow(restored, seed) : restored;
     } catch (e) {
