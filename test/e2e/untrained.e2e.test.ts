@@ -255,6 +255,24 @@ describe('gim train --epochs 0: the untrained (random-init) twin', () => {
         [4, 4, 8],
       ],
     );
+    // Growing that again without --strides keeps its stride-1 module; the new one takes 2.
+    await gim([
+      'train',
+      'image',
+      ...['--data', FIXTURE, '--seed', '7', '--batch-size', '8', '--max-steps-per-epoch', '1'],
+      ...['--name', 'trained', '--parent', `trained@${manifest.version}`, '--channels', '4,8,8,8'],
+      ...['--models-dir', models],
+    ]);
+    const again = (await new StackStore(models).load('trained@latest')).manifest;
+    assert.deepEqual(
+      again.modules.map((m) => m.outputShape),
+      [
+        [8, 8, 4],
+        [4, 4, 8],
+        [4, 4, 8],
+        [2, 2, 8],
+      ],
+    );
     await assert.rejects(
       gim([
         'train',
@@ -265,7 +283,7 @@ describe('gim train --epochs 0: the untrained (random-init) twin', () => {
       ]),
       (e: { code: number; stderr: string }) => {
         assert.equal(e.code, 2, e.stderr);
-        assert.match(e.stderr, /--strides lists 2 strides for 3 modules/);
+        assert.match(e.stderr, /need one stride per module: 3 channel counts, 2 strides/);
         return true;
       },
     );

@@ -155,7 +155,7 @@ describeEachBackend(plan, 'stack round trip', (backend) => {
           train: { epochs: 1, batchSize: 8, maxStepsPerEpoch: 1, seed: 5 },
           backend,
         }),
-        /list its modules unchanged and then the new ones/,
+        /channels 4\/16\/8\/16 \(strides 1\/2\/2\/2\) do not extend the stack's 4\/8\/8/,
       );
       await assert.rejects(
         trainImageStack({
@@ -165,7 +165,7 @@ describeEachBackend(plan, 'stack round trip', (backend) => {
           train: { epochs: 1, batchSize: 8, maxStepsPerEpoch: 1, seed: 5 },
           backend,
         }),
-        /channels 4\/8 differ from the parent's 4\/8\/8/,
+        /channels 4\/8 \(strides 1\/2\) do not extend the stack's 4\/8\/8 \(strides 1\/2\/2\)/,
       );
       const base = EncoderStack.create(fresh.adapter, fresh.moduleConfigs.slice(0, 3), 5);
       const sprouted = base.grow(fresh.moduleConfigs, 5); // owns base's modules now

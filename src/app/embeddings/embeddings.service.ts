@@ -1,7 +1,13 @@
 import { setMaxListeners } from 'node:events';
 import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import { declaredSeconds } from '../../gim/data/decode-audio.js';
-import { type Pooling, l2Normalize, poolGrid, pooledDim } from '../../gim/encoders/pooling.js';
+import {
+  type Pooling,
+  TIME_POOLINGS,
+  l2Normalize,
+  poolGrid,
+  pooledDim,
+} from '../../gim/encoders/pooling.js';
 import { GimError, isGimError } from '../../gim/errors.js';
 import { embeddingSpaceId as spaceId } from '../../gim/store/embedding-space.js';
 import { APP_CONFIG, type AppConfig } from '../config.js';
@@ -333,7 +339,7 @@ function explainAdmission(error: unknown): unknown {
 }
 
 /** The poolings of an audio layer's frames: over time, or none (the frame sequence). */
-export const AUDIO_POOLINGS: readonly Pooling[] = ['mean', 'max', 'meanstd', 'none'];
+export const AUDIO_POOLINGS: readonly Pooling[] = [...TIME_POOLINGS, 'none'];
 
 /**
  * An audio item's frames [frames, C] -> [C] pooled over time, or the frames themselves for

@@ -7,10 +7,10 @@ import {
   l2Normalize,
   parsePooling,
   poolGrid,
+  timePooling,
   type Pooling,
 } from '../../gim/encoders/pooling.js';
 import { decodeAudio } from '../../gim/data/decode-audio.js';
-import { timePooling } from '../../gim/classify/audio-features.js';
 import { normalizeAudio } from '../../gim/modality/audio.js';
 import { AudioEncoderStack } from '../../gim/encoders/audio-stack.js';
 import { StackStore } from '../../gim/store/stack-store.js';

@@ -1,14 +1,14 @@
 import { Command } from 'commander';
 import { openImageDataset, DATASET_SPEC_HELP } from '../../gim/data/open-dataset.js';
 import { stratifiedSplit } from '../../gim/data/dataset.js';
-import { parsePooling } from '../../gim/encoders/pooling.js';
+import { parsePooling, timePooling } from '../../gim/encoders/pooling.js';
 import {
   probeFeatureSets,
   probeLayers,
   type ProbeEpochCallback,
   type ProbeRow,
 } from '../../gim/classify/probe-layers.js';
-import { extractAudioFeatures, timePooling } from '../../gim/classify/audio-features.js';
+import { extractAudioFeatures } from '../../gim/classify/audio-features.js';
 import { openAudioFolder, splitByUtterance } from '../../gim/data/audio-folder.js';
 import { AudioEncoderStack } from '../../gim/encoders/audio-stack.js';
 import { StackStore } from '../../gim/store/stack-store.js';

@@ -1,5 +1,4 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { GimError } from '../../gim/errors.js';
 import { openImageDataset, DATASET_SPEC_HELP } from '../../gim/data/open-dataset.js';
 import { openAudioFolder, splitByUtterance } from '../../gim/data/audio-folder.js';
 import { defaultAudioAdapter } from '../../gim/modality/audio.js';
@@ -259,7 +258,7 @@ export function trainCommand(): Command {
         return trainImageStack({
           dataset,
           channels,
-          strides: strides(channels, o.strides, parent?.manifest),
+          ...(o.strides ? { strides: o.strides } : {}),
           ...(o.patchStride !== undefined ? { adapter: { patchStride: o.patchStride } } : {}),
           train: {
             ...trainConfig(o),
@@ -348,18 +347,4 @@ function audioShape(o: { channels: number; gruUnits: number }, parent?: StackMan
   if (!parent) return `${o.channels} channels + GRU ${o.gruUnits}`;
   const dims = parent.modules.map((m) => m.embeddingDim);
   return `${parentRef(parent)}'s ${dims[0]} channels + GRU ${dims.at(-1)}`;
-}
-
-/**
- * Strides for `channels`: as given, else the parent's for its modules (a grown stack keeps them)
- * and 1 for the first module, 2 for every other.
- */
-function strides(channels: number[], given?: number[], parent?: StackManifest): number[] {
-  if (given && given.length !== channels.length)
-    throw new GimError(
-      'invalid_argument',
-      `--strides lists ${given.length} strides for ${channels.length} modules (--channels)`,
-    );
-  const own = parent?.modules.map((m) => ('stride' in m.config ? m.config.stride : 2));
-  return given ?? channels.map((_, i) => own?.[i] ?? (i === 0 ? 1 : 2));
 }

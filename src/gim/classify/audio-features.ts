@@ -4,26 +4,12 @@ import type { AudioDataset } from '../data/audio-folder.js';
 import { cancellationPoint } from '../cancel.js';
 import { GimError } from '../errors.js';
 import type { AudioEncoderStack } from '../encoders/audio-stack.js';
-import { poolGrid, pooledDim, type Pooling } from '../encoders/pooling.js';
+import { poolGrid, pooledDim, type TimePooling } from '../encoders/pooling.js';
+
+export type { TimePooling } from '../encoders/pooling.js';
 import type { LayerFeatures } from './features.js';
 import { featureKey } from './features.js';
 import type { FeatureSet } from './linear-probe.js';
-
-/**
- * Poolings that make one vector of a whole utterance: its frames averaged or maxed over time, or
- * their mean and standard deviation (`meanstd`, 2C).
- */
-export type TimePooling = Extract<Pooling, 'mean' | 'max' | 'meanstd'>;
-export const TIME_POOLINGS: readonly TimePooling[] = ['mean', 'max', 'meanstd'];
-
-/** `pooling` if it pools an audio layer's frames over time; else a GimError naming `what`. */
-export function timePooling(pooling: Pooling, what: string): TimePooling {
-  if ((TIME_POOLINGS as readonly Pooling[]).includes(pooling)) return pooling as TimePooling;
-  throw new GimError(
-    'invalid_argument',
-    `${what} pool over time with ${TIME_POOLINGS.join(', ')}, not ${pooling}`,
-  );
-}
 
 /**
  * Embeds whole utterances (each at its own length, so one at a time) up to the deepest layer

@@ -11,14 +11,14 @@ import {
 import { openImageDataset } from '../data/open-dataset.js';
 import { AudioEncoderStack } from '../encoders/audio-stack.js';
 import type { EncoderStack } from '../encoders/encoder-stack.js';
-import { l2Normalize, type Pooling } from '../encoders/pooling.js';
+import { l2Normalize, timePooling, type Pooling } from '../encoders/pooling.js';
 import { GimError } from '../errors.js';
 import { cancellationPoint } from '../cancel.js';
 import { embeddingSpaceId } from '../store/embedding-space.js';
 import type { HeadDataSource } from '../store/head-manifest.js';
 import type { HeadDraft } from '../store/head-store.js';
 import type { StackManifest } from '../store/manifest.js';
-import { extractAudioFeatures, timePooling } from './audio-features.js';
+import { extractAudioFeatures } from './audio-features.js';
 import { extractFeatures, featureKey, type LayerFeatures } from './features.js';
 import {
   fitHead,

@@ -10,10 +10,14 @@ import { imageManifest, type StackManifest } from '../store/manifest.js';
  * The scaled-down GIM.md vision encoder: conv3x3 strides 1, 2, 2 with a residual 1x1 each.
  * channels: [16, 32, 64] by default, [8, 16, 32] for a fast run.
  */
+/** GIM.md's strides for a stack of n modules: 1 for the first, 2 for every other. */
+export const defaultStrides = (n: number): number[] =>
+  Array.from({ length: n }, (_, i) => (i === 0 ? 1 : 2));
+
 export function visionModuleConfigs(
   adapter: ImageAdapterConfig,
   channels: number[] = [16, 32, 64],
-  strides: number[] = [1, 2, 2],
+  strides: number[] = defaultStrides(channels.length),
 ): VisionModuleConfig[] {
   if (channels.length === 0 || channels.length !== strides.length)
     throw new GimError(
@@ -88,18 +92,22 @@ export class EncoderStack extends ModuleStack<VisionModule, VisionModuleConfig> 
   /**
    * This stack with new modules on top: `configs` lists every module, the first `depth` of them
    * this stack's own (kept, weights and all); each new one starts from the initial weights a fresh
-   * stack of `configs` with this seed would give it. The result owns this stack's modules.
+   * stack of `configs` with this seed would give it. The result owns this stack's modules; with no
+   * new module it is this stack.
    */
   grow(configs: VisionModuleConfig[], seed: number): EncoderStack {
     const own = this.moduleConfigs;
     const same = (a: VisionModuleConfig, b: VisionModuleConfig | undefined) =>
-      b !== undefined && JSON.stringify(a) === JSON.stringify(b);
-    if (configs.length <= own.length || !own.every((c, i) => same(c, configs[i])))
+      b !== undefined &&
+      (Object.keys(a) as (keyof VisionModuleConfig)[]).every((k) => a[k] === b[k]);
+    if (configs.length < own.length || !own.every((c, i) => same(c, configs[i])))
       throw new GimError(
         'invalid_argument',
-        `to grow a stack of ${own.length} modules (channels ${own.map((c) => c.channels).join('/')}), ` +
-          'list its modules unchanged and then the new ones',
+        `channels ${configs.map((c) => c.channels).join('/')} (strides ${configs.map((c) => c.stride).join('/')}) ` +
+          `do not extend the stack's ${own.map((c) => c.channels).join('/')} (strides ${own.map((c) => c.stride).join('/')}): ` +
+          'a retrain keeps its modules; to grow it, list them unchanged and then the new ones',
       );
+    if (configs.length === own.length) return this;
     const added = configs.slice(own.length).map((c, j) => createModule(c, own.length + j, seed));
     return new EncoderStack(this.adapter, [...this.modules, ...added]);
   }

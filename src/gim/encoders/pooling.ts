@@ -23,6 +23,22 @@ export function parsePooling(value: string): Pooling {
   );
 }
 
+/**
+ * Poolings that make one vector of a whole utterance: its frames averaged or maxed over time, or
+ * their mean and standard deviation (`meanstd`, 2C).
+ */
+export type TimePooling = Extract<Pooling, 'mean' | 'max' | 'meanstd'>;
+export const TIME_POOLINGS: readonly TimePooling[] = ['mean', 'max', 'meanstd'];
+
+/** `pooling` if it pools an audio layer's frames over time; else a GimError naming `what`. */
+export function timePooling(pooling: Pooling, what: string): TimePooling {
+  if ((TIME_POOLINGS as readonly Pooling[]).includes(pooling)) return pooling as TimePooling;
+  throw new GimError(
+    'invalid_argument',
+    `${what} pool over time with ${TIME_POOLINGS.join(', ')}, not ${pooling}`,
+  );
+}
+
 /** Shape of a grid: `n` items of rows x cols cells of `channels` values, row-major. */
 export interface GridShape {
   n: number;

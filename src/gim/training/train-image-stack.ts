@@ -1,7 +1,7 @@
 import { GimError } from '../errors.js';
 import type { ImageDataset } from '../data/dataset.js';
 import { channelStats, defaultImageAdapter, type ImageAdapterConfig } from '../modality/image.js';
-import { EncoderStack, visionModuleConfigs } from '../encoders/encoder-stack.js';
+import { EncoderStack, defaultStrides, visionModuleConfigs } from '../encoders/encoder-stack.js';
 import type { VisionModuleConfig } from '../encoders/vision-module.js';
 import { imageTrainingData } from './image-training.js';
 import {
@@ -13,7 +13,10 @@ import {
 
 export interface ImageTrainJob extends TrainJobOptions {
   dataset: ImageDataset;
-  /** Channels per module (GIM.md: 16/32/64; 8/16/32 for a fast run) and strides (1/2/2). */
+  /**
+   * Channels per module (GIM.md: 16/32/64; 8/16/32 for a fast run) and strides (default 1, then
+   * 2; with a parent, its own for its modules).
+   */
   channels?: number[];
   strides?: number[];
   adapter?: Partial<Omit<ImageAdapterConfig, 'kind'>>;
@@ -54,27 +57,12 @@ export function imageRecipe(job: ImageTrainJob): StackRecipe<EncoderStack> {
       return EncoderStack.fromArtifacts(adapter, configs as VisionModuleConfig[], artifacts);
     },
     grow(parent, seed) {
-      if (!job.channels || job.channels.length <= parent.depth) {
-        if (
-          job.channels &&
-          job.channels.join() !== parent.moduleConfigs.map((c) => c.channels).join()
-        )
-          throw new GimError(
-            'invalid_argument',
-            `channels ${job.channels.join('/')} differ from the parent's ` +
-              `${parent.moduleConfigs.map((c) => c.channels).join('/')}: a retrain keeps the parent's ` +
-              'modules; to grow it, list them and then the new ones',
-          );
-        return parent;
-      }
-      return parent.grow(
-        visionModuleConfigs(
-          parent.adapter,
-          job.channels,
-          job.strides ?? job.channels.map((_, i) => (i === 0 ? 1 : 2)),
-        ),
-        seed,
-      );
+      if (!job.channels) return parent;
+      // The parent's own strides for its modules unless given: only new modules take defaults.
+      const own = parent.moduleConfigs.map((c) => c.stride);
+      const n = job.channels.length;
+      const strides = job.strides ?? [...own, ...defaultStrides(n).slice(own.length)].slice(0, n);
+      return parent.grow(visionModuleConfigs(parent.adapter, job.channels, strides), seed);
     },
     data: (stack) => imageTrainingData(dataset, stack.adapter),
     describeData: async () => ({
