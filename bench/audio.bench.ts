@@ -17,7 +17,8 @@ import { openAudioFolder, splitByUtterance } from '../src/gim/data/audio-folder.
 import { defaultAudioAdapter } from '../src/gim/modality/audio.js';
 import type { AudioEncoderStack } from '../src/gim/encoders/audio-stack.js';
 import { trainAudioStack } from '../src/gim/training/train-audio-stack.js';
-import { extractAudioFeatures, type TimePooling } from '../src/gim/classify/audio-features.js';
+import { extractAudioFeatures } from '../src/gim/classify/audio-features.js';
+import type { TimePooling } from '../src/gim/encoders/pooling.js';
 import { probeFeatureSets, type ProbeRow } from '../src/gim/classify/probe-layers.js';
 import { Progress, duration, progressCallbacks } from '../src/cli/progress.js';
 import { machine, printTable, writeResult } from './common.js';

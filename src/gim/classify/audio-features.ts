@@ -5,8 +5,6 @@ import { cancellationPoint } from '../cancel.js';
 import { GimError } from '../errors.js';
 import type { AudioEncoderStack } from '../encoders/audio-stack.js';
 import { poolGrid, pooledDim, type TimePooling } from '../encoders/pooling.js';
-
-export type { TimePooling } from '../encoders/pooling.js';
 import type { LayerFeatures } from './features.js';
 import { featureKey } from './features.js';
 import type { FeatureSet } from './linear-probe.js';

@@ -6,14 +6,14 @@ import type { GridShape } from './pooling.js';
 import { loadModules, ModuleStack, type LayerShape } from './gim-module.js';
 import { imageManifest, type StackManifest } from '../store/manifest.js';
 
-/**
- * The scaled-down GIM.md vision encoder: conv3x3 strides 1, 2, 2 with a residual 1x1 each.
- * channels: [16, 32, 64] by default, [8, 16, 32] for a fast run.
- */
 /** GIM.md's strides for a stack of n modules: 1 for the first, 2 for every other. */
 export const defaultStrides = (n: number): number[] =>
   Array.from({ length: n }, (_, i) => (i === 0 ? 1 : 2));
 
+/**
+ * The scaled-down GIM.md vision encoder: conv3x3 strides 1, 2, 2 with a residual 1x1 each.
+ * channels: [16, 32, 64] by default, [8, 16, 32] for a fast run.
+ */
 export function visionModuleConfigs(
   adapter: ImageAdapterConfig,
   channels: number[] = [16, 32, 64],
