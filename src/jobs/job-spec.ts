@@ -48,6 +48,7 @@ const TRAIN_COMMON: Record<string, Field> = {
   seed: { flag: '--seed', kind: 'number' },
   negatives: { flag: '--negatives', kind: 'number' },
   negatives_from: { flag: '--negatives-from', kind: 'string', choices: NEGATIVE_SOURCES },
+  loss_norm: { flag: '--loss-norm', kind: 'string', choices: LOSS_NORMS },
   max_steps_per_epoch: { flag: '--max-steps-per-epoch', kind: 'number' },
   parent: { flag: '--parent', kind: 'string' },
   from_module: { flag: '--from-module', kind: 'number' },
@@ -69,7 +70,7 @@ const SHAPES: Record<string, CommandShape> = {
       height: { flag: '--height', kind: 'number' },
       width: { flag: '--width', kind: 'number' },
       image_channels: { flag: '--image-channels', kind: 'string', choices: ['1', '3'] },
-      // The recipe options of `gim train image` (fashion-gim@2: channels, loss_norm).
+      // The recipe options of `gim train image` (fashion-gim@2: channels; loss_norm is common).
       patch_stride: { flag: '--patch-stride', kind: 'number' },
       offsets: { flag: '--offsets', kind: 'list' },
       directions: { flag: '--directions', kind: 'list' },
@@ -77,7 +78,6 @@ const SHAPES: Record<string, CommandShape> = {
       patch_flip: { flag: '--patch-flip', kind: 'flag' },
       patch_brightness: { flag: '--patch-brightness', kind: 'number' },
       patch_contrast: { flag: '--patch-contrast', kind: 'number' },
-      loss_norm: { flag: '--loss-norm', kind: 'string', choices: LOSS_NORMS },
     },
   },
   'encoder:audio': {

@@ -45,6 +45,7 @@ interface CommonTrainOptions extends ProgressJsonOptions {
   seed: number;
   negatives?: number;
   negativesFrom: NegativeSource;
+  lossNorm: LossNorm;
   maxStepsPerEpoch?: number;
   parent?: string;
   fromModule?: number;
@@ -68,7 +69,6 @@ interface TrainImageOptions extends CommonTrainOptions {
   patchFlip: boolean;
   patchBrightness: number;
   patchContrast: number;
-  lossNorm: LossNorm;
   patchStride?: number;
 }
 
@@ -127,6 +127,14 @@ function withCommonOptions(
         .choices([...NEGATIVE_SOURCES])
         .default('batch'),
     )
+    .addOption(
+      new Option(
+        '--loss-norm <n>',
+        'patch (image) or frame (audio) vectors in the loss: as they are, or layer-normalised',
+      )
+        .choices([...LOSS_NORMS])
+        .default('none'),
+    )
     .option('--max-steps-per-epoch <n>', 'cap batches per epoch (short runs)', int(1))
     .option('--parent <ref>', 'retrain from a published stack (name@version); keeps its adapter')
     .option(
@@ -156,6 +164,7 @@ function trainConfig(o: CommonTrainOptions): Partial<TrainConfig> {
     seed: o.seed,
     negatives: o.negatives,
     negativesFrom: o.negativesFrom,
+    lossNorm: o.lossNorm,
     maxStepsPerEpoch: o.maxStepsPerEpoch,
     ...(o.fromModule !== undefined ? { fromModule: o.fromModule } : {}),
   };
@@ -230,11 +239,6 @@ export function trainCommand(): Command {
       nonNegativeNumber,
       0,
     )
-    .addOption(
-      new Option('--loss-norm <n>', 'patch vectors in the loss: as they are, or layer-normalised')
-        .choices([...LOSS_NORMS])
-        .default('none'),
-    )
     .action((o: TrainImageOptions) =>
       runTrainJob(o, 'image', async ({ progress, callbacks, signal, checkpointDir, store }) => {
         const backend = await startBackend(o.backend, false, (line) => progress.log(line));
@@ -271,7 +275,6 @@ export function trainCommand(): Command {
               brightness: o.patchBrightness,
               contrast: o.patchContrast,
             },
-            lossNorm: o.lossNorm,
           },
           parent,
           checkpointDir,

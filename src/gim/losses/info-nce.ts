@@ -70,6 +70,17 @@ export function gridPairs(
  * code); `item` only from the encodings of the item (image, clip) the positive's target belongs to
  * (needs `pairs.itemSize`). One [pairs * N] array per step.
  */
+/**
+ * Layer normalisation of each row (one patch or frame vector), without a learned scale: what
+ * `lossNorm: 'layer'` gives the loss, so the scores compare directions, not magnitudes.
+ */
+export function layerNormRows(z: tf.Tensor2D): tf.Tensor2D {
+  return tf.tidy(() => {
+    const { mean, variance } = tf.moments(z, 1, true);
+    return tf.div(tf.sub(z, mean), tf.sqrt(tf.add(variance, 1e-5))) as tf.Tensor2D;
+  });
+}
+
 export function sampleNegatives(
   pairs: PositivePairs,
   negatives: number,

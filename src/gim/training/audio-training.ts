@@ -5,7 +5,7 @@ import { epochSeed } from '../data/dataset.js';
 import type { AudioDataset } from '../data/audio-folder.js';
 import type { AudioAdapterConfig } from '../modality/audio.js';
 import type { AudioEncoderStack } from '../encoders/audio-stack.js';
-import { timePairs } from '../losses/info-nce.js';
+import { layerNormRows, timePairs } from '../losses/info-nce.js';
 import type { TrainConfig } from './config.js';
 import type { TrainBatch, TrainingData, TrainingModality } from './modality.js';
 
@@ -13,15 +13,18 @@ import type { TrainBatch, TrainingData, TrainingModality } from './modality.js';
  * GIM on raw audio (GIM.md): each frame of a module's output predicts the frames k = 1..steps
  * ahead in the same clip; on long layers (all but the last conv and the GRU) the positives come
  * from one random window of `positiveWindow` frames per clip; negatives from the whole batch.
- * The GRU module predicts future conv5 outputs (its input) from its context.
+ * The GRU module predicts future conv5 outputs (its input) from its context. With
+ * `lossNorm: 'layer'` every frame vector (context and target) is layer-normalised in the loss.
  */
 export function audioTraining(
   stack: AudioEncoderStack,
-  config: Pick<TrainConfig, 'predictionSteps' | 'positiveWindow'>,
+  config: Pick<TrainConfig, 'predictionSteps' | 'positiveWindow'> &
+    Partial<Pick<TrainConfig, 'lossNorm'>>,
 ): TrainingModality {
   const T = stack.adapter.windowSamples;
   const frames = stack.frames(T);
   const steps = config.predictionSteps;
+  const norm = (config.lossNorm ?? 'none') === 'layer' ? layerNormRows : (z: tf.Tensor2D) => z;
   const lastConv = stack.moduleConfigs.map((c) => c.kind).lastIndexOf('audio-conv') + 1;
   if (frames.some((f) => f <= steps))
     throw new GimError(
@@ -39,9 +42,9 @@ export function audioTraining(
     encodings(m, x, y) {
       const module = stack.layer(m);
       const [b, , t, c] = y.shape;
-      const z = tf.reshape(y, [b * t, c]) as tf.Tensor2D; // [B * frames, C]
+      const z = norm(tf.reshape(y, [b * t, c]) as tf.Tensor2D); // [B * frames, C]
       if (module.config.kind === 'audio-gru')
-        return { context: z, targets: tf.reshape(x, [b * t, x.shape[3]]) as tf.Tensor2D };
+        return { context: z, targets: norm(tf.reshape(x, [b * t, x.shape[3]]) as tf.Tensor2D) };
       return { context: z, targets: z };
     },
     pairs(m, n, rng: Rng) {

@@ -91,7 +91,7 @@ export interface TrainConfig {
   directions: Direction[];
   /** Vision: per-patch augmentation while training (default none). */
   patchAugment: PatchAugment;
-  /** Vision: normalisation of patch vectors in the loss (default `none`). */
+  /** Normalisation of the patch (vision) or frame (audio) vectors in the loss (default `none`). */
   lossNorm: LossNorm;
   /** `auto` is resolved when the trainer is built (the manifest records the route used). */
   convRoute: ConvRoute | 'auto';

@@ -4,7 +4,7 @@ import type { Rng } from '../random.js';
 import { imagesToPatches } from '../modality/image.js';
 import type { EncoderStack } from '../encoders/encoder-stack.js';
 import { im2col } from '../encoders/im2col.js';
-import { gridPairs, type PositivePairs } from '../losses/info-nce.js';
+import { gridPairs, layerNormRows, type PositivePairs } from '../losses/info-nce.js';
 import { NO_PATCH_AUGMENT, type ConvRoute, type TrainConfig } from './config.js';
 import type { TrainBatch, TrainingData, TrainingModality } from './modality.js';
 import { batches, type ImageDataset } from '../data/dataset.js';
@@ -45,8 +45,7 @@ export function imageTraining(
     encodings(_m, _x, y) {
       const z = tf.mean(y, [1, 2]) as tf.Tensor2D; // [n * rows * cols, C]: one vector per patch
       if (!layerNorm) return { context: z, targets: z };
-      const { mean, variance } = tf.moments(z, 1, true);
-      const zn = tf.div(tf.sub(z, mean), tf.sqrt(tf.add(variance, 1e-5))) as tf.Tensor2D;
+      const zn = layerNormRows(z);
       return { context: zn, targets: zn };
     },
     pairs(_m, n) {
