@@ -9,7 +9,7 @@ import { StackStore } from '../../src/gim/store/stack-store.js';
 const ROOT = new URL('../..', import.meta.url).pathname;
 const FIXTURE = join(ROOT, 'test/fixtures/fashion-mnist-mini');
 
-describe('gim train image: recipe flags', () => {
+describe('gim train: recipe flags', () => {
   let dir = '';
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'gim-recipe-flags-'));
@@ -95,5 +95,36 @@ describe('gim train image: recipe flags', () => {
         return true;
       },
     );
+  });
+
+  test('gim train audio --loss-norm layer: recorded in the manifest (the flag is common to both modalities)', async () => {
+    const models = join(dir, 'audio-models');
+    await gim([
+      'train',
+      'audio',
+      '--data',
+      join(ROOT, 'test/fixtures/audio/speakers'),
+      '--name',
+      'voice',
+      '--models-dir',
+      models,
+      '--channels',
+      '8',
+      '--gru-units',
+      '8',
+      '--window',
+      '3200',
+      '--batch-size',
+      '2',
+      '--max-steps-per-epoch',
+      '2',
+      '--loss-norm',
+      'layer',
+      '--checkpoint-dir',
+      join(dir, 'ck-audio'),
+    ]);
+    const { manifest } = await new StackStore(models).load('voice@1');
+    assert.equal(manifest.modality, 'audio');
+    assert.equal((manifest.training.config as Record<string, unknown>).lossNorm, 'layer');
   });
 });

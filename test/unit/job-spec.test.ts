@@ -105,6 +105,29 @@ test('an encoder spec takes the vision recipe options of gim train image', async
     ),
     /loss_norm/,
   );
+  // loss_norm is common to both modalities (gim train audio --loss-norm); image-only ones are not.
+  const audio = await planJob(
+    {
+      kind: 'encoder',
+      model: 'voices',
+      spec: { modality: 'audio', data: 'shoes/train', loss_norm: 'layer', negatives: 32 },
+    },
+    opts(),
+  );
+  assert.deepEqual(audio.args.slice(0, 2), ['train', 'audio']);
+  for (const arg of ['--loss-norm=layer', '--negatives=32'])
+    assert.ok(audio.args.includes(arg), `${arg} in ${audio.args.join(' ')}`);
+  await assert.rejects(
+    planJob(
+      {
+        kind: 'encoder',
+        model: 'voices',
+        spec: { modality: 'audio', data: 'shoes/train', patch_stride: 3 },
+      },
+      opts(),
+    ),
+    /patch_stride/,
+  );
 });
 
 test('head and probe specs become gim classifier train / gim probe on a stack ref', async () => {
