@@ -21,6 +21,7 @@ import { selectBackend } from '../src/gim/backend/index.js';
 import { EncoderStack } from '../src/gim/encoders/encoder-stack.js';
 import { parsePooling } from '../src/gim/encoders/pooling.js';
 import { trainImageStack } from '../src/gim/training/train-image-stack.js';
+import type { TrainConfig } from '../src/gim/training/config.js';
 import { pixelFeatures } from '../src/gim/classify/features.js';
 import { probeFeatures, probeLayers, type ProbeRow } from '../src/gim/classify/probe-layers.js';
 import { StackStore } from '../src/gim/store/stack-store.js';
@@ -55,6 +56,12 @@ const probeEpochs = Number(values['probe-epochs']);
 const classes = train.info.classNames.length;
 const progress = new Progress('probe-bench', 15_000);
 
+/** The recorded offsets and directions of a training config (older manifests may lack them). */
+function predictionGeometry(config: Record<string, unknown>): Partial<TrainConfig> {
+  const { offsets, directions } = config as Partial<TrainConfig>;
+  return { ...(offsets ? { offsets } : {}), ...(directions ? { directions } : {}) };
+}
+
 let stack: EncoderStack;
 let trainedWith: Record<string, unknown>;
 /** Training wall time: this run's, or the one the published stack's manifest records. */
@@ -75,7 +82,9 @@ if (values.model) {
     adapter, // its mean/std as recorded, whatever data it was trained on
     channels: m.modules.map((x) => x.config.channels),
     strides: m.modules.map((x) => x.config.stride),
-    train: { seed: manifest.training.seed },
+    // The grid's prediction geometry too: a stack trained on a small grid with short offsets
+    // (e.g. --patch-stride 5 --offsets 2,3,4) is refused the default offsets 2..5.
+    train: { seed: manifest.training.seed, ...predictionGeometry(manifest.training.config) },
   };
 } else {
   const args = recipeFromArgs(values);
