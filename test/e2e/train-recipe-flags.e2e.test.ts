@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { gim } from '../helpers/cli.js';
+import { gim, TINY_AUDIO_STACK } from '../helpers/cli.js';
 import { StackStore } from '../../src/gim/store/stack-store.js';
 
 const ROOT = new URL('../..', import.meta.url).pathname;
@@ -108,14 +108,7 @@ describe('gim train: recipe flags', () => {
       'voice',
       '--models-dir',
       models,
-      '--channels',
-      '8',
-      '--gru-units',
-      '8',
-      '--window',
-      '3200',
-      '--batch-size',
-      '2',
+      ...TINY_AUDIO_STACK,
       '--max-steps-per-epoch',
       '2',
       '--loss-norm',

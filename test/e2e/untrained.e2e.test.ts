@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import request from 'supertest';
 import type * as tf from '@tensorflow/tfjs';
-import { gim } from '../helpers/cli.js';
+import { gim, TINY_AUDIO_STACK } from '../helpers/cli.js';
 import { bootApp, FIXTURE, fixturePngs, waitReady, type TestApp } from './serve-fixtures.js';
 import { selectBackend } from '../../src/gim/backend/index.js';
 import { EncoderStack, visionModuleConfigs } from '../../src/gim/encoders/encoder-stack.js';
@@ -162,14 +162,7 @@ describe('gim train --epochs 0: the untrained (random-init) twin', () => {
       'voice',
       '--epochs',
       '0',
-      '--channels',
-      '8',
-      '--gru-units',
-      '8',
-      '--window',
-      '3200',
-      '--batch-size',
-      '2',
+      ...TINY_AUDIO_STACK,
       '--seed',
       '5',
       '--models-dir',

@@ -15,6 +15,12 @@ export function gim(args: string[]) {
   );
 }
 
+/** `gim train audio` options of a tiny stack that trains in seconds on the speaker fixture. */
+export const TINY_AUDIO_STACK = [
+  ...['--channels', '8', '--gru-units', '8'],
+  ...['--window', '3200', '--batch-size', '2'],
+];
+
 /** A 28x28 grey PNG of horizontal (class 0) or vertical (class 1) stripes: a separable fixture. */
 export async function stripesPng(file: string, orientation: number, rng: Rng): Promise<void> {
   const period = 4 + rng.int(3);

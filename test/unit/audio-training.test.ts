@@ -34,6 +34,23 @@ function clips(n: number, rng: Rng): Float32Array {
   return out;
 }
 
+/** Step-0 loss near ln 11 (10 negatives), 41 steps without a tensor leak, every module's loss lower. */
+function assertLearns(trainer: GreedyTrainer, fixed: { data: Float32Array; n: number }): void {
+  const before = trainer.evaluate(fixed, new Rng(5));
+  before.forEach((l, i) =>
+    assert.ok(Math.abs(l - Math.log(11)) < 0.1, `module ${i + 1} step-0 loss ${l}`),
+  );
+  const rng = new Rng(9);
+  trainer.step({ data: clips(4, rng), n: 4 }, [1, 2, 3, 4, 5, 6], rng);
+  const tensors = tf.memory().numTensors;
+  for (let s = 0; s < 40; s++) trainer.step({ data: clips(4, rng), n: 4 }, [1, 2, 3, 4, 5, 6], rng);
+  assert.equal(tf.memory().numTensors, tensors, 'training steps leaked tensors');
+  const after = trainer.evaluate(fixed, new Rng(5));
+  after.forEach((l, i) =>
+    assert.ok(l < (before[i] as number) - 0.02, `module ${i + 1}: ${before[i]} -> ${l}`),
+  );
+}
+
 describeEachBackend(plan, 'audio training', () => {
   test('audio through the same GreedyTrainer: step-0 near ln 11, a short run lowers every module loss, no tensor leak', () => {
     const stack = AudioEncoderStack.create(adapter, audioModuleConfigs(8, 8), 3);
@@ -41,21 +58,8 @@ describeEachBackend(plan, 'audio training', () => {
       stack,
       resolveTrainConfig({ negatives: 10, positiveWindow: 16, learningRate: 3e-3, seed: 2 }),
     );
-    const rng = new Rng(9);
     const fixed = { data: clips(4, new Rng(100)), n: 4 };
-    const before = trainer.evaluate(fixed, new Rng(5));
-    before.forEach((l, i) =>
-      assert.ok(Math.abs(l - Math.log(11)) < 0.1, `module ${i + 1} step-0 loss ${l}`),
-    );
-    trainer.step({ data: clips(4, rng), n: 4 }, [1, 2, 3, 4, 5, 6], rng);
-    const tensors = tf.memory().numTensors;
-    for (let s = 0; s < 40; s++)
-      trainer.step({ data: clips(4, rng), n: 4 }, [1, 2, 3, 4, 5, 6], rng);
-    assert.equal(tf.memory().numTensors, tensors, 'training steps leaked tensors');
-    const after = trainer.evaluate(fixed, new Rng(5));
-    after.forEach((l, i) =>
-      assert.ok(l < (before[i] as number) - 0.02, `module ${i + 1}: ${before[i]} -> ${l}`),
-    );
+    assertLearns(trainer, fixed);
     const grids = stack.embed(fixed.data, 4, [1, 6]);
     assert.deepEqual(grids.get(1)!.shape, [4, stack.frames(T)[0], 8]);
     assert.deepEqual(grids.get(6)!.shape, [4, 20, 8]);
@@ -107,20 +111,7 @@ describeEachBackend(plan, 'audio training', () => {
       });
     }
     input.dispose();
-    const before = trainer.evaluate(fixed, new Rng(5));
-    before.forEach((l, i) =>
-      assert.ok(Math.abs(l - Math.log(11)) < 0.1, `module ${i + 1} step-0 loss ${l}`),
-    );
-    const rng = new Rng(9);
-    trainer.step({ data: clips(4, rng), n: 4 }, [1, 2, 3, 4, 5, 6], rng);
-    const tensors = tf.memory().numTensors;
-    for (let s = 0; s < 40; s++)
-      trainer.step({ data: clips(4, rng), n: 4 }, [1, 2, 3, 4, 5, 6], rng);
-    assert.equal(tf.memory().numTensors, tensors, 'training steps leaked tensors');
-    const after = trainer.evaluate(fixed, new Rng(5));
-    after.forEach((l, i) =>
-      assert.ok(l < (before[i] as number) - 0.02, `module ${i + 1}: ${before[i]} -> ${l}`),
-    );
+    assertLearns(trainer, fixed);
     trainer.dispose();
     stack.dispose();
   });
