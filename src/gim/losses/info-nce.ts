@@ -65,12 +65,6 @@ export function gridPairs(
 }
 
 /**
- * N negatives per positive pair, drawn uniformly with replacement (they may hit the positive, as
- * in the reference code). `from`: `batch` draws from every encoding of the batch (the reference
- * code); `item` only from the encodings of the item (image, clip) the positive's target belongs to
- * (needs `pairs.itemSize`). One [pairs * N] array per step.
- */
-/**
  * Layer normalisation of each row (one patch or frame vector), without a learned scale: what
  * `lossNorm: 'layer'` gives the loss, so the scores compare directions, not magnitudes.
  */
@@ -81,6 +75,12 @@ export function layerNormRows(z: tf.Tensor2D): tf.Tensor2D {
   });
 }
 
+/**
+ * N negatives per positive pair, drawn uniformly with replacement (they may hit the positive, as
+ * in the reference code). `from`: `batch` draws from every encoding of the batch (the reference
+ * code); `item` only from the encodings of the item (image, clip) the positive's target belongs to
+ * (needs `pairs.itemSize`). One [pairs * N] array per step.
+ */
 export function sampleNegatives(
   pairs: PositivePairs,
   negatives: number,
