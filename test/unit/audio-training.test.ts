@@ -79,8 +79,8 @@ describeEachBackend(plan, 'audio training', () => {
     });
     const trainer = new GreedyTrainer(stack, config);
     const fixed = { data: clips(4, new Rng(100)), n: 4 };
-    // The modality's encodings: the plain ones, each row less its mean over its own variance
-    // (+ 1e-5), computed here by hand from the plain ones.
+    // The modality's encodings must be the plain ones with each row centred and divided by
+    // sqrt(its variance + 1e-5), computed here by hand.
     const plain = audioTraining(stack, { ...config, lossNorm: 'none' });
     const input = trainer.modality.input(fixed, undefined);
     for (const m of [1, 5, 6]) {

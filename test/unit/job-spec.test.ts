@@ -105,7 +105,9 @@ test('an encoder spec takes the vision recipe options of gim train image', async
     ),
     /loss_norm/,
   );
-  // loss_norm is common to both modalities (gim train audio --loss-norm); image-only ones are not.
+});
+
+test('an audio encoder spec takes the common recipe options (loss_norm), not the image-only ones', async () => {
   const audio = await planJob(
     {
       kind: 'encoder',
