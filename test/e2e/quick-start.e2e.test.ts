@@ -3,6 +3,8 @@
  * then `node dist/src/main.js`) with nothing configured — no MODELS_DIR, no backend, no preload:
  * the embedded defaults — serves the committed stacks and heads out of the box. A user's first
  * calls: list the models, embed an image, classify images with the shipped head.
+ *
+ * ci:every-backend: `npm start` picks the best backend installed (native in CI's second pass).
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';

@@ -1,3 +1,5 @@
+// ci:every-backend: CI installs clang and lld after its first pass, so the rebuild check runs in
+// the second.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';

@@ -3,6 +3,8 @@
  * --allow-cpu (and must refuse without it), and the bundle runs on a CPU Vulkan driver when one
  * is available (`bash scripts/fetch-lavapipe.sh`, or VK_DRIVER_FILES naming an ICD); otherwise
  * only its failure without an adapter is checked and the WebGPU comparison is skipped.
+ *
+ * ci:every-backend: CI fetches lavapipe after its first pass, so the comparison runs in the second.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';

@@ -2,6 +2,8 @@
  * The wasm training kernels against the cpu backend's built-in kernels: the same gradients, on
  * identical inputs, on many shapes (odd sizes, strides 1-3, 'same'/'valid'/numeric/explicit pads,
  * 1-D-like audio shapes, batch 1 and >1, channels 1..17), within 1e-4 relative to max|ref|.
+ *
+ * ci:every-backend: the unforced selection test takes whichever backend is installed.
  */
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
