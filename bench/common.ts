@@ -96,16 +96,21 @@ export const RECIPE_OPTIONS = {
   'patch-contrast': { type: 'string', default: '0' },
   'loss-norm': { type: 'string', default: 'none' },
   'patch-stride': { type: 'string', default: '4' },
+  'residual-kernels': { type: 'string' },
 } as const;
 
 export function recipeFromArgs(values: Record<string, string | boolean | undefined>): {
   channels: number[];
+  /** Residual conv kernel per module (absent: 1 each). */
+  residualKernels?: number[];
   patchStride: number;
   train: Partial<TrainConfig>;
 } {
   const nums = (v: unknown) => String(v).split(',').map(Number);
+  const residual = values['residual-kernels'];
   return {
     channels: nums(values.channels),
+    ...(residual !== undefined ? { residualKernels: nums(residual) } : {}),
     patchStride: Number(values['patch-stride']),
     train: {
       schedule: 'parallel',

@@ -13,13 +13,14 @@
  *
  * Recipe options (a trained run; see `gim train image`): --channels, --lr, --seed, --batch-size,
  * --offsets, --directions, --patch-jitter, --patch-flip, --patch-brightness, --patch-contrast,
- * --loss-norm, --patch-stride, e.g. the CPC v2 options:
+ * --loss-norm, --patch-stride, --residual-kernels, e.g. the CPC v2 options:
  *   npm run bench:probe -- --directions down,up,right,left --loss-norm layer
  */
 import { parseArgs } from 'node:util';
 import { selectBackend } from '../src/gim/backend/index.js';
 import { EncoderStack } from '../src/gim/encoders/encoder-stack.js';
 import { parsePooling } from '../src/gim/encoders/pooling.js';
+import { residualKernel } from '../src/gim/encoders/vision-module.js';
 import { trainImageStack } from '../src/gim/training/train-image-stack.js';
 import type { TrainConfig } from '../src/gim/training/config.js';
 import { pixelFeatures } from '../src/gim/classify/features.js';
@@ -82,6 +83,7 @@ if (values.model) {
     adapter, // its mean/std as recorded, whatever data it was trained on
     channels: m.modules.map((x) => x.config.channels),
     strides: m.modules.map((x) => x.config.stride),
+    residualKernels: m.modules.map((x) => residualKernel(x.config)),
     // The grid's prediction geometry too: a stack trained on a small grid with short offsets
     // (e.g. --patch-stride 5 --offsets 2,3,4) is refused the default offsets 2..5.
     train: { seed: manifest.training.seed, ...predictionGeometry(manifest.training.config) },
@@ -91,6 +93,7 @@ if (values.model) {
   recipe = {
     dataset: train,
     channels: args.channels,
+    ...(args.residualKernels ? { residualKernels: args.residualKernels } : {}),
     adapter: { patchStride: args.patchStride },
     train: { ...args.train, epochs: Number(values.epochs) },
   };

@@ -17,7 +17,7 @@
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { selectBackend } from '../src/gim/backend/index.js';
-import { EncoderStack, visionModuleConfigs } from '../src/gim/encoders/encoder-stack.js';
+import { EncoderStack } from '../src/gim/encoders/encoder-stack.js';
 import { parsePooling } from '../src/gim/encoders/pooling.js';
 import { trainImageStack } from '../src/gim/training/train-image-stack.js';
 import type { TrainConfig } from '../src/gim/training/config.js';
@@ -69,6 +69,7 @@ const progress = new Progress('recipe-bench', 15_000);
 const outcome = await trainImageStack({
   dataset: train,
   channels,
+  ...(recipe.residualKernels ? { residualKernels: recipe.residualKernels } : {}),
   adapter,
   train: trainConfig,
   backend: backend.name,
@@ -77,11 +78,7 @@ const outcome = await trainImageStack({
 const trainSeconds = outcome.result.durationSeconds;
 const stack = outcome.stack;
 // The random-init twin: the same seed gives the weights training started from.
-const random = EncoderStack.create(
-  stack.adapter,
-  visionModuleConfigs(stack.adapter, channels),
-  seed,
-);
+const random = EncoderStack.create(stack.adapter, stack.moduleConfigs, seed);
 
 const first = (n: number) => Int32Array.from({ length: n }, (_, i) => i);
 const opts = {

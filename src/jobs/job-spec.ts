@@ -65,6 +65,7 @@ const SHAPES: Record<string, CommandShape> = {
       ...TRAIN_COMMON,
       channels: { flag: '--channels', kind: 'list' },
       strides: { flag: '--strides', kind: 'list' },
+      residual_kernels: { flag: '--residual-kernels', kind: 'list' },
       modules: { flag: '--modules', kind: 'number' },
       conv_route: { flag: '--conv-route', kind: 'string', choices: ['conv', 'im2col', 'auto'] },
       height: { flag: '--height', kind: 'number' },

@@ -97,6 +97,44 @@ describe('gim train: recipe flags', () => {
     );
   });
 
+  test('--residual-kernels: modules of two 3x3 convs, recorded per module and kept when the stack grows', async () => {
+    const models = join(dir, 'residual-models');
+    const common = [
+      'train',
+      'image',
+      '--data',
+      FIXTURE,
+      '--models-dir',
+      models,
+      '--name',
+      'rk',
+      '--batch-size',
+      '8',
+      '--max-steps-per-epoch',
+      '2',
+      '--checkpoint-dir',
+      join(dir, 'ck-rk'),
+    ];
+    await gim([...common, '--channels', '4,8', '--residual-kernels', '3,1']);
+    const store = new StackStore(models);
+    const kernels = async (ref: string) =>
+      (await store.load(ref)).manifest.modules.map(
+        (m) => (m.config as { residualKernelSize?: number }).residualKernelSize,
+      );
+    assert.deepEqual(await kernels('rk@1'), [3, undefined]);
+    // Grown without the flag: the parent's modules keep theirs, the new one takes 1.
+    await gim([...common, '--parent', 'rk@1', '--channels', '4,8,8']);
+    assert.deepEqual(await kernels('rk@2'), [3, undefined, undefined]);
+    await assert.rejects(
+      gim([...common, '--channels', '4,8', '--residual-kernels', '3,2']),
+      (e: { code: number; stderr: string }) => {
+        assert.notEqual(e.code, 0);
+        assert.match(e.stderr, /residualKernelSize \(1 or 3\)/);
+        return true;
+      },
+    );
+  });
+
   test('gim train audio --loss-norm layer: recorded in the manifest (the flag is common to both modalities)', async () => {
     const models = join(dir, 'audio-models');
     await gim([

@@ -24,8 +24,12 @@ function images(seed: number, n = N): Float32Array {
   return Float32Array.from({ length: n * 28 * 28 }, () => rng.next());
 }
 
-function makeTrainer(config: Partial<TrainConfig> = {}, seed = 11) {
-  const stack = EncoderStack.create(adapter, visionModuleConfigs(adapter, CHANNELS), seed);
+function makeTrainer(config: Partial<TrainConfig> = {}, seed = 11, residual?: number[]) {
+  const stack = EncoderStack.create(
+    adapter,
+    visionModuleConfigs(adapter, CHANNELS, undefined, residual),
+    seed,
+  );
   return Object.assign(new GreedyTrainer(stack, resolveTrainConfig({ seed, ...config })), {
     stack,
   });
@@ -40,6 +44,27 @@ function assertBitIdentical(a: Float32Array[], b: Float32Array[], what: string) 
   a.forEach((x, i) => assert.deepEqual(x, b[i], `${what}: variable ${i} differs`));
 }
 
+/** One step on each conv route from the same start: the same losses and weights after. */
+function sameStepBothRoutes(residual: number[] | undefined) {
+  const batch = { data: images(12), n: N };
+  const viaConv = makeTrainer({ convRoute: 'conv' }, 11, residual);
+  const viaCols = makeTrainer({ convRoute: 'im2col' }, 11, residual);
+  assert.equal(viaCols.config.convRoute, 'im2col');
+  const la = viaConv.step(batch, [1, 2, 3], new Rng(4));
+  const lb = viaCols.step(batch, [1, 2, 3], new Rng(4));
+  la.forEach((l, i) =>
+    assert.ok(Math.abs(l - (lb[i] as number)) < 1e-5, `loss ${i}: ${l} vs ${lb[i]}`),
+  );
+  for (const m of [1, 2, 3]) {
+    const a = snapshot(viaConv, m);
+    const b = snapshot(viaCols, m);
+    a.forEach((x, i) =>
+      x.forEach((v, j) => assert.ok(Math.abs(v - b[i]![j]!) < 1e-5, `module ${m}`)),
+    );
+  }
+  [viaConv, viaCols].forEach((t) => (t.stack.dispose(), t.dispose()));
+}
+
 const plan = await testBackends();
 
 describeEachBackend(plan, 'GreedyTrainer', () => {
@@ -51,58 +76,50 @@ describeEachBackend(plan, 'GreedyTrainer', () => {
     t.dispose();
   });
 
-  test('im2col columns give the same module output as conv2d', () => {
-    const stack = EncoderStack.create(adapter, visionModuleConfigs(adapter, CHANNELS), 3);
-    tf.tidy(() => {
-      let x = stack.patches(images(4), N);
-      for (const m of stack.modules) {
-        const [n] = x.shape;
-        const { inputSize, inChannels, kernelSize, stride } = m.config;
-        const cols = im2col(x.dataSync() as Float32Array, n, {
-          size: inputSize,
-          channels: inChannels,
-          kernel: kernelSize,
-          stride,
-        });
-        const viaCols = m.applyColumns(
-          tf.tensor2d(cols, [
-            cols.length / (kernelSize * kernelSize * inChannels),
-            kernelSize * kernelSize * inChannels,
-          ]),
-        );
-        const viaConv = m.apply(x);
-        const diff = tf
-          .max(tf.abs(tf.sub(tf.reshape(viaCols, viaConv.shape), viaConv)))
-          .dataSync()[0] as number;
-        assert.ok(diff < 1e-5, `module ${m.config.channels}: max diff ${diff}`);
-        // The model.json topology computes the same function as the hand-written forward.
-        const viaModel = m.model.predict(x) as tf.Tensor;
-        const d2 = tf.max(tf.abs(tf.sub(viaModel, viaConv))).dataSync()[0] as number;
-        assert.ok(d2 < 1e-5, `LayersModel differs by ${d2}`);
-        x = viaConv;
-      }
-    });
-    stack.dispose();
-  });
-
-  test('conv and im2col routes take the same training step', () => {
-    const batch = { data: images(12), n: N };
-    const viaConv = makeTrainer({ convRoute: 'conv' });
-    const viaCols = makeTrainer({ convRoute: 'im2col' });
-    assert.equal(viaCols.config.convRoute, 'im2col');
-    const la = viaConv.step(batch, [1, 2, 3], new Rng(4));
-    const lb = viaCols.step(batch, [1, 2, 3], new Rng(4));
-    la.forEach((l, i) =>
-      assert.ok(Math.abs(l - (lb[i] as number)) < 1e-5, `loss ${i}: ${l} vs ${lb[i]}`),
-    );
-    for (const m of [1, 2, 3]) {
-      const a = snapshot(viaConv, m);
-      const b = snapshot(viaCols, m);
-      a.forEach((x, i) =>
-        x.forEach((v, j) => assert.ok(Math.abs(v - b[i]![j]!) < 1e-5, `module ${m}`)),
+  for (const residual of [
+    [1, 1, 1],
+    [3, 3, 1],
+  ])
+    test(`im2col columns give the same module output as conv2d (residual kernels ${residual.join(',')})`, () => {
+      const stack = EncoderStack.create(
+        adapter,
+        visionModuleConfigs(adapter, CHANNELS, undefined, residual),
+        3,
       );
-    }
-    [viaConv, viaCols].forEach((t) => (t.stack.dispose(), t.dispose()));
+      tf.tidy(() => {
+        let x = stack.patches(images(4), N);
+        for (const m of stack.modules) {
+          const [n] = x.shape;
+          const { inputSize, inChannels, kernelSize, stride } = m.config;
+          const cols = im2col(x.dataSync() as Float32Array, n, {
+            size: inputSize,
+            channels: inChannels,
+            kernel: kernelSize,
+            stride,
+          });
+          const viaCols = m.applyColumns(
+            tf.tensor2d(cols, [
+              cols.length / (kernelSize * kernelSize * inChannels),
+              kernelSize * kernelSize * inChannels,
+            ]),
+          );
+          const viaConv = m.apply(x);
+          const diff = tf
+            .max(tf.abs(tf.sub(tf.reshape(viaCols, viaConv.shape), viaConv)))
+            .dataSync()[0] as number;
+          assert.ok(diff < 1e-5, `module ${m.config.channels}: max diff ${diff}`);
+          // The model.json topology computes the same function as the hand-written forward.
+          const viaModel = m.model.predict(x) as tf.Tensor;
+          const d2 = tf.max(tf.abs(tf.sub(viaModel, viaConv))).dataSync()[0] as number;
+          assert.ok(d2 < 1e-5, `LayersModel differs by ${d2}`);
+          x = viaConv;
+        }
+      });
+      stack.dispose();
+    });
+
+  test('conv and im2col routes take the same training step (modules of two 3x3 convs too)', () => {
+    for (const residual of [undefined, [3, 3, 3]]) sameStepBothRoutes(residual);
   });
 
   test('parallel step: module j changes only through its own loss', () => {

@@ -72,6 +72,7 @@ test('an encoder spec takes the vision recipe options of gim train image', async
         data: 'fashion-mnist',
         channels: [32, 64, 128],
         strides: [1, 2, 1],
+        residual_kernels: [3, 3, 1],
         epochs: 2,
         loss_norm: 'layer',
         lr_schedule: 'cosine',
@@ -88,6 +89,7 @@ test('an encoder spec takes the vision recipe options of gim train image', async
   for (const arg of [
     '--channels=32,64,128',
     '--strides=1,2,1',
+    '--residual-kernels=3,3,1',
     '--loss-norm=layer',
     '--lr-schedule=cosine',
     '--negatives-from=item',

@@ -58,6 +58,7 @@ interface CommonTrainOptions extends ProgressJsonOptions {
 interface TrainImageOptions extends CommonTrainOptions {
   channels?: number[];
   strides?: number[];
+  residualKernels?: number[];
   modules?: number;
   convRoute: ConvRoute | 'auto';
   height?: number;
@@ -192,6 +193,11 @@ export function trainCommand(): Command {
       intList,
     )
     .option(
+      '--residual-kernels <list>',
+      'residual conv kernel per module, 1 or 3 (default 1 each; 3 makes a module two 3x3 convs, about 3x the compute; with --parent its own for its modules)',
+      intList,
+    )
+    .option(
       '--modules <k>',
       'number of modules (default: one per --channels entry, else 3)',
       int(1, 5),
@@ -263,6 +269,7 @@ export function trainCommand(): Command {
           dataset,
           channels,
           ...(o.strides ? { strides: o.strides } : {}),
+          ...(o.residualKernels ? { residualKernels: o.residualKernels } : {}),
           ...(o.patchStride !== undefined ? { adapter: { patchStride: o.patchStride } } : {}),
           train: {
             ...trainConfig(o),

@@ -11,24 +11,32 @@ export const defaultStrides = (n: number): number[] =>
   Array.from({ length: n }, (_, i) => (i === 0 ? 1 : 2));
 
 /**
- * The scaled-down GIM.md vision encoder: conv3x3 strides 1, 2, 2 with a residual 1x1 each.
- * channels: [16, 32, 64] by default, [8, 16, 32] for a fast run.
+ * The scaled-down GIM.md vision encoder: conv3x3 strides 1, 2, 2 with a residual 1x1 each (or,
+ * per module, a residual 3x3: `residualKernels`). channels: [16, 32, 64] by default, [8, 16, 32]
+ * for a fast run.
  */
 export function visionModuleConfigs(
   adapter: ImageAdapterConfig,
   channels: number[] = [16, 32, 64],
   strides: number[] = defaultStrides(channels.length),
+  residualKernels: number[] = channels.map(() => 1),
 ): VisionModuleConfig[] {
   if (channels.length === 0 || channels.length !== strides.length)
     throw new GimError(
       'invalid_argument',
       `need one stride per module: ${channels.length} channel counts, ${strides.length} strides`,
     );
+  if (residualKernels.length !== channels.length)
+    throw new GimError(
+      'invalid_argument',
+      `need one residual kernel per module: ${channels.length} channel counts, ${residualKernels.length} residual kernels`,
+    );
   const configs: VisionModuleConfig[] = [];
   let size = adapter.patchSize;
   let inChannels: number = adapter.channels;
   channels.forEach((c, i) => {
     const stride = strides[i] as number;
+    const residual = residualKernels[i] as number;
     configs.push({
       kind: 'vision-conv',
       inputSize: size,
@@ -36,6 +44,8 @@ export function visionModuleConfigs(
       channels: c,
       stride,
       kernelSize: 3,
+      // Absent when 1, so configs (and manifests) of stacks made before the option compare equal.
+      ...(residual !== 1 ? { residualKernelSize: residual } : {}),
     });
     size = Math.ceil(size / stride);
     inChannels = c;

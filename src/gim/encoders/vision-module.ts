@@ -3,7 +3,10 @@ import { GimError } from '../errors.js';
 import { samePadding } from './im2col.js';
 import { modelArtifacts, modelVariables, type GimModule } from './gim-module.js';
 
-/** One vision module: conv3x3 (stride s, same padding) -> residual conv1x1 -> ReLU, per patch. */
+/**
+ * One vision module: conv3x3 (stride s, same padding) -> residual conv (1x1 by default, or 3x3:
+ * two 3x3 convs, a ResNet basic block's depth) -> ReLU, per patch.
+ */
 export interface VisionModuleConfig {
   kind: 'vision-conv';
   /** Spatial size of one input patch (square) and its channels. */
@@ -12,10 +15,15 @@ export interface VisionModuleConfig {
   channels: number;
   stride: number;
   kernelSize: number;
+  /** Kernel of the residual conv: 1 (absent: every stack before this option) or 3. */
+  residualKernelSize?: number;
 }
 
+/** The residual conv's kernel of a module config (1 when the config predates the option). */
+export const residualKernel = (c: VisionModuleConfig): number => c.residualKernelSize ?? 1;
+
 /**
- * h = conv_kxk(x, stride) + b1;  y = relu(h + conv1x1(relu(h)) + b2).
+ * h = conv_kxk(x, stride) + b1;  y = relu(h + conv_rxr(relu(h)) + b2), r = 1 or 3.
  *
  * No batch norm (GIM.md). The weights live in a standard tfjs LayersModel (so `model.json` is
  * loadable by any tfjs runtime); the forward passes below use the same variables directly, in two
@@ -46,7 +54,7 @@ export class VisionModule implements GimModule {
     const r = tf.layers
       .conv2d({
         filters: channels,
-        kernelSize: 1,
+        kernelSize: residualKernel(config),
         padding: 'same',
         kernelInitializer: tf.initializers.glorotUniform({ seed: seed + 1 }),
         name: `${name}_res`,
@@ -66,10 +74,11 @@ export class VisionModule implements GimModule {
     const m = new VisionModule(config, model);
     const shapes = m.variables.map((v) => v.shape.join('x')).join(', ');
     const k = config.kernelSize;
+    const r = residualKernel(config);
     const expected = [
       [k, k, config.inChannels, config.channels],
       [config.channels],
-      [1, 1, config.channels, config.channels],
+      [r, r, config.channels, config.channels],
       [config.channels],
     ]
       .map((s) => s.join('x'))
@@ -94,7 +103,7 @@ export class VisionModule implements GimModule {
     return [this.outputSize, this.outputSize, this.config.channels];
   }
 
-  /** The trainable variables in a fixed order: conv kernel, conv bias, 1x1 kernel, 1x1 bias. */
+  /** The trainable variables in a fixed order: conv kernel, conv bias, residual kernel, its bias. */
   get variables(): tf.Variable[] {
     return modelVariables(this.model);
   }
@@ -122,12 +131,20 @@ export class VisionModule implements GimModule {
         tf.matMul(cols, tf.reshape(k1, [k * k * inChannels, channels])),
         b1,
       );
-      const r: tf.Tensor2D = tf.add(
-        tf.matMul(tf.relu(h), tf.reshape(k2, [channels, channels])),
-        b2,
-      );
+      const r: tf.Tensor2D =
+        residualKernel(this.config) === 1
+          ? tf.add(tf.matMul(tf.relu(h), tf.reshape(k2, [channels, channels])), b2)
+          : this.residualConv(h, k2, b2);
       return tf.relu(tf.add(h, r) as typeof h);
     });
+  }
+
+  /** The residual branch on rows [N * S' * S', C] of patch outputs, as a spatial conv. */
+  private residualConv(h: tf.Tensor2D, k2: tf.Tensor4D, b2: tf.Tensor1D): tf.Tensor2D {
+    const s = this.outputSize;
+    const c = this.config.channels;
+    const grid = tf.reshape(tf.relu(h), [-1, s, s, c]) as tf.Tensor4D;
+    return tf.reshape(tf.add(tf.conv2d(grid, k2, 1, 'same'), b2), [-1, c]);
   }
 
   /** The module as standard tfjs model artifacts (model.json topology + weights). */
@@ -162,6 +179,8 @@ export function validateVisionModule(c: VisionModuleConfig): void {
   ];
   const bad = ints.filter(([, v]) => !(Number.isInteger(v) && v > 0)).map(([k]) => k);
   if (c.kind !== 'vision-conv') bad.push('kind');
+  if (c.residualKernelSize !== undefined && ![1, 3].includes(c.residualKernelSize))
+    bad.push('residualKernelSize (1 or 3)');
   if (bad.length > 0)
     throw new GimError('invalid_argument', `bad vision module config: ${bad.join(', ')}`);
 }

@@ -2,7 +2,7 @@ import { GimError } from '../errors.js';
 import type { ImageDataset } from '../data/dataset.js';
 import { channelStats, defaultImageAdapter, type ImageAdapterConfig } from '../modality/image.js';
 import { EncoderStack, defaultStrides, visionModuleConfigs } from '../encoders/encoder-stack.js';
-import type { VisionModuleConfig } from '../encoders/vision-module.js';
+import { residualKernel, type VisionModuleConfig } from '../encoders/vision-module.js';
 import { imageTrainingData } from './image-training.js';
 import {
   trainStack,
@@ -19,6 +19,8 @@ export interface ImageTrainJob extends TrainJobOptions {
    */
   channels?: number[];
   strides?: number[];
+  /** Residual conv kernel per module, 1 or 3 (default 1; with a parent, its own for its modules). */
+  residualKernels?: number[];
   adapter?: Partial<Omit<ImageAdapterConfig, 'kind'>>;
 }
 
@@ -47,7 +49,7 @@ export function imageRecipe(job: ImageTrainJob): StackRecipe<EncoderStack> {
       });
       return EncoderStack.create(
         adapter,
-        visionModuleConfigs(adapter, job.channels, job.strides),
+        visionModuleConfigs(adapter, job.channels, job.strides, job.residualKernels),
         seed,
       );
     },
@@ -62,7 +64,14 @@ export function imageRecipe(job: ImageTrainJob): StackRecipe<EncoderStack> {
       const own = parent.moduleConfigs.map((c) => c.stride);
       const n = job.channels.length;
       const strides = job.strides ?? [...own, ...defaultStrides(n).slice(own.length)].slice(0, n);
-      return parent.grow(visionModuleConfigs(parent.adapter, job.channels, strides), seed);
+      const ownResidual = parent.moduleConfigs.map(residualKernel);
+      const residual =
+        job.residualKernels ??
+        [...ownResidual, ...Array<number>(Math.max(0, n - ownResidual.length)).fill(1)].slice(0, n);
+      return parent.grow(
+        visionModuleConfigs(parent.adapter, job.channels, strides, residual),
+        seed,
+      );
     },
     data: (stack) => imageTrainingData(dataset, stack.adapter),
     describeData: async () => ({
