@@ -9,6 +9,22 @@ import { StackStore } from '../../src/gim/store/stack-store.js';
 const ROOT = new URL('../..', import.meta.url).pathname;
 const FIXTURE = join(ROOT, 'test/fixtures/fashion-mnist-mini');
 
+/** `gim train image` on the fixture, two steps of 8 images. */
+const tinyImageRun = (models: string, checkpoints: string) => [
+  'train',
+  'image',
+  '--data',
+  FIXTURE,
+  '--models-dir',
+  models,
+  '--batch-size',
+  '8',
+  '--max-steps-per-epoch',
+  '2',
+  '--checkpoint-dir',
+  checkpoints,
+];
+
 describe('gim train: recipe flags', () => {
   let dir = '';
   before(async () => {
@@ -18,22 +34,7 @@ describe('gim train: recipe flags', () => {
 
   test('directions, patch augmentation, loss norm, offsets, patch stride, lr schedule and negative source reach the manifest', async () => {
     const models = join(dir, 'models');
-    const common = [
-      'train',
-      'image',
-      '--data',
-      FIXTURE,
-      '--models-dir',
-      models,
-      '--channels',
-      '4,8',
-      '--batch-size',
-      '8',
-      '--max-steps-per-epoch',
-      '2',
-      '--checkpoint-dir',
-      join(dir, 'ck'),
-    ];
+    const common = [...tinyImageRun(models, join(dir, 'ck')), '--channels', '4,8'];
     await gim([
       ...common,
       '--name',
@@ -99,22 +100,7 @@ describe('gim train: recipe flags', () => {
 
   test('--residual-kernels: modules of two 3x3 convs, recorded per module and kept when the stack grows', async () => {
     const models = join(dir, 'residual-models');
-    const common = [
-      'train',
-      'image',
-      '--data',
-      FIXTURE,
-      '--models-dir',
-      models,
-      '--name',
-      'rk',
-      '--batch-size',
-      '8',
-      '--max-steps-per-epoch',
-      '2',
-      '--checkpoint-dir',
-      join(dir, 'ck-rk'),
-    ];
+    const common = [...tinyImageRun(models, join(dir, 'ck-rk')), '--name', 'rk'];
     await gim([...common, '--channels', '4,8', '--residual-kernels', '3,1']);
     const store = new StackStore(models);
     const kernels = async (ref: string) =>
