@@ -11,18 +11,8 @@ const FIXTURE = join(ROOT, 'test/fixtures/fashion-mnist-mini');
 
 /** `gim train image` on the fixture, two steps of 8 images. */
 const tinyImageRun = (models: string, checkpoints: string) => [
-  'train',
-  'image',
-  '--data',
-  FIXTURE,
-  '--models-dir',
-  models,
-  '--batch-size',
-  '8',
-  '--max-steps-per-epoch',
-  '2',
-  '--checkpoint-dir',
-  checkpoints,
+  ...['train', 'image', '--data', FIXTURE, '--models-dir', models],
+  ...['--batch-size', '8', '--max-steps-per-epoch', '2', '--checkpoint-dir', checkpoints],
 ];
 
 describe('gim train: recipe flags', () => {
