@@ -101,6 +101,18 @@ describe('gim train: recipe flags', () => {
     // Grown without the flag: the parent's modules keep theirs, the new one takes 1.
     await gim([...common, '--parent', 'rk@1', '--channels', '4,8,8']);
     assert.deepEqual(await kernels('rk@2'), [3, undefined, undefined]);
+    // A retrain cannot swap a parent module's kernel: refused, naming both.
+    await assert.rejects(
+      gim([...common, '--parent', 'rk@1', '--channels', '4,8,8', '--residual-kernels', '1,1,1']),
+      (e: { code: number; stderr: string }) => {
+        assert.equal(e.code, 2);
+        assert.match(
+          e.stderr,
+          /channels 4\/8\/8 \(strides 1\/2\/2\) do not extend the stack's 4\/8 \(strides 1\/2, residual kernels 3\/1\)/,
+        );
+        return true;
+      },
+    );
     await assert.rejects(
       gim([...common, '--channels', '4,8', '--residual-kernels', '3,2']),
       (e: { code: number; stderr: string }) => {

@@ -194,7 +194,7 @@ export function trainCommand(): Command {
     )
     .option(
       '--residual-kernels <list>',
-      'residual conv kernel per module, 1 or 3 (default 1 each; 3 makes a module two 3x3 convs, about 3x the compute; with --parent its own for its modules)',
+      'residual conv kernel per module, 1 or 3 (default 1 each; 3 makes a module two 3x3 convs, up to about 3x the training time; with --parent its own for its modules)',
       intList,
     )
     .option(

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { GimError } from '../errors.js';
 import { imagesToPatches, patchGrid, type ImageAdapterConfig } from '../modality/image.js';
-import { VisionModule, type VisionModuleConfig } from './vision-module.js';
+import { residualKernel, VisionModule, type VisionModuleConfig } from './vision-module.js';
 import type { GridShape } from './pooling.js';
 import { loadModules, ModuleStack, type LayerShape } from './gim-module.js';
 import { imageManifest, type StackManifest } from '../store/manifest.js';
@@ -51,6 +51,16 @@ export function visionModuleConfigs(
     inChannels = c;
   });
   return configs;
+}
+
+/** "32/64 (strides 1/2)", with ", residual kernels 3/1" when any is not 1. */
+function describeModules(configs: VisionModuleConfig[]): string {
+  const kernels = configs.map(residualKernel);
+  const residual = kernels.some((k) => k !== 1) ? `, residual kernels ${kernels.join('/')}` : '';
+  return (
+    `${configs.map((c) => c.channels).join('/')} ` +
+    `(strides ${configs.map((c) => c.stride).join('/')}${residual})`
+  );
 }
 
 /** Module i (0-based) of a stack made with `seed`: its initial weights depend on seed and i only. */
@@ -113,8 +123,7 @@ export class EncoderStack extends ModuleStack<VisionModule, VisionModuleConfig> 
     if (configs.length < own.length || !own.every((c, i) => same(c, configs[i])))
       throw new GimError(
         'invalid_argument',
-        `channels ${configs.map((c) => c.channels).join('/')} (strides ${configs.map((c) => c.stride).join('/')}) ` +
-          `do not extend the stack's ${own.map((c) => c.channels).join('/')} (strides ${own.map((c) => c.stride).join('/')}): ` +
+        `channels ${describeModules(configs)} do not extend the stack's ${describeModules(own)}: ` +
           'a retrain keeps its modules; to grow it, list them unchanged and then the new ones',
       );
     if (configs.length === own.length) return this;
