@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { EncoderStack, visionModuleConfigs } from '../../src/gim/encoders/encoder-stack.js';
-import { im2col } from '../../src/gim/encoders/im2col.js';
+import { imageTraining } from '../../src/gim/training/image-training.js';
 import { defaultImageAdapter } from '../../src/gim/modality/image.js';
 import { GreedyTrainer } from '../../src/gim/training/greedy-trainer.js';
 import { resolveTrainConfig, type TrainConfig } from '../../src/gim/training/config.js';
@@ -88,25 +88,15 @@ describeEachBackend(plan, 'GreedyTrainer', () => {
       );
       tf.tidy(() => {
         let x = stack.patches(images(4), N);
-        for (const m of stack.modules) {
-          const [n] = x.shape;
-          const { inputSize, inChannels, kernelSize, stride } = m.config;
-          const cols = im2col(x.dataSync() as Float32Array, n, {
-            size: inputSize,
-            channels: inChannels,
-            kernel: kernelSize,
-            stride,
-          });
-          const viaCols = m.applyColumns(
-            tf.tensor2d(cols, [
-              cols.length / (kernelSize * kernelSize * inChannels),
-              kernelSize * kernelSize * inChannels,
-            ]),
-          );
+        // The columns route exactly as greedy training takes it.
+        const training = imageTraining(stack, { offsets: [2], convRoute: 'im2col' });
+        for (const [i, m] of stack.modules.entries()) {
+          const route = training.greedyForward?.(i + 1, x);
+          assert.ok(route, 'the im2col route gives a forward pass');
+          const viaCols = route.forward();
           const viaConv = m.apply(x);
-          const diff = tf
-            .max(tf.abs(tf.sub(tf.reshape(viaCols, viaConv.shape), viaConv)))
-            .dataSync()[0] as number;
+          const diff = tf.max(tf.abs(tf.sub(viaCols, viaConv))).dataSync()[0] as number;
+          route.dispose();
           assert.ok(diff < 1e-5, `module ${m.config.channels}: max diff ${diff}`);
           // The model.json topology computes the same function as the hand-written forward.
           const viaModel = m.model.predict(x) as tf.Tensor;

@@ -60,14 +60,14 @@ export function imageRecipe(job: ImageTrainJob): StackRecipe<EncoderStack> {
     },
     grow(parent, seed) {
       if (!job.channels) return parent;
-      // The parent's own strides for its modules unless given: only new modules take defaults.
-      const own = parent.moduleConfigs.map((c) => c.stride);
+      // The parent's own strides and residual kernels for its modules unless given: only new
+      // modules take the defaults.
       const n = job.channels.length;
-      const strides = job.strides ?? [...own, ...defaultStrides(n).slice(own.length)].slice(0, n);
-      const ownResidual = parent.moduleConfigs.map(residualKernel);
-      const residual =
-        job.residualKernels ??
-        [...ownResidual, ...Array<number>(Math.max(0, n - ownResidual.length)).fill(1)].slice(0, n);
+      const own = parent.moduleConfigs;
+      const ownOr = (of: (c: VisionModuleConfig) => number, defaults: number[]) =>
+        defaults.map((d, i) => (own[i] ? of(own[i]) : d));
+      const strides = job.strides ?? ownOr((c) => c.stride, defaultStrides(n));
+      const residual = job.residualKernels ?? ownOr(residualKernel, Array<number>(n).fill(1));
       return parent.grow(
         visionModuleConfigs(parent.adapter, job.channels, strides, residual),
         seed,
